@@ -1,0 +1,1 @@
+//! URI fetcher and shared fetcher cache.

@@ -1,0 +1,1 @@
+//! Mesos agent stand-in (see crate docs).

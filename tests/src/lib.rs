@@ -1,0 +1,10 @@
+//! Croupier's integration harness.
+//!
+//! # Layout
+//! - [`agent`]: a Mesos agent stand-in speaking the v1 executor API (protobuf and JSON).
+//! - [`shuffle`]: a Spark shuffle-protocol client used by protocol tests and load generators.
+//! - [`env`]: locating the interop peers (the pyspark/pymesos/moto venv, Java).
+
+pub mod agent;
+pub mod env;
+pub mod shuffle;

@@ -1,0 +1,1 @@
+//! Spark shuffle protocol client (see crate docs).
