@@ -1,0 +1,1 @@
+//! Packaging metadata carrier for the `croupier` .deb/.rpm (see packaging/build.sh). No code.
