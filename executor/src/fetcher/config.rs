@@ -1,0 +1,204 @@
+//! Fetcher settings, parsed once from the environment and the command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default cache directory (shared by every executor on the agent, kept across restarts).
+pub const DEFAULT_CACHE_DIR: &str = "/var/cache/croupier/fetcher";
+/// Default cache size: 2 GB, as Mesos's `--fetcher_cache_size`.
+pub const DEFAULT_CACHE_SIZE: u64 = 2 * 1024 * 1024 * 1024;
+/// Default stall timeout, as Mesos's `--fetcher_stall_timeout`.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Typed fetcher configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchConfig {
+    /// Root of the shared cache (`CROUPIER_FETCHER_CACHE_DIR`, `--fetcher_cache_dir`).
+    pub cache_dir: PathBuf,
+    /// Cap on the bytes held by cache entries (`CROUPIER_FETCHER_CACHE_SIZE`, `--fetcher_cache_size`).
+    /// 0 disables caching: every URI is fetched directly.
+    pub cache_size: u64,
+    /// A download that receives no byte for this long fails
+    /// (`CROUPIER_FETCHER_STALL_TIMEOUT`, `--fetcher_stall_timeout`).
+    pub stall_timeout: Duration,
+    /// Hardlink cache entries into sandboxes instead of copying (`CROUPIER_FETCHER_CACHE_LINKS=1`,
+    /// `--fetcher_cache_links`). Entries are then read-only; honoured only when the executor runs
+    /// as root (entries owned by root cannot be changed through a task's link).
+    pub cache_links: bool,
+    /// Extra PEM CA bundle trusted for `https://` (`CROUPIER_FETCHER_CA_FILE`,
+    /// `--fetcher_ca_file`), on top of the system and webpki roots.
+    pub ca_file: Option<PathBuf>,
+    /// Base for relative local paths (`--frameworks_home` / `MESOS_FRAMEWORKS_HOME`).
+    pub frameworks_home: Option<PathBuf>,
+    /// How often a long download logs its progress.
+    pub progress_interval: Duration,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            cache_dir: PathBuf::from(DEFAULT_CACHE_DIR),
+            cache_size: DEFAULT_CACHE_SIZE,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            cache_links: false,
+            ca_file: None,
+            frameworks_home: None,
+            progress_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A setting that could not be parsed; names the setting and the value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid fetcher setting {setting}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub setting: String,
+    pub value: String,
+    pub reason: String,
+}
+
+impl FetchConfig {
+    /// Reads the process environment, then lets `args` (the executor's command line; unknown
+    /// arguments are ignored) override it. Both `--flag=value` and `--flag value` are accepted.
+    pub fn from_env_and_flags<S: AsRef<str>>(args: &[S]) -> Result<FetchConfig, ConfigError> {
+        Self::from_lookup_and_flags(|k| std::env::var(k).ok(), args)
+    }
+
+    /// As [`FetchConfig::from_env_and_flags`], with an explicit environment (for tests).
+    pub fn from_lookup_and_flags<S: AsRef<str>>(
+        env: impl Fn(&str) -> Option<String>,
+        args: &[S],
+    ) -> Result<FetchConfig, ConfigError> {
+        let mut cfg = FetchConfig::default();
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (env_name, flag) in [
+            ("CROUPIER_FETCHER_CACHE_DIR", "fetcher_cache_dir"),
+            ("CROUPIER_FETCHER_CACHE_SIZE", "fetcher_cache_size"),
+            ("CROUPIER_FETCHER_STALL_TIMEOUT", "fetcher_stall_timeout"),
+            ("CROUPIER_FETCHER_CACHE_LINKS", "fetcher_cache_links"),
+            ("CROUPIER_FETCHER_CA_FILE", "fetcher_ca_file"),
+            ("MESOS_FRAMEWORKS_HOME", "frameworks_home"),
+        ] {
+            if let Some(v) = env(env_name) {
+                pairs.push((flag.to_string(), v));
+            }
+        }
+        let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
+        let mut i = 0;
+        while i < args.len() {
+            if let Some(rest) = args[i].strip_prefix("--") {
+                let known = [
+                    "fetcher_cache_dir",
+                    "fetcher_cache_size",
+                    "fetcher_stall_timeout",
+                    "fetcher_cache_links",
+                    "fetcher_ca_file",
+                    "frameworks_home",
+                ];
+                if let Some((k, v)) = rest.split_once('=') {
+                    if known.contains(&k) {
+                        pairs.push((k.to_string(), v.to_string()));
+                    }
+                } else if rest == "fetcher_cache_links" {
+                    pairs.push((rest.to_string(), "true".to_string()));
+                } else if known.contains(&rest) && i + 1 < args.len() {
+                    pairs.push((rest.to_string(), args[i + 1].to_string()));
+                    i += 1;
+                }
+            }
+            i += 1;
+        }
+        for (k, v) in pairs {
+            let bad = |reason: &str| ConfigError {
+                setting: k.clone(),
+                value: v.clone(),
+                reason: reason.to_string(),
+            };
+            match k.as_str() {
+                "fetcher_cache_dir" => {
+                    if !v.starts_with('/') {
+                        return Err(bad("must be an absolute path"));
+                    }
+                    cfg.cache_dir = PathBuf::from(&v);
+                }
+                "fetcher_cache_size" => cfg.cache_size = parse_bytes(&v).map_err(|r| bad(&r))?,
+                "fetcher_stall_timeout" => {
+                    cfg.stall_timeout = parse_duration(&v).map_err(|r| bad(&r))?
+                }
+                "fetcher_cache_links" => cfg.cache_links = parse_bool(&v).map_err(|r| bad(&r))?,
+                "fetcher_ca_file" => cfg.ca_file = (!v.is_empty()).then(|| PathBuf::from(&v)),
+                "frameworks_home" => {
+                    cfg.frameworks_home = (!v.is_empty()).then(|| PathBuf::from(&v))
+                }
+                _ => {}
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err("expected 1/0/true/false".into()),
+    }
+}
+
+/// Mesos byte syntax: a number followed by `B`, `KB`, `MB`, `GB` or `TB` (powers of 1024).
+/// A bare number is taken as bytes.
+pub fn parse_bytes(v: &str) -> Result<u64, String> {
+    let s = v.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| "expected a number followed by B, KB, MB, GB or TB".to_string())?;
+    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KB" => 1 << 10,
+        "MB" => 1 << 20,
+        "GB" => 1 << 30,
+        "TB" => 1 << 40,
+        other => return Err(format!("unknown unit {other:?} (use B, KB, MB, GB or TB)")),
+    };
+    let bytes = n * mult as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err("out of range".into());
+    }
+    Ok(bytes as u64)
+}
+
+/// Mesos duration syntax (`60secs`, `500ms`, `2mins`, ...); `s`, `m`, `h` are accepted too.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let s = v.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| "expected a number followed by a unit such as secs".to_string())?;
+    let secs_per: f64 = match unit.trim() {
+        "ns" => 1e-9,
+        "us" => 1e-6,
+        "ms" => 1e-3,
+        "secs" | "s" => 1.0,
+        "mins" | "m" => 60.0,
+        "hrs" | "h" => 3600.0,
+        "days" => 86400.0,
+        "weeks" => 604800.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} (use ns, us, ms, secs, mins, hrs, days, weeks)"
+            ))
+        }
+    };
+    let secs = n * secs_per;
+    if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
+        return Err("out of range".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
