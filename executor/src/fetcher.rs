@@ -63,16 +63,9 @@ use error::io_kind;
 use source::{Clients, Landed, Sink};
 use uri::Plan;
 
-/// One `CommandInfo.URI`, field for field as `croupier_proto::v1::command_info::Uri`
-/// (`None` means unset, with Mesos's defaults: executable false, extract true, cache false).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Uri {
-    pub value: String,
-    pub executable: Option<bool>,
-    pub extract: Option<bool>,
-    pub cache: Option<bool>,
-    pub output_file: Option<String>,
-}
+/// One `CommandInfo.URI` (`None` means unset, with Mesos's defaults: executable false,
+/// extract true, cache false).
+pub use croupier_proto::v1::command_info::Uri;
 
 /// How the cache was involved for one URI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
