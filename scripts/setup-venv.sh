@@ -6,7 +6,7 @@
 # Prints the venv path on stdout as its last line.
 set -euo pipefail
 VENV="${CROUPIER_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/croupier/venv}"
-STAMP="$VENV/.croupier-deps-v1"
+STAMP="$VENV/.croupier-deps-v2"
 if [ -f "$STAMP" ] && [ -x "$VENV/bin/python" ]; then
   echo "$VENV"
   exit 0
@@ -24,6 +24,6 @@ trap 'rm -rf "$HP_DIR"' EXIT
 tar -xzf "$HP_DIR"/http-parser-0.9.0.tar.gz -C "$HP_DIR"
 sed -i 's/run_setup(not IS_PYPY)/run_setup(False)/' "$HP_DIR/http-parser-0.9.0/setup.py"
 "${PIP[@]}" "$HP_DIR/http-parser-0.9.0" >&2
-"${PIP[@]}" "pyspark==3.5.7" "py4j==0.10.9.7" "pymesos==0.3.15" "moto[server,s3]" >&2
+"${PIP[@]}" "pyspark==3.5.7" "py4j==0.10.9.7" "pymesos==0.3.15" "moto[server,s3]" "prometheus-client" >&2
 touch "$STAMP"
 echo "$VENV"

@@ -12,3 +12,9 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace -- --test-threads=2
+echo "== packaging (build .deb/.rpm, install, start/stop, purge)"
+if [ "$(id -u)" -ne 0 ] && [ "${CROUPIER_SKIP_PACKAGING:-}" = 1 ]; then
+  echo "NOT RUN: packaging test (needs root to dpkg -i; CROUPIER_SKIP_PACKAGING=1 was set)"
+else
+  bash packaging/test.sh
+fi
