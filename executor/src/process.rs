@@ -1,0 +1,465 @@
+//! Process supervision: spawning a task's command in its own session, finding every process
+//! that belongs to a task (even ones that `setsid` or double-fork away), killing them, and
+//! reaping every child of the executor.
+//!
+//! The executor makes itself a *child subreaper* ([`become_subreaper`]), so orphaned descendants
+//! of a task are reparented to it rather than to init. [`reap_all`] collects every zombie with
+//! `waitpid(-1)`; all child processes of the executor must therefore be spawned here (a
+//! `tokio::process` child would lose its exit status to [`reap_all`]).
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::CString;
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{Gid, Pid, Uid};
+
+/// The environment variable that tags a custom-mode task's processes with its task id, so that
+/// processes which escaped the task's session can still be attributed to it.
+pub const TASK_MARKER_ENV: &str = "CROUPIER_TASK_ID";
+
+/// What to execute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// `sh -c <command>`.
+    Shell(String),
+    /// `execvp(path, argv)`; `argv` is the full argument vector including argv\[0\].
+    Argv { path: String, argv: Vec<String> },
+}
+
+/// Where a stream goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// The executor's own stream (drop-in mode: the sandbox's stdout/stderr).
+    Inherit,
+    /// Append to this file (created 0644).
+    File(PathBuf),
+}
+
+/// A task process to start.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    pub program: Program,
+    /// The complete environment (nothing is inherited).
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    pub stdout: Output,
+    pub stderr: Output,
+    /// Switch to this user before exec (only honoured when running as root).
+    pub user: Option<String>,
+}
+
+/// Why a process could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("unknown user {user:?}: {reason}")]
+    UnknownUser { user: String, reason: String },
+    #[error("cannot open {path}: {source}")]
+    Output {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("failed to execute {what:?}: {source}")]
+    Exec {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+impl SpawnError {
+    /// Not retryable: the same command would fail the same way.
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
+/// Resolved credentials for a user switch.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub uid: Uid,
+    pub gid: Gid,
+    pub groups: Vec<Gid>,
+}
+
+/// Look up `user` (name) for a switch; `None` if no switch is needed or possible.
+pub fn credentials_for(user: Option<&str>) -> Result<Option<Credentials>, SpawnError> {
+    let Some(name) = user else { return Ok(None) };
+    if !Uid::effective().is_root() {
+        return Ok(None);
+    }
+    let unknown = |reason: String| SpawnError::UnknownUser {
+        user: name.to_string(),
+        reason,
+    };
+    let u = nix::unistd::User::from_name(name)
+        .map_err(|e| unknown(e.to_string()))?
+        .ok_or_else(|| unknown("no such user".into()))?;
+    if u.uid == Uid::effective() {
+        return Ok(None);
+    }
+    let cname = CString::new(name).map_err(|e| unknown(e.to_string()))?;
+    let groups = nix::unistd::getgrouplist(&cname, u.gid).unwrap_or_else(|_| vec![u.gid]);
+    Ok(Some(Credentials {
+        uid: u.uid,
+        gid: u.gid,
+        groups,
+    }))
+}
+
+fn open_output(o: &Output) -> Result<Stdio, SpawnError> {
+    match o {
+        Output::Inherit => Ok(Stdio::inherit()),
+        Output::File(p) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o644)
+                .open(p)
+                .map_err(|source| SpawnError::Output {
+                    path: p.clone(),
+                    source,
+                })?;
+            Ok(Stdio::from(f))
+        }
+    }
+}
+
+/// Start `spec` as the leader of a new session (and process group). Returns its pid.
+pub fn spawn(spec: &SpawnSpec) -> Result<Pid, SpawnError> {
+    let creds = credentials_for(spec.user.as_deref())?;
+    let (mut cmd, what) = match &spec.program {
+        Program::Shell(s) => {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(s);
+            (c, s.clone())
+        }
+        Program::Argv { path, argv } => {
+            let mut c = Command::new(path);
+            if let Some((first, rest)) = argv.split_first() {
+                c.arg0(first).args(rest);
+            }
+            (c, path.clone())
+        }
+    };
+    cmd.env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(open_output(&spec.stdout)?)
+        .stderr(open_output(&spec.stderr)?);
+    let groups: Vec<libc::gid_t> = creds
+        .as_ref()
+        .map(|c| c.groups.iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_default();
+    let ids = creds.as_ref().map(|c| (c.uid.as_raw(), c.gid.as_raw()));
+    // SAFETY: the closure only makes async-signal-safe system calls (setsid, setgroups,
+    // setgid, setuid) on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some((uid, gid)) = ids {
+                if libc::setgroups(groups.len() as _, groups.as_ptr()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|source| SpawnError::Exec { what, source })?;
+    // The child is reaped by `reap_all`; `std::process::Child` never waits on drop.
+    Ok(Pid::from_raw(child.id() as i32))
+}
+
+/// Make this process a child subreaper (Linux), so orphaned descendants are reparented to us.
+pub fn become_subreaper() -> std::io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal { signal: i32, core_dumped: bool },
+}
+
+impl Exit {
+    /// `WSTRINGIFY`-style text: `exited with status N` / `terminated with signal <strsignal>`.
+    pub fn describe(&self) -> String {
+        match self {
+            Exit::Code(c) => format!("exited with status {c}"),
+            Exit::Signal {
+                signal,
+                core_dumped,
+            } => {
+                format!(
+                    "terminated with signal {}{}",
+                    strsignal(*signal),
+                    if *core_dumped { " (core dumped)" } else { "" }
+                )
+            }
+        }
+    }
+
+    pub fn success(&self) -> bool {
+        matches!(self, Exit::Code(0))
+    }
+}
+
+/// The C library's description of a signal (`Terminated`, `Killed`, ...).
+pub fn strsignal(sig: i32) -> String {
+    // SAFETY: strsignal returns a pointer to a static or thread-local string; we copy it at once.
+    unsafe {
+        let p = libc::strsignal(sig);
+        if p.is_null() {
+            return format!("Unknown signal {sig}");
+        }
+        std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+    }
+}
+
+/// Reap every exited child (tasks and adopted orphans). Returns the exits by pid.
+pub fn reap_all() -> Vec<(Pid, Exit)> {
+    let mut out = Vec::new();
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => out.push((pid, Exit::Code(code))),
+            Ok(WaitStatus::Signaled(pid, sig, core)) => out.push((
+                pid,
+                Exit::Signal {
+                    signal: sig as i32,
+                    core_dumped: core,
+                },
+            )),
+            Ok(WaitStatus::StillAlive) => break,
+            Ok(_) => continue,
+            Err(Errno::EINTR) => continue,
+            Err(_) => break, // ECHILD: no children at all
+        }
+    }
+    out
+}
+
+/// One row of the process table.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcInfo {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgrp: i32,
+    pub session: i32,
+    pub zombie: bool,
+}
+
+/// Read `/proc/<pid>/stat` (fields after the parenthesised command name).
+pub fn proc_info(pid: i32) -> Option<ProcInfo> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    let mut it = rest.split_whitespace();
+    let state = it.next()?;
+    let ppid = it.next()?.parse().ok()?;
+    let pgrp = it.next()?.parse().ok()?;
+    let session = it.next()?.parse().ok()?;
+    Some(ProcInfo {
+        pid,
+        ppid,
+        pgrp,
+        session,
+        zombie: state == "Z" || state == "X",
+    })
+}
+
+/// A snapshot of every process on the host.
+pub fn snapshot() -> HashMap<i32, ProcInfo> {
+    let mut map = HashMap::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            if let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) {
+                if let Some(pi) = proc_info(pid) {
+                    map.insert(pid, pi);
+                }
+            }
+        }
+    }
+    map
+}
+
+/// The task id recorded in a process's initial environment ([`TASK_MARKER_ENV`]).
+pub fn task_marker(pid: i32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{TASK_MARKER_ENV}=");
+    raw.split(|b| *b == 0).find_map(|kv| {
+        kv.strip_prefix(prefix.as_bytes())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    })
+}
+
+/// How to find a task's processes.
+#[derive(Debug, Clone)]
+pub struct TaskScope {
+    /// The task's root process (session leader), if it was started.
+    pub root: Option<i32>,
+    /// The task id written in [`TASK_MARKER_ENV`].
+    pub marker: Option<String>,
+    /// Claim every adopted orphan (drop-in mode: there is only one task).
+    pub claim_all_orphans: bool,
+}
+
+/// Every live process belonging to the task: the root's descendants, its process group and
+/// session, and orphans re-parented to the executor (this process) that carry the task's marker
+/// (or, with `claim_all_orphans`, all of them), with their descendants. Never this process.
+pub fn members(scope: &TaskScope, procs: &HashMap<i32, ProcInfo>) -> BTreeSet<i32> {
+    let me = std::process::id() as i32;
+    let mut set = BTreeSet::new();
+    if let Some(root) = scope.root {
+        for p in procs.values() {
+            if p.pid != me && !p.zombie && (p.pid == root || p.pgrp == root || p.session == root) {
+                set.insert(p.pid);
+            }
+        }
+    }
+    // Adopted orphans: direct children of the executor that are not a task root.
+    for p in procs.values() {
+        if p.ppid != me || p.zombie || Some(p.pid) == scope.root {
+            continue;
+        }
+        if scope.claim_all_orphans
+            || scope
+                .marker
+                .as_ref()
+                .is_some_and(|m| task_marker(p.pid).as_deref() == Some(m.as_str()))
+        {
+            set.insert(p.pid);
+        }
+    }
+    // Close over descendants.
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for p in procs.values() {
+        children.entry(p.ppid).or_default().push(p.pid);
+    }
+    let mut stack: Vec<i32> = set.iter().copied().collect();
+    while let Some(pid) = stack.pop() {
+        for &c in children.get(&pid).map(|v| v.as_slice()).unwrap_or(&[]) {
+            if c != me && procs.get(&c).is_some_and(|p| !p.zombie) && set.insert(c) {
+                stack.push(c);
+            }
+        }
+    }
+    set
+}
+
+/// Signal every process of the task with `sig`. The tree is frozen first (SIGSTOP, repeated
+/// until no new process appears) so nothing can fork away mid-kill, then signalled, then
+/// resumed (SIGCONT) so a pending SIGTERM is delivered. Returns the pids signalled.
+pub fn kill_task(scope: &TaskScope, sig: Signal) -> Vec<i32> {
+    let mut frozen: BTreeSet<i32> = BTreeSet::new();
+    for _ in 0..20 {
+        let found = members(scope, &snapshot());
+        let new: Vec<i32> = found.difference(&frozen).copied().collect();
+        if new.is_empty() {
+            break;
+        }
+        for pid in new {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
+            frozen.insert(pid);
+        }
+    }
+    for &pid in &frozen {
+        let _ = kill(Pid::from_raw(pid), sig);
+    }
+    if sig != Signal::SIGKILL {
+        for &pid in &frozen {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
+        }
+    }
+    frozen.into_iter().collect()
+}
+
+/// Every live descendant of this process (used as a last sweep before exiting).
+pub fn all_descendants() -> BTreeSet<i32> {
+    let me = std::process::id() as i32;
+    let procs = snapshot();
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for p in procs.values() {
+        children.entry(p.ppid).or_default().push(p.pid);
+    }
+    let mut set = BTreeSet::new();
+    let mut stack = vec![me];
+    while let Some(pid) = stack.pop() {
+        for &c in children.get(&pid).map(|v| v.as_slice()).unwrap_or(&[]) {
+            if procs.get(&c).is_some_and(|p| !p.zombie) && set.insert(c) {
+                stack.push(c);
+            }
+        }
+    }
+    set
+}
+
+/// SIGKILL every descendant of this process (frozen first), then reap them.
+pub fn kill_all_descendants() -> usize {
+    let mut frozen = BTreeSet::new();
+    for _ in 0..20 {
+        let new: Vec<i32> = all_descendants().difference(&frozen).copied().collect();
+        if new.is_empty() {
+            break;
+        }
+        for pid in new {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
+            frozen.insert(pid);
+        }
+    }
+    for &pid in &frozen {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    frozen.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_descriptions_match_upstream() {
+        assert_eq!(Exit::Code(3).describe(), "exited with status 3");
+        assert_eq!(
+            Exit::Signal {
+                signal: 15,
+                core_dumped: false
+            }
+            .describe(),
+            "terminated with signal Terminated"
+        );
+        assert_eq!(
+            Exit::Signal {
+                signal: 9,
+                core_dumped: false
+            }
+            .describe(),
+            "terminated with signal Killed"
+        );
+    }
+
+    #[test]
+    fn proc_info_of_self() {
+        let me = std::process::id() as i32;
+        let p = proc_info(me).unwrap();
+        assert_eq!(p.pid, me);
+        assert!(!p.zombie);
+    }
+}
