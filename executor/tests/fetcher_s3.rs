@@ -1,0 +1,182 @@
+//! `s3://`, `s3a://`, `s3n://` against a real S3 implementation: `moto_server` from the
+//! project venv (`CROUPIER_VENV`, installed by scripts/setup-venv.sh), on 127.0.0.1.
+
+mod fetcher_support;
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use croupier_executor::fetcher::{fetch_all, CacheOutcome, FetchErrorKind};
+use fetcher_support::*;
+
+/// Mirrors `croupier_testkit::env::venv()`: a missing venv fails the test, never skips it.
+fn venv() -> PathBuf {
+    let Some(v) = std::env::var_os("CROUPIER_VENV") else {
+        panic!("CROUPIER_VENV is not set: run the suite with scripts/test.sh, which installs moto into a venv and exports it");
+    };
+    let p = PathBuf::from(v);
+    assert!(
+        p.join("bin/moto_server").exists(),
+        "CROUPIER_VENV={} has no bin/moto_server: run scripts/setup-venv.sh (or scripts/test.sh)",
+        p.display()
+    );
+    p
+}
+
+struct Moto {
+    child: Child,
+    endpoint: String,
+    // The endpoint is passed through the (process-wide) environment: one test at a time.
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_moto() -> Moto {
+    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let bin = venv().join("bin/moto_server");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto_server");
+    let moto = Moto {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+        _serial: serial,
+    };
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "moto_server did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY (edition 2021: safe fn): every test in this binary sets the same values.
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    std::env::set_var("AWS_REGION", "us-east-1");
+    moto
+}
+
+/// Creates `bucket` and puts `key` (moto accepts unsigned requests).
+fn put(moto: &Moto, bucket: &str, key: &str, data: Vec<u8>) {
+    rt().block_on(async {
+        let c = reqwest::Client::new();
+        let r = c
+            .put(format!("{}/{bucket}", moto.endpoint))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success() || r.status().as_u16() == 409,
+            "{}",
+            r.status()
+        );
+        let r = c
+            .put(format!("{}/{bucket}/{key}", moto.endpoint))
+            .body(data)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "put object: {}", r.status());
+    });
+}
+
+#[test]
+fn s3_schemes_fetch_and_cache_through_moto() {
+    let moto = start_moto();
+    let body = bytes(3 << 20, 31);
+    put(&moto, "artifacts", "spark/dist/app.jar", body.clone());
+    let t = tempdir();
+    let cfg = config(&t.path().join("cache"));
+    // Endpoint override per process, as an operator would set it.
+    std::env::set_var("AWS_ENDPOINT_URL", &moto.endpoint);
+    for (i, scheme) in ["s3", "s3a", "s3n"].iter().enumerate() {
+        let sb = t.path().join(format!("s{i}"));
+        std::fs::create_dir_all(&sb).unwrap();
+        let s = rt()
+            .block_on(fetch_all(
+                &[cached(&format!("{scheme}://artifacts/spark/dist/app.jar"))],
+                &sb,
+                None,
+                &cfg,
+            ))
+            .unwrap();
+        assert_eq!(std::fs::read(sb.join("app.jar")).unwrap(), body, "{scheme}");
+        assert_eq!(
+            s.items[0].cache,
+            CacheOutcome::Miss,
+            "{scheme}: the URI is the cache key"
+        );
+        let s = rt()
+            .block_on(fetch_all(
+                &[cached(&format!("{scheme}://artifacts/spark/dist/app.jar"))],
+                &sb,
+                None,
+                &cfg,
+            ))
+            .unwrap();
+        assert_eq!(s.items[0].cache, CacheOutcome::Hit);
+    }
+}
+
+#[test]
+fn s3_archive_is_extracted() {
+    let moto = start_moto();
+    let tgz = gzip(
+        &RawTar::new()
+            .file("conf/spark-defaults.conf", b"a b\n")
+            .finish(),
+    );
+    put(&moto, "pkgs", "conf.tgz", tgz);
+    std::env::set_var("AWS_ENDPOINT_URL", &moto.endpoint);
+    let t = tempdir();
+    let sb = sandbox(t.path());
+    rt().block_on(fetch_all(
+        &[uri("s3://pkgs/conf.tgz")],
+        &sb,
+        None,
+        &config(&t.path().join("c")),
+    ))
+    .unwrap();
+    assert_eq!(
+        std::fs::read(sb.join("conf/spark-defaults.conf")).unwrap(),
+        b"a b\n"
+    );
+}
+
+#[test]
+fn s3_missing_key_is_not_found() {
+    let moto = start_moto();
+    put(&moto, "bucket2", "present", b"x".to_vec());
+    std::env::set_var("AWS_ENDPOINT_URL", &moto.endpoint);
+    let t = tempdir();
+    let sb = sandbox(t.path());
+    let e = rt()
+        .block_on(fetch_all(
+            &[uri("s3://bucket2/absent.jar")],
+            &sb,
+            None,
+            &config(&t.path().join("c")),
+        ))
+        .unwrap_err();
+    assert!(matches!(e.kind, FetchErrorKind::NotFound(_)), "{e}");
+    assert!(e.to_string().contains("s3://bucket2/absent.jar"), "{e}");
+}
