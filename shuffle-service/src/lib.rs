@@ -1,1 +1,31 @@
-//! placeholder
+//! `croupier-shuffle-service`: a Spark 3.5 external shuffle service (Mesos flavour) speaking
+//! Spark's own wire protocol, byte for byte.
+//!
+//! # Layout
+//! Data flows top to bottom:
+//! - [`config`]: CLI, `SPARK_SHUFFLE_OPTS`, properties file → typed [`config::Config`].
+//! - [`server`]: accept loop; per connection a reader task and a writer task.
+//! - [`protocol`]: frame codec and `BlockTransferMessage` (shared with the test client).
+//! - [`handler`]: RPC dispatch (registration, stream setup, local dirs, removal, diagnosis).
+//! - [`streams`]: the global stream table (compact, in-order chunks, freed on disconnect).
+//! - [`resolver`]: registered executors and Spark's file-path hashing, with input validation.
+//! - [`index_cache`]: byte-bounded LRU of validated index files.
+//! - [`send`]: chunk resolution and zero-copy `sendfile` on the blocking pool.
+//! - [`checksum`]: the DiagnoseCorruption check.
+//! - [`mesos`]: RegisterDriver/heartbeat bookkeeping and the app cleaner.
+//! - [`metrics`]: counters named like Spark's `shuffleService` source.
+
+pub mod checksum;
+pub mod config;
+pub mod handler;
+pub mod index_cache;
+pub mod mesos;
+pub mod metrics;
+pub mod protocol;
+pub mod resolver;
+pub mod send;
+pub mod server;
+pub mod streams;
+
+pub use config::{Cli, Config};
+pub use server::{run, Shared};

@@ -1,0 +1,450 @@
+//! Where an executor's block files live, exactly as Spark computes it, and the registry of
+//! executors that told us.
+//!
+//! Every path built here comes from a registered, validated executor (absolute local dirs
+//! without `..`) joined with a `%02x` sub-dir and a file name that we generate ourselves from
+//! parsed numeric ids — wire strings are never joined into paths unparsed.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use crate::protocol::ExecutorShuffleInfo;
+
+/// Java's `String.hashCode` over UTF-16 code units (wrapping i32 arithmetic).
+pub fn java_string_hash(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
+}
+
+/// `JavaUtils.nonNegativeHash`: `abs(hashCode)`, with `Integer.MIN_VALUE` mapped to 0.
+pub fn non_negative_hash(s: &str) -> u32 {
+    let h = java_string_hash(s);
+    if h == i32::MIN {
+        0
+    } else {
+        h.unsigned_abs()
+    }
+}
+
+/// `ExecutorDiskUtils.getFilePath`: `localDirs[h % n] / %02x(h / n % subDirs) / filename`.
+/// `local_dirs` must be non-empty and `sub_dirs` positive (guaranteed for registered executors).
+pub fn file_path(local_dirs: &[String], sub_dirs: i32, filename: &str) -> PathBuf {
+    let h = non_negative_hash(filename) as u64;
+    let n = local_dirs.len().max(1) as u64;
+    let dir = &local_dirs[(h % n) as usize];
+    let sub = (h / n) % sub_dirs.max(1) as u64;
+    Path::new(dir).join(format!("{sub:02x}")).join(filename)
+}
+
+/// Rejections of wire input, each naming what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("invalid {what} {value:?}: {reason}")]
+    BadId {
+        what: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("invalid local dir {dir:?} for executor (appId={app_id}, execId={exec_id}): {reason}")]
+    BadLocalDir {
+        app_id: String,
+        exec_id: String,
+        dir: String,
+        reason: &'static str,
+    },
+    #[error("invalid subDirsPerLocalDir {value} for executor (appId={app_id}, execId={exec_id}): must be 1..=65536")]
+    BadSubDirs {
+        app_id: String,
+        exec_id: String,
+        value: i32,
+    },
+    #[error("executor (appId={app_id}, execId={exec_id}) registered no local dirs")]
+    NoLocalDirs { app_id: String, exec_id: String },
+    #[error("Executor is not registered (appId={app_id}, execId={exec_id})")]
+    NotRegistered { app_id: String, exec_id: String },
+    #[error("unparsable block id {0:?}")]
+    BadBlockId(String),
+}
+
+impl ResolveError {
+    /// Registration may arrive later for `NotRegistered`; everything else is the peer's bug.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ResolveError::NotRegistered { .. })
+    }
+}
+
+/// An appId/execId must be usable as a map key and safe if ever used in a path or a log:
+/// non-empty, at most 1024 bytes, no `/`, no `..`, no NUL or other control characters.
+pub fn validate_id(what: &'static str, value: &str) -> Result<(), ResolveError> {
+    let bad = |reason| {
+        Err(ResolveError::BadId {
+            what,
+            value: value.to_owned(),
+            reason,
+        })
+    };
+    if value.is_empty() {
+        return bad("empty");
+    }
+    if value.len() > 1024 {
+        return bad("longer than 1024 bytes");
+    }
+    if value.contains('/') {
+        return bad("contains '/'");
+    }
+    if value.contains("..") {
+        return bad("contains '..'");
+    }
+    if value.contains('\0') {
+        return bad("contains NUL");
+    }
+    if value.chars().any(char::is_control) {
+        return bad("contains a control character");
+    }
+    Ok(())
+}
+
+/// Validates a RegisterExecutor's ExecutorShuffleInfo.
+pub fn validate_executor(
+    app_id: &str,
+    exec_id: &str,
+    info: &ExecutorShuffleInfo,
+) -> Result<(), ResolveError> {
+    validate_id("appId", app_id)?;
+    validate_id("execId", exec_id)?;
+    if info.local_dirs.is_empty() {
+        return Err(ResolveError::NoLocalDirs {
+            app_id: app_id.into(),
+            exec_id: exec_id.into(),
+        });
+    }
+    if !(1..=65536).contains(&info.sub_dirs_per_local_dir) {
+        return Err(ResolveError::BadSubDirs {
+            app_id: app_id.into(),
+            exec_id: exec_id.into(),
+            value: info.sub_dirs_per_local_dir,
+        });
+    }
+    for dir in &info.local_dirs {
+        let bad = |reason| ResolveError::BadLocalDir {
+            app_id: app_id.into(),
+            exec_id: exec_id.into(),
+            dir: dir.clone(),
+            reason,
+        };
+        if dir.contains('\0') {
+            return Err(bad("contains NUL"));
+        }
+        let p = Path::new(dir);
+        if !p.is_absolute() {
+            return Err(bad("not an absolute path"));
+        }
+        let mut normal = 0;
+        for c in p.components() {
+            match c {
+                Component::ParentDir => return Err(bad("contains '..'")),
+                Component::Normal(_) => normal += 1,
+                _ => {}
+            }
+        }
+        if normal == 0 {
+            // The cleaner deletes registered dirs recursively: never accept "/".
+            return Err(bad("is the filesystem root"));
+        }
+    }
+    Ok(())
+}
+
+/// A parsed non-negative decimal id (digits only, no sign, no whitespace).
+fn parse_num<T: std::str::FromStr>(s: &str) -> Option<T> {
+    if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// A block id the service can serve or delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockId {
+    /// `shuffle_S_M_R`
+    Shuffle {
+        shuffle_id: i32,
+        map_id: i64,
+        reduce_id: i32,
+    },
+    /// `shuffle_S_M_start_end` (end exclusive)
+    ShuffleBatch {
+        shuffle_id: i32,
+        map_id: i64,
+        start: i32,
+        end: i32,
+    },
+    /// `rdd_R_S`
+    Rdd { rdd_id: i32, split: i32 },
+}
+
+impl BlockId {
+    /// Strict parse: exact part counts, digits only, values within Java's int/long ranges.
+    pub fn parse(s: &str) -> Result<BlockId, ResolveError> {
+        let bad = || ResolveError::BadBlockId(s.to_owned());
+        let parts: Vec<&str> = s.split('_').collect();
+        match parts.as_slice() {
+            ["shuffle", sh, m, r] => Ok(BlockId::Shuffle {
+                shuffle_id: parse_num(sh).ok_or_else(bad)?,
+                map_id: parse_num(m).ok_or_else(bad)?,
+                reduce_id: parse_num(r).ok_or_else(bad)?,
+            }),
+            ["shuffle", sh, m, a, b] => {
+                let (start, end): (i32, i32) =
+                    (parse_num(a).ok_or_else(bad)?, parse_num(b).ok_or_else(bad)?);
+                if end < start {
+                    return Err(bad());
+                }
+                Ok(BlockId::ShuffleBatch {
+                    shuffle_id: parse_num(sh).ok_or_else(bad)?,
+                    map_id: parse_num(m).ok_or_else(bad)?,
+                    start,
+                    end,
+                })
+            }
+            ["rdd", r, sp] => Ok(BlockId::Rdd {
+                rdd_id: parse_num(r).ok_or_else(bad)?,
+                split: parse_num(sp).ok_or_else(bad)?,
+            }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// A file name that RemoveBlocks may delete: `rdd_R_S`, or `shuffle_S_M_0.{index,data}` /
+/// `.checksum.<ALGO>`. Returned re-rendered from the parsed numbers.
+pub fn removable_file_name(s: &str) -> Result<String, ResolveError> {
+    let bad = || ResolveError::BadBlockId(s.to_owned());
+    if let Ok(BlockId::Rdd { rdd_id, split }) = BlockId::parse(s) {
+        return Ok(format!("rdd_{rdd_id}_{split}"));
+    }
+    let (stem, suffix) = s.split_once('.').ok_or_else(bad)?;
+    let suffix_ok = matches!(
+        suffix,
+        "index" | "data" | "checksum.ADLER32" | "checksum.CRC32" | "checksum.CRC32C"
+    );
+    match BlockId::parse(stem) {
+        Ok(BlockId::Shuffle {
+            shuffle_id,
+            map_id,
+            reduce_id: 0,
+        }) if suffix_ok => Ok(format!("shuffle_{shuffle_id}_{map_id}_0.{suffix}")),
+        _ => Err(bad()),
+    }
+}
+
+/// A registered executor.
+#[derive(Debug)]
+pub struct Executor {
+    pub info: ExecutorShuffleInfo,
+}
+
+impl Executor {
+    pub fn path(&self, filename: &str) -> PathBuf {
+        file_path(
+            &self.info.local_dirs,
+            self.info.sub_dirs_per_local_dir,
+            filename,
+        )
+    }
+    pub fn index_path(&self, shuffle_id: i32, map_id: i64) -> PathBuf {
+        self.path(&format!("shuffle_{shuffle_id}_{map_id}_0.index"))
+    }
+    pub fn data_path(&self, shuffle_id: i32, map_id: i64) -> PathBuf {
+        self.path(&format!("shuffle_{shuffle_id}_{map_id}_0.data"))
+    }
+    pub fn rdd_path(&self, rdd_id: i32, split: i32) -> PathBuf {
+        self.path(&format!("rdd_{rdd_id}_{split}"))
+    }
+}
+
+/// `(appId, execId) → ExecutorShuffleInfo`, grouped by app for removal.
+#[derive(Default)]
+pub struct Registry {
+    apps: RwLock<HashMap<String, HashMap<String, Arc<Executor>>>>,
+}
+
+impl Registry {
+    /// Registers (or replaces) an executor after validating it.
+    pub fn register(
+        &self,
+        app_id: &str,
+        exec_id: &str,
+        info: ExecutorShuffleInfo,
+    ) -> Result<(), ResolveError> {
+        validate_executor(app_id, exec_id, &info)?;
+        let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
+        apps.entry(app_id.to_owned())
+            .or_default()
+            .insert(exec_id.to_owned(), Arc::new(Executor { info }));
+        Ok(())
+    }
+
+    pub fn get(&self, app_id: &str, exec_id: &str) -> Result<Arc<Executor>, ResolveError> {
+        let apps = self.apps.read().unwrap_or_else(|p| p.into_inner());
+        apps.get(app_id)
+            .and_then(|e| e.get(exec_id))
+            .cloned()
+            .ok_or_else(|| ResolveError::NotRegistered {
+                app_id: app_id.to_owned(),
+                exec_id: exec_id.to_owned(),
+            })
+    }
+
+    /// Drops every executor of `app_id`, returning their local dirs.
+    pub fn remove_app(&self, app_id: &str) -> Vec<(String, Vec<String>)> {
+        let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
+        apps.remove(app_id)
+            .map(|m| {
+                m.into_iter()
+                    .map(|(id, e)| (id, e.info.local_dirs.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.apps
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(HashMap::len)
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_vectors() {
+        // (name, hashCode, 1 dir sub, 2 dirs (dir index, sub)) from the spec's table.
+        let v: &[(&str, i32, &str, usize, &str)] = &[
+            ("shuffle_0_5_0.data", 705928743, "27", 1, "13"),
+            ("shuffle_0_5_0.index", 413944309, "35", 1, "3a"),
+            ("shuffle_12_34567_0.data", 695216778, "0a", 0, "05"),
+            ("rdd_3_7", 1054353886, "1e", 0, "2f"),
+            ("shuffle_0_0_0.checksum.ADLER32", -103986100, "34", 0, "1a"),
+        ];
+        for &(name, hash, one, idx2, two) in v {
+            assert_eq!(java_string_hash(name), hash, "{name}");
+            let one_dir = vec!["/d0".to_string()];
+            assert_eq!(
+                file_path(&one_dir, 64, name),
+                PathBuf::from(format!("/d0/{one}/{name}"))
+            );
+            let two_dirs = vec!["/d0".to_string(), "/d1".to_string()];
+            assert_eq!(
+                file_path(&two_dirs, 64, name),
+                PathBuf::from(format!("/d{idx2}/{two}/{name}"))
+            );
+        }
+        // Non-BMP characters hash over UTF-16 surrogates, like Java.
+        assert_eq!(java_string_hash("\u{1F600}"), 0xD83D * 31 + 0xDE00);
+    }
+
+    #[test]
+    fn min_value_hash_maps_to_zero() {
+        // "polygenelubricants" is a well-known string whose Java hashCode is Integer.MIN_VALUE.
+        assert_eq!(java_string_hash("polygenelubricants"), i32::MIN);
+        assert_eq!(non_negative_hash("polygenelubricants"), 0);
+    }
+
+    #[test]
+    fn id_validation() {
+        for bad in ["", "a/b", "..", "a..b", "a\0b", "x\n"] {
+            assert!(validate_id("appId", bad).is_err(), "{bad:?}");
+        }
+        for good in ["app-20261123191828-0000", "0", "driver", "7f1c-aa.b"] {
+            validate_id("appId", good).unwrap();
+        }
+    }
+
+    #[test]
+    fn local_dir_validation() {
+        let info = |d: &str| ExecutorShuffleInfo {
+            local_dirs: vec![d.into()],
+            sub_dirs_per_local_dir: 64,
+            shuffle_manager: "sort".into(),
+        };
+        for bad in ["relative/dir", "/tmp/../etc", "/", "/tmp/a\0b", ""] {
+            let e = validate_executor("app", "0", &info(bad)).unwrap_err();
+            assert!(e.to_string().contains("local dir"), "{bad:?}: {e}");
+        }
+        validate_executor("app", "0", &info("/tmp/blockmgr-1")).unwrap();
+        let mut i = info("/tmp/x");
+        i.sub_dirs_per_local_dir = 0;
+        assert!(validate_executor("app", "0", &i).is_err());
+        i.local_dirs.clear();
+        i.sub_dirs_per_local_dir = 64;
+        assert!(validate_executor("app", "0", &i).is_err());
+    }
+
+    #[test]
+    fn block_ids_parse_strictly() {
+        assert_eq!(
+            BlockId::parse("shuffle_1_12345678901_3").unwrap(),
+            BlockId::Shuffle {
+                shuffle_id: 1,
+                map_id: 12345678901,
+                reduce_id: 3
+            }
+        );
+        assert_eq!(
+            BlockId::parse("shuffle_0_5_0_3").unwrap(),
+            BlockId::ShuffleBatch {
+                shuffle_id: 0,
+                map_id: 5,
+                start: 0,
+                end: 3
+            }
+        );
+        assert_eq!(
+            BlockId::parse("rdd_3_7").unwrap(),
+            BlockId::Rdd {
+                rdd_id: 3,
+                split: 7
+            }
+        );
+        for bad in [
+            "shuffle_0_5",
+            "shuffle_0_5_-1",
+            "shuffle_0_5_+1",
+            "shuffle_a_5_0",
+            "shuffle_0_5_0_3_4",
+            "shuffle_0_5_3_0",
+            "shuffle_99999999999_0_0",
+            "shuffle_0_../x_0",
+            "rdd_1",
+            "broadcast_0",
+            "shuffle_0_5_0.data",
+            "",
+        ] {
+            assert!(BlockId::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            removable_file_name("shuffle_1_2_0.index").unwrap(),
+            "shuffle_1_2_0.index"
+        );
+        assert_eq!(removable_file_name("rdd_1_2").unwrap(), "rdd_1_2");
+        for bad in [
+            "shuffle_1_2_0.exe",
+            "../rdd_1_2",
+            "shuffle_1_2_1.data",
+            "x.data",
+        ] {
+            assert!(removable_file_name(bad).is_err(), "{bad}");
+        }
+    }
+}
