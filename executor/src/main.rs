@@ -62,5 +62,5 @@ fn run() -> anyhow::Result<i32> {
         .enable_all()
         .build()
         .context("building the tokio runtime")?;
-    Ok(rt.block_on(Executor::new(cfg, fetch_cfg).run()))
+    Ok(rt.block_on(async move { Executor::new(cfg, fetch_cfg).run().await }))
 }
