@@ -3,8 +3,10 @@
 //! # Layout
 //! - [`agent`]: a Mesos agent stand-in speaking the v1 executor API (protobuf and JSON).
 //! - [`shuffle`]: a Spark shuffle-protocol client used by protocol tests and load generators.
+//! - [`bench`]: the shuffle benchmark (data sets, verified load, raw sendfile limit, report).
 //! - [`env`]: locating the interop peers (the pyspark/pymesos/moto venv, Java).
 
 pub mod agent;
+pub mod bench;
 pub mod env;
 pub mod shuffle;

@@ -1,0 +1,448 @@
+//! The closed-loop load generator: `connections` concurrent connections, each repeatedly
+//! opening a stream (FetchShuffleBlocks, batch FetchShuffleBlocks or OpenBlocks), pipelining
+//! all its ChunkFetchRequests as Spark's `OneForOneBlockFetcher` does, and comparing every
+//! received byte with the data set's expected content.
+//!
+//! A *fetch* is one request: from writing the RPC to the last byte of its last chunk; its
+//! latency is what the percentiles describe. Blocks are reduce partitions (a batch chunk of
+//! `[start, end)` counts `end - start` blocks), bytes are chunk body bytes.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use super::data::{Content, DataSet, Shape, APP_ID, EXEC_ID, SHUFFLE_MANAGER, SUB_DIRS};
+use super::wire;
+
+/// How blocks are requested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// FetchShuffleBlocks, one chunk per (map, reduce): Spark 3.5's default path.
+    Fetch,
+    /// FetchShuffleBlocks with batchFetchEnabled: one chunk per map covering a reduce range.
+    Batch,
+    /// OpenBlocks with `shuffle_<s>_<m>_<r>` ids (spark.shuffle.useOldFetchProtocol=true).
+    Open,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Fetch => "fetch",
+            Mode::Batch => "batch",
+            Mode::Open => "open",
+        }
+    }
+}
+
+/// What one run does.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    pub addr: SocketAddr,
+    pub shape: Shape,
+    pub mode: Mode,
+    pub connections: usize,
+    /// Stop issuing fetches after this long (each connection finishes its current one)...
+    pub duration: Option<Duration>,
+    /// ...or after this many fetches per connection.
+    pub fetches_per_conn: Option<u64>,
+    /// Chunks per request (distinct maps), capped at the number of maps.
+    pub blocks_per_fetch: u32,
+    /// Reduces per chunk in batch mode, capped at the number of reduces.
+    pub batch_reduces: u32,
+}
+
+/// A run's failure; every variant names the peer.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot connect to shuffle server {addr}: {source}")]
+    Connect { addr: SocketAddr, source: io::Error },
+    #[error("I/O with shuffle server {addr}: {source}")]
+    Io { addr: SocketAddr, source: io::Error },
+    #[error("shuffle server {addr} answered {what} with RpcFailure: {error}")]
+    RpcFailure {
+        addr: SocketAddr,
+        what: &'static str,
+        error: String,
+    },
+    #[error("shuffle server {addr} answered chunk {chunk} of stream {stream} with ChunkFetchFailure: {error}")]
+    ChunkFailure {
+        addr: SocketAddr,
+        stream: i64,
+        chunk: i32,
+        error: String,
+    },
+    #[error("shuffle server {addr} violated the protocol: {detail}")]
+    Protocol { addr: SocketAddr, detail: String },
+    #[error("WRONG BYTES from shuffle server {addr}: shuffle {shuffle} map {map} reduce {reduce} ({len} bytes) differs from the data set")]
+    Mismatch {
+        addr: SocketAddr,
+        shuffle: i32,
+        map: u32,
+        reduce: u32,
+        len: usize,
+    },
+}
+
+impl LoadError {
+    /// Connection-level failures may pass; answers and wrong bytes are the server's verdict.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, LoadError::Connect { .. } | LoadError::Io { .. })
+    }
+}
+
+/// Totals of one run.
+#[derive(Debug, Default, Clone)]
+pub struct RunStats {
+    pub elapsed: Duration,
+    pub fetches: u64,
+    pub chunks: u64,
+    pub blocks: u64,
+    pub bytes: u64,
+    /// Bytes compared with the expected content (equals `bytes` when the run succeeded).
+    pub verified_bytes: u64,
+    /// Per-fetch latency, microseconds, sorted.
+    pub latencies_us: Vec<u32>,
+}
+
+impl RunStats {
+    pub fn blocks_per_s(&self) -> f64 {
+        self.blocks as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    pub fn gb_per_s(&self) -> f64 {
+        self.bytes as f64 / 1e9 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    /// Latency quantile in milliseconds.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        let n = self.latencies_us.len();
+        if n == 0 {
+            return 0.0;
+        }
+        let i = ((q * n as f64).ceil() as usize).clamp(1, n) - 1;
+        f64::from(self.latencies_us[i]) / 1000.0
+    }
+}
+
+/// Registers the data set's executor with the server (RegisterExecutor; empty RpcResponse).
+pub async fn register(addr: SocketAddr, data: &DataSet) -> Result<(), LoadError> {
+    let sock = TcpStream::connect(addr)
+        .await
+        .map_err(|source| LoadError::Connect { addr, source })?;
+    let _ = sock.set_nodelay(true);
+    let (r, mut w) = sock.into_split();
+    let mut r = BufReader::new(r);
+    let body = wire::register_executor(
+        APP_ID,
+        EXEC_ID,
+        &data.local_dir_strings(),
+        SUB_DIRS,
+        SHUFFLE_MANAGER,
+    );
+    let mut frame = Vec::new();
+    wire::rpc_request(&mut frame, 1, &body);
+    let io = |source| LoadError::Io { addr, source };
+    w.write_all(&frame).await.map_err(io)?;
+    let mut rest = Vec::new();
+    read_rpc_response(addr, &mut r, 1, "RegisterExecutor", &mut rest).await?;
+    Ok(())
+}
+
+/// Reads one RPC answer into `body`; RpcFailure becomes an error.
+async fn read_rpc_response(
+    addr: SocketAddr,
+    r: &mut BufReader<OwnedReadHalf>,
+    request_id: i64,
+    what: &'static str,
+    body: &mut Vec<u8>,
+) -> Result<(), LoadError> {
+    let io = |source| LoadError::Io { addr, source };
+    let mut h = [0u8; wire::HEADER];
+    r.read_exact(&mut h).await.map_err(io)?;
+    let (kind, len, rid, _) = wire::parse_header(&h);
+    if !(wire::HEADER as i64..=(16 << 20)).contains(&len) {
+        return Err(LoadError::Protocol {
+            addr,
+            detail: format!("{what} answer has frame length {len}"),
+        });
+    }
+    body.resize(len as usize - wire::HEADER, 0);
+    r.read_exact(body).await.map_err(io)?;
+    match kind {
+        wire::RPC_RESPONSE if rid == request_id => Ok(()),
+        wire::RPC_FAILURE => {
+            let error = String::from_utf8_lossy(body).into_owned();
+            Err(LoadError::RpcFailure { addr, what, error })
+        }
+        _ => Err(LoadError::Protocol {
+            addr,
+            detail: format!(
+                "expected RpcResponse to request {request_id} ({what}), got type {kind} id {rid}"
+            ),
+        }),
+    }
+}
+
+/// One chunk the server owes us: map, reduce range.
+#[derive(Clone, Copy)]
+struct Want {
+    map: u32,
+    start: u32,
+    end: u32,
+}
+
+struct Conn {
+    addr: SocketAddr,
+    r: BufReader<OwnedReadHalf>,
+    w: OwnedWriteHalf,
+    out: Vec<u8>,
+    body: Vec<u8>,
+    rpc: Vec<u8>,
+    wants: Vec<Want>,
+    ids: Vec<String>,
+    maps: Vec<i64>,
+    ranges: Vec<[i32; 2]>,
+    next_request: i64,
+}
+
+/// Runs the load; returns totals or the first failure (wrong bytes included).
+pub async fn run(cfg: Arc<LoadConfig>, content: Arc<Content>) -> Result<RunStats, LoadError> {
+    let start = Instant::now();
+    let deadline = cfg.duration.map(|d| start + d);
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..cfg.connections {
+        let (cfg, content) = (cfg.clone(), content.clone());
+        tasks.spawn(async move { conn_loop(cfg, content, c as u64, deadline).await });
+    }
+    let mut total = RunStats::default();
+    let mut first_err = None;
+    while let Some(res) = tasks.join_next().await {
+        match res {
+            Ok(Ok(s)) => {
+                total.fetches += s.fetches;
+                total.chunks += s.chunks;
+                total.blocks += s.blocks;
+                total.bytes += s.bytes;
+                total.verified_bytes += s.verified_bytes;
+                total.latencies_us.extend_from_slice(&s.latencies_us);
+            }
+            Ok(Err(e)) => {
+                if first_err.is_none() {
+                    first_err = Some(e);
+                    tasks.abort_all();
+                }
+            }
+            Err(j) if j.is_cancelled() => {}
+            Err(j) => {
+                first_err.get_or_insert(LoadError::Protocol {
+                    addr: cfg.addr,
+                    detail: format!("load task failed: {j}"),
+                });
+            }
+        }
+    }
+    total.elapsed = start.elapsed();
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    total.latencies_us.sort_unstable();
+    Ok(total)
+}
+
+async fn conn_loop(
+    cfg: Arc<LoadConfig>,
+    content: Arc<Content>,
+    conn: u64,
+    deadline: Option<Instant>,
+) -> Result<RunStats, LoadError> {
+    let addr = cfg.addr;
+    let sock = TcpStream::connect(addr)
+        .await
+        .map_err(|source| LoadError::Connect { addr, source })?;
+    let _ = sock.set_nodelay(true);
+    let (r, w) = sock.into_split();
+    let mut c = Conn {
+        addr,
+        r: BufReader::with_capacity(256 << 10, r),
+        w,
+        out: Vec::with_capacity(4096),
+        body: Vec::new(),
+        rpc: Vec::with_capacity(64),
+        wants: Vec::new(),
+        ids: Vec::new(),
+        maps: Vec::new(),
+        ranges: Vec::new(),
+        next_request: (conn as i64 + 1) << 32,
+    };
+    let mut stats = RunStats::default();
+    let shape = &cfg.shape;
+    let k = cfg.blocks_per_fetch.clamp(1, shape.maps);
+    let br = cfg.batch_reduces.clamp(1, shape.reduces);
+    let mut i = 0u64;
+    loop {
+        if deadline.is_some_and(|d| Instant::now() >= d)
+            || cfg.fetches_per_conn.is_some_and(|n| i >= n)
+        {
+            break;
+        }
+        // Spread connections over the data set: reducer and first map differ per iteration.
+        let g = conn.wrapping_mul(7919).wrapping_add(i);
+        let (start, end) = match cfg.mode {
+            Mode::Batch => {
+                let s = (g % u64::from(shape.reduces - br + 1)) as u32;
+                (s, s + br)
+            }
+            _ => {
+                let s = (g % u64::from(shape.reduces)) as u32;
+                (s, s + 1)
+            }
+        };
+        let first_map = (g.wrapping_mul(u64::from(k)) % u64::from(shape.maps)) as u32;
+        c.wants.clear();
+        for j in 0..k {
+            c.wants.push(Want {
+                map: (first_map + j) % shape.maps,
+                start,
+                end,
+            });
+        }
+        let t0 = Instant::now();
+        fetch_once(&mut c, &cfg, &content, &mut stats).await?;
+        stats
+            .latencies_us
+            .push(t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+        stats.fetches += 1;
+        i += 1;
+    }
+    Ok(stats)
+}
+
+async fn fetch_once(
+    c: &mut Conn,
+    cfg: &LoadConfig,
+    content: &Content,
+    stats: &mut RunStats,
+) -> Result<(), LoadError> {
+    let addr = c.addr;
+    let io = |source| LoadError::Io { addr, source };
+    let shuffle = cfg.shape.shuffle_id;
+    c.rpc.clear();
+    let what = match cfg.mode {
+        Mode::Fetch | Mode::Batch => {
+            c.maps.clear();
+            c.ranges.clear();
+            for w in &c.wants {
+                c.maps.push(i64::from(w.map));
+                c.ranges.push([w.start as i32, w.end as i32]);
+            }
+            let batch = cfg.mode == Mode::Batch;
+            let per_map: Vec<&[i32]> = c
+                .ranges
+                .iter()
+                .map(|r| if batch { &r[..] } else { &r[..1] })
+                .collect();
+            wire::fetch_shuffle_blocks(
+                &mut c.rpc, APP_ID, EXEC_ID, shuffle, &c.maps, &per_map, batch,
+            );
+            "FetchShuffleBlocks"
+        }
+        Mode::Open => {
+            c.ids.clear();
+            for w in &c.wants {
+                c.ids
+                    .push(format!("shuffle_{shuffle}_{}_{}", w.map, w.start));
+            }
+            wire::open_blocks(&mut c.rpc, APP_ID, EXEC_ID, &c.ids);
+            "OpenBlocks"
+        }
+    };
+    let request_id = c.next_request;
+    c.next_request += 1;
+    c.out.clear();
+    wire::rpc_request(&mut c.out, request_id, &c.rpc);
+    c.w.write_all(&c.out).await.map_err(io)?;
+    let mut handle = std::mem::take(&mut c.body);
+    read_rpc_response(addr, &mut c.r, request_id, what, &mut handle).await?;
+    if handle.len() != 13 || handle[0] != wire::STREAM_HANDLE {
+        return Err(LoadError::Protocol {
+            addr,
+            detail: format!("{what} answer is not a 13-byte StreamHandle: {handle:?}"),
+        });
+    }
+    let stream = i64::from_be_bytes(handle[1..9].try_into().unwrap_or_default());
+    let num_chunks = i32::from_be_bytes(handle[9..13].try_into().unwrap_or_default());
+    c.body = handle;
+    if num_chunks as usize != c.wants.len() {
+        return Err(LoadError::Protocol {
+            addr,
+            detail: format!(
+                "{what} of {} blocks got numChunks={num_chunks}",
+                c.wants.len()
+            ),
+        });
+    }
+    c.out.clear();
+    for j in 0..num_chunks {
+        wire::chunk_fetch_request(&mut c.out, stream, j);
+    }
+    c.w.write_all(&c.out).await.map_err(io)?;
+    let bs = content.block_size();
+    for (j, want) in c.wants.iter().enumerate() {
+        let mut h = [0u8; wire::HEADER];
+        c.r.read_exact(&mut h).await.map_err(io)?;
+        let (kind, len, sid, idx) = wire::parse_header(&h);
+        let blocks = (want.end - want.start) as usize;
+        let expect_len = blocks * bs;
+        if kind == wire::CHUNK_FETCH_FAILURE && (wire::HEADER as i64..=(16 << 20)).contains(&len) {
+            c.body.resize(len as usize - wire::HEADER, 0);
+            c.r.read_exact(&mut c.body).await.map_err(io)?;
+            let msg = c
+                .body
+                .get(4..)
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+                .into_owned();
+            return Err(LoadError::ChunkFailure {
+                addr,
+                stream: sid,
+                chunk: idx,
+                error: msg,
+            });
+        }
+        if kind != wire::CHUNK_FETCH_SUCCESS
+            || sid != stream
+            || idx != j as i32
+            || len != (wire::HEADER + expect_len) as i64
+        {
+            return Err(LoadError::Protocol {
+                addr,
+                detail: format!(
+                    "expected ChunkFetchSuccess stream {stream} chunk {j} with {expect_len} body bytes, got type {kind} stream {sid} chunk {idx} frame length {len}"
+                ),
+            });
+        }
+        c.body.resize(expect_len, 0);
+        c.r.read_exact(&mut c.body).await.map_err(io)?;
+        for (b, red) in (want.start..want.end).enumerate() {
+            let got = &c.body[b * bs..(b + 1) * bs];
+            if !content.matches(want.map, red, got) {
+                return Err(LoadError::Mismatch {
+                    addr,
+                    shuffle: cfg.shape.shuffle_id,
+                    map: want.map,
+                    reduce: red,
+                    len: got.len(),
+                });
+            }
+        }
+        stats.chunks += 1;
+        stats.blocks += blocks as u64;
+        stats.bytes += expect_len as u64;
+        stats.verified_bytes += expect_len as u64;
+    }
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! The side-by-side table. Input: the `result …`, `startup …` and `rss …` lines written by the
+//! other subcommands (one `key=value` record per line); output: one row per matrix cell with
+//! every server's numbers and the ratios, then the `summary:` line.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Server labels in column order: ours, Spark's JVM service, the raw sendfile limit.
+pub const SERVERS: [&str; 3] = ["ours", "java", "raw"];
+
+/// The cells the summary ratios are read from.
+pub const SMALL_CELL: (u64, u64, &str) = (32 << 10, 64, "fetch");
+pub const LARGE_CELL: (u64, u64, &str) = (8 << 20, 16, "fetch");
+pub const P99_CELL: (u64, u64, &str) = (32 << 10, 64, "fetch");
+
+/// One parsed record.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub kind: String,
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Record {
+    pub fn parse(line: &str) -> Option<Record> {
+        let mut it = line.split_whitespace();
+        let kind = it.next()?.to_owned();
+        let fields = it
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Some(Record { kind, fields })
+    }
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.fields.get(k).map(String::as_str)
+    }
+    pub fn num(&self, k: &str) -> Option<f64> {
+        self.get(k)?.parse().ok()
+    }
+}
+
+type Cell = (u64, u64, String);
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+fn fmt(v: Option<f64>, prec: usize) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.prec$}"))
+}
+
+fn size_name(b: u64) -> String {
+    if b >= 1 << 20 && b.is_multiple_of(1 << 20) {
+        format!("{}MiB", b >> 20)
+    } else if b >= 1 << 10 && b.is_multiple_of(1 << 10) {
+        format!("{}KiB", b >> 10)
+    } else {
+        format!("{b}B")
+    }
+}
+
+/// Renders the markdown table and the summary line from all records.
+pub fn render(records: &[Record]) -> String {
+    let mut cells: BTreeMap<Cell, BTreeMap<String, &Record>> = BTreeMap::new();
+    let mut startup: BTreeMap<String, f64> = BTreeMap::new();
+    let mut rss: BTreeMap<String, (Option<f64>, Option<f64>)> = BTreeMap::new();
+    for r in records {
+        let Some(server) = r.get("server") else {
+            continue;
+        };
+        match r.kind.as_str() {
+            "result" => {
+                let (Some(block), Some(conns), Some(mode)) =
+                    (r.num("block"), r.num("conns"), r.get("mode"))
+                else {
+                    continue;
+                };
+                cells
+                    .entry((block as u64, conns as u64, mode.to_owned()))
+                    .or_default()
+                    .insert(server.to_owned(), r);
+            }
+            "startup" => {
+                if let Some(ms) = r.num("ms") {
+                    startup.insert(server.to_owned(), ms);
+                }
+            }
+            "rss" => {
+                rss.insert(server.to_owned(), (r.num("idle_mb"), r.num("load_mb")));
+            }
+            _ => {}
+        }
+    }
+    let get = |cell: (u64, u64, &str), server: &str, key: &str| -> Option<f64> {
+        cells
+            .get(&(cell.0, cell.1, cell.2.to_owned()))?
+            .get(server)?
+            .num(key)
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| block | conns | mode | ours blocks/s | java blocks/s | raw blocks/s | ours GB/s | java GB/s | raw GB/s | ours p50/p99/p999 ms | java p50/p99/p999 ms | ours CPU s | java CPU s | blocks/s ours/java | GB/s ours/raw | p99 ours/java |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|"
+    );
+    for ((block, conns, mode), by) in &cells {
+        let n = |s: &str, k: &str| by.get(s).and_then(|r| r.num(k));
+        let lat = |s: &str| {
+            by.get(s).map_or_else(
+                || "-".to_owned(),
+                |r| {
+                    format!(
+                        "{}/{}/{}",
+                        fmt(r.num("p50_ms"), 2),
+                        fmt(r.num("p99_ms"), 2),
+                        fmt(r.num("p999_ms"), 2)
+                    )
+                },
+            )
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {conns} | {mode} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            size_name(*block),
+            fmt(n("ours", "blocks_per_s"), 0),
+            fmt(n("java", "blocks_per_s"), 0),
+            fmt(n("raw", "blocks_per_s"), 0),
+            fmt(n("ours", "gb_per_s"), 3),
+            fmt(n("java", "gb_per_s"), 3),
+            fmt(n("raw", "gb_per_s"), 3),
+            lat("ours"),
+            lat("java"),
+            fmt(n("ours", "server_cpu_s"), 2),
+            fmt(n("java", "server_cpu_s"), 2),
+            fmt(ratio(n("ours", "blocks_per_s"), n("java", "blocks_per_s")), 2),
+            fmt(ratio(n("ours", "gb_per_s"), n("raw", "gb_per_s")), 2),
+            fmt(ratio(n("ours", "p99_ms"), n("java", "p99_ms")), 2),
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "| server | start-up ms (median) | idle RSS MB | peak RSS under load MB |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    for s in SERVERS {
+        let (idle, load) = rss.get(s).copied().unwrap_or((None, None));
+        let _ = writeln!(
+            out,
+            "| {s} | {} | {} | {} |",
+            fmt(startup.get(s).copied(), 1),
+            fmt(idle, 1),
+            fmt(load, 1)
+        );
+    }
+    let _ = writeln!(out);
+    let rss_of = |s: &str| rss.get(s).and_then(|x| x.1);
+    let _ = writeln!(
+        out,
+        "summary: small_blocks_ratio={} large_blocks_ratio={} sendfile_fraction={} p99_ratio={} rss_ratio={} startup_ms={}",
+        fmt(ratio(get(SMALL_CELL, "ours", "blocks_per_s"), get(SMALL_CELL, "java", "blocks_per_s")), 2),
+        fmt(ratio(get(LARGE_CELL, "ours", "gb_per_s"), get(LARGE_CELL, "java", "gb_per_s")), 2),
+        fmt(ratio(get(LARGE_CELL, "ours", "gb_per_s"), get(LARGE_CELL, "raw", "gb_per_s")), 2),
+        fmt(ratio(get(P99_CELL, "ours", "p99_ms"), get(P99_CELL, "java", "p99_ms")), 2),
+        fmt(ratio(rss_of("ours"), rss_of("java")), 3),
+        fmt(startup.get("ours").copied(), 1),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_and_summary() {
+        let lines = [
+            "result server=ours block=32768 conns=64 mode=fetch blocks_per_s=3000 gb_per_s=0.1 p50_ms=1 p99_ms=2 p999_ms=3",
+            "result server=java block=32768 conns=64 mode=fetch blocks_per_s=1000 gb_per_s=0.03 p50_ms=2 p99_ms=8 p999_ms=9",
+            "result server=ours block=8388608 conns=16 mode=fetch blocks_per_s=200 gb_per_s=1.8",
+            "result server=raw block=8388608 conns=16 mode=fetch blocks_per_s=220 gb_per_s=2.0",
+            "startup server=ours ms=4.5",
+            "rss server=ours idle_mb=3 load_mb=10",
+            "rss server=java idle_mb=150 load_mb=200",
+        ];
+        let recs: Vec<Record> = lines.iter().filter_map(|l| Record::parse(l)).collect();
+        let out = render(&recs);
+        let last = out.lines().last().unwrap();
+        assert_eq!(
+            last,
+            "summary: small_blocks_ratio=3.00 large_blocks_ratio=- sendfile_fraction=0.90 p99_ratio=0.25 rss_ratio=0.050 startup_ms=4.5"
+        );
+        assert!(out.contains("| 32KiB | 64 | fetch | 3000 | 1000 | - |"));
+    }
+}

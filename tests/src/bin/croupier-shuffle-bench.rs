@@ -1,0 +1,377 @@
+//! `croupier-shuffle-bench`: load generator and measuring kit for Spark shuffle services
+//! (ours, Spark's JVM `MesosExternalShuffleService`, and a raw `sendfile` limit). See
+//! `bench/shuffle.sh` for the full side-by-side run and `croupier_testkit::bench` for the parts.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use croupier_testkit::bench::data::{Content, DataSet, Shape};
+use croupier_testkit::bench::load::{self, LoadConfig, Mode, RunStats};
+use croupier_testkit::bench::procfs::{Proc, RssSampler};
+use croupier_testkit::bench::{raw, report};
+
+#[derive(Parser)]
+#[command(
+    name = "croupier-shuffle-bench",
+    about = "Benchmark Spark external shuffle services: create Spark-layout shuffle files, drive concurrent \
+             verified fetches, measure the server's CPU and memory, serve the same bytes raw for the limit.",
+    after_help = "Typical flow (bench/shuffle.sh does all of this for ours, Spark's and the raw server):\n  \
+        croupier-shuffle-bench gen --data-dir /tmp/d --shuffle-id 2 --maps 64 --reduces 64 --block-size 32768\n  \
+        croupier-shuffle-service --host 127.0.0.1 --port 7337 &\n  \
+        croupier-shuffle-bench run --data-dir /tmp/d --port 7337 --shuffle-id 2 --connections 64 --server-pid $!\n\n\
+        Every received byte is compared with the data set's deterministic content; any difference, \
+        RpcFailure or ChunkFetchFailure makes `run` exit non-zero."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write one shuffle (maps × reduces blocks of block-size bytes) in Spark's on-disk layout.
+    Gen {
+        /// Data set root; executors' local dirs are <root>/blockmgr-{0,1}.
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        shuffle_id: i32,
+        #[arg(long, default_value_t = 64)]
+        maps: u32,
+        #[arg(long, default_value_t = 64)]
+        reduces: u32,
+        /// Bytes per (map, reduce) block.
+        #[arg(long, default_value_t = 32 << 10)]
+        block_size: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Register the data set's executor, then fetch and verify for a duration or a count.
+    Run(RunArgs),
+    /// Serve the data set with a minimal sendfile server (the physical limit).
+    RawServer {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// 0 picks an ephemeral port; `listening on <addr>` goes to stderr once bound.
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
+    /// Cold start-up: spawn COMMAND, time until 127.0.0.1:PORT accepts a connection, stop it
+    /// (SIGTERM). Repeats RUNS times and prints `startup server=<label> ms=<median> …`.
+    Startup {
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value = "ours")]
+        label: String,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Give up on one start after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout_s: u64,
+        /// The server command line.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print a process's memory in MB: current VmRSS, or VmHWM (peak) with --peak.
+    Mem {
+        #[arg(long)]
+        pid: u32,
+        #[arg(long)]
+        peak: bool,
+    },
+    /// Read `result`/`startup`/`rss` lines from FILEs and print the side-by-side table.
+    Report { files: Vec<PathBuf> },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[arg(long)]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long)]
+    port: u16,
+    /// Which shuffle of the data set to fetch (its manifest gives maps, reduces, block size).
+    #[arg(long, default_value_t = 0)]
+    shuffle_id: i32,
+    #[arg(long, value_enum, default_value_t = Mode::Fetch)]
+    mode: Mode,
+    /// Concurrent connections (one request in flight on each).
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Measured seconds per repeat (ignored with --fetches).
+    #[arg(long, default_value_t = 2.0)]
+    duration_s: f64,
+    /// Fixed number of fetches per connection instead of a duration.
+    #[arg(long)]
+    fetches: Option<u64>,
+    /// Chunks per request (distinct maps; Spark groups a reducer's blocks per executor).
+    #[arg(long, default_value_t = 8)]
+    blocks_per_fetch: u32,
+    /// Reduces per chunk in batch mode.
+    #[arg(long, default_value_t = 4)]
+    batch_reduces: u32,
+    /// Repeats; throughput and latency quantiles are the medians over repeats.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Unmeasured seconds of the same load before the repeats.
+    #[arg(long, default_value_t = 0.0)]
+    warmup_s: f64,
+    /// Server process to measure (CPU seconds, RSS) from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Server label for the result line (ours, java, raw).
+    #[arg(long, default_value = "ours")]
+    label: String,
+    /// Skip RegisterExecutor (already registered).
+    #[arg(long)]
+    no_register: bool,
+    /// Client runtime threads.
+    #[arg(long, default_value_t = 2)]
+    client_threads: usize,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Gen {
+            data_dir,
+            shuffle_id,
+            maps,
+            reduces,
+            block_size,
+            seed,
+        } => {
+            let ds = DataSet::at(&data_dir)?;
+            let shape = Shape {
+                shuffle_id,
+                maps,
+                reduces,
+                block_size,
+                seed,
+            };
+            let t = Instant::now();
+            let wrote = ds.create(&shape)?;
+            println!(
+                "gen shuffle={shuffle_id} maps={maps} reduces={reduces} block={block_size} bytes={} {} in {:.2}s at {}",
+                shape.total_bytes(),
+                if wrote { "written" } else { "already present" },
+                t.elapsed().as_secs_f64(),
+                ds.root.display()
+            );
+        }
+        Cmd::Run(args) => run(args)?,
+        Cmd::RawServer {
+            data_dir,
+            host,
+            port,
+        } => {
+            let ds = DataSet::at(&data_dir)?;
+            let addr: SocketAddr = format!("{host}:{port}")
+                .parse()
+                .with_context(|| format!("bad --host/--port {host}:{port}"))?;
+            raw::serve(&ds, addr)?;
+        }
+        Cmd::Startup {
+            port,
+            label,
+            runs,
+            timeout_s,
+            command,
+        } => startup(port, &label, runs, timeout_s, &command)?,
+        Cmd::Mem { pid, peak } => {
+            let p = Proc(pid);
+            let b = if peak { p.hwm() } else { p.rss() }
+                .with_context(|| format!("reading memory of server pid {pid}"))?;
+            println!("{:.1}", b as f64 / (1 << 20) as f64);
+        }
+        Cmd::Report { files } => {
+            let mut recs = Vec::new();
+            for f in &files {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("reading results file {}", f.display()))?;
+                recs.extend(text.lines().filter_map(report::Record::parse));
+            }
+            print!("{}", report::render(&recs));
+        }
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn run(a: RunArgs) -> Result<()> {
+    let ds = DataSet::at(&a.data_dir)?;
+    let shape = ds.load(a.shuffle_id)?;
+    let addr: SocketAddr = format!("{}:{}", a.host, a.port)
+        .parse()
+        .with_context(|| format!("bad --host/--port {}:{}", a.host, a.port))?;
+    if a.connections == 0 || a.repeat == 0 {
+        bail!("--connections and --repeat must be at least 1");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(a.client_threads.max(1))
+        .enable_all()
+        .build()?;
+    let content = Arc::new(Content::new(&shape));
+    let base = LoadConfig {
+        addr,
+        shape: shape.clone(),
+        mode: a.mode,
+        connections: a.connections,
+        duration: a
+            .fetches
+            .is_none()
+            .then(|| Duration::from_secs_f64(a.duration_s)),
+        fetches_per_conn: a.fetches,
+        blocks_per_fetch: a.blocks_per_fetch,
+        batch_reduces: a.batch_reduces,
+    };
+    if !a.no_register {
+        rt.block_on(load::register(addr, &ds))?;
+    }
+    if a.warmup_s > 0.0 {
+        let warm = LoadConfig {
+            duration: Some(Duration::from_secs_f64(a.warmup_s)),
+            fetches_per_conn: None,
+            ..base.clone()
+        };
+        rt.block_on(load::run(Arc::new(warm), content.clone()))
+            .context("warm-up")?;
+    }
+    let server = a.server_pid.map(Proc);
+    let cpu0 = server.map(|p| p.cpu_seconds()).transpose()?;
+    let sampler = server.map(|p| RssSampler::start(p, Duration::from_millis(20)));
+    let wall = Instant::now();
+    let cfg = Arc::new(base);
+    let mut runs: Vec<RunStats> = Vec::new();
+    for i in 0..a.repeat {
+        let s = rt.block_on(load::run(cfg.clone(), content.clone()))?;
+        eprintln!(
+            "  [{} {} {}B x{} conns, repeat {}] {:.0} blocks/s {:.3} GB/s p50 {:.2} ms p99 {:.2} ms ({} fetches, {} bytes verified)",
+            a.label,
+            a.mode.name(),
+            shape.block_size,
+            a.connections,
+            i + 1,
+            s.blocks_per_s(),
+            s.gb_per_s(),
+            s.quantile_ms(0.5),
+            s.quantile_ms(0.99),
+            s.fetches,
+            s.verified_bytes
+        );
+        runs.push(s);
+    }
+    let wall = wall.elapsed().as_secs_f64();
+    let cpu = match (server, cpu0) {
+        (Some(p), Some(c0)) => Some(p.cpu_seconds()? - c0),
+        _ => None,
+    };
+    let peak = sampler.map(RssSampler::stop);
+    let hwm = server.map(|p| p.hwm()).transpose()?;
+    let m = |f: &dyn Fn(&RunStats) -> f64| median(runs.iter().map(f).collect());
+    let mb = |b: u64| b as f64 / (1 << 20) as f64;
+    let mut line = format!(
+        "result server={} shuffle={} block={} conns={} mode={} blocks_per_fetch={} repeats={} blocks_per_s={:.1} gb_per_s={:.4} p50_ms={:.3} p99_ms={:.3} p999_ms={:.3} fetches={} bytes={} verified_bytes={}",
+        a.label,
+        shape.shuffle_id,
+        shape.block_size,
+        a.connections,
+        a.mode.name(),
+        a.blocks_per_fetch.min(shape.maps),
+        a.repeat,
+        m(&|s| s.blocks_per_s()),
+        m(&|s| s.gb_per_s()),
+        m(&|s| s.quantile_ms(0.5)),
+        m(&|s| s.quantile_ms(0.99)),
+        m(&|s| s.quantile_ms(0.999)),
+        runs.iter().map(|s| s.fetches).sum::<u64>(),
+        runs.iter().map(|s| s.bytes).sum::<u64>(),
+        runs.iter().map(|s| s.verified_bytes).sum::<u64>(),
+    );
+    if let Some(c) = cpu {
+        line += &format!(
+            " server_cpu_s={c:.3} server_cpu_pct={:.0}",
+            100.0 * c / wall.max(1e-9)
+        );
+    }
+    if let Some(p) = peak {
+        line += &format!(" server_rss_peak_mb={:.1}", mb(p));
+    }
+    if let Some(h) = hwm {
+        line += &format!(" server_hwm_mb={:.1}", mb(h));
+    }
+    println!("{line}");
+    Ok(())
+}
+
+fn startup(port: u16, label: &str, runs: usize, timeout_s: u64, command: &[String]) -> Result<()> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let (prog, args) = command
+        .split_first()
+        .context("startup needs a command after --")?;
+    let mut times = Vec::new();
+    for _ in 0..runs.max(1) {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            bail!("{addr} already accepts connections before the server was started: pick a free --port");
+        }
+        let t0 = Instant::now();
+        let mut child = Command::new(prog)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("spawning server {prog}"))?;
+        let limit = Duration::from_secs(timeout_s);
+        let up = loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(50)).is_ok() {
+                break Some(t0.elapsed());
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                bail!("server {prog} exited with {st} before accepting on {addr}");
+            }
+            if t0.elapsed() > limit {
+                break None;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let stop = Instant::now();
+        while child.try_wait().ok().flatten().is_none() {
+            if stop.elapsed() > Duration::from_secs(15) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        match up {
+            Some(d) => times.push(d.as_secs_f64() * 1000.0),
+            None => bail!("server {prog} did not accept on {addr} within {timeout_s}s"),
+        }
+    }
+    let all: Vec<String> = times.iter().map(|t| format!("{t:.1}")).collect();
+    println!(
+        "startup server={label} ms={:.1} runs={}",
+        median(times.clone()),
+        all.join(",")
+    );
+    Ok(())
+}
