@@ -1,0 +1,138 @@
+//! Custom-executor mode: several concurrent tasks, delivered by LAUNCH_GROUP and by LAUNCH with
+//! the CommandInfo in `TaskInfo.data`, each in its own `tasks/<id>/` directory; group semantics.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use croupier_proto::v1::{environment, CommandInfo, Environment, TaskState};
+
+#[tokio::test]
+async fn launch_group_runs_tasks_concurrently_in_their_own_directories() {
+    let mut agent = start(cfg()).await;
+    let ids = ["g1", "g2", "g3"];
+    let tasks = ids
+        .iter()
+        .map(|id| {
+            let mut t = agent.command_task(
+                id,
+                "echo \"$MESOS_TASK_ID $MESOS_SANDBOX $GREETING\"; pwd > pwd; sleep 1",
+            );
+            if let Some(c) = t.command.as_mut() {
+                c.environment = Some(Environment {
+                    variables: vec![environment::Variable {
+                        name: "GREETING".into(),
+                        value: Some(format!("hi-{id}")),
+                        ..Default::default()
+                    }],
+                });
+            }
+            t
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    agent.launch_group(tasks).unwrap();
+    for id in ids {
+        let done = agent.wait_terminal(id, T).await.unwrap();
+        assert_eq!(done.state, TaskState::TaskFinished as i32, "{id}");
+    }
+    // Three 1-second tasks in well under 3 seconds: they ran side by side.
+    assert!(
+        started.elapsed() < Duration::from_millis(2800),
+        "{:?}",
+        started.elapsed()
+    );
+    for id in ids {
+        let dir = task_dir(&agent, id);
+        let out = std::fs::read_to_string(dir.join("stdout")).unwrap();
+        assert_eq!(out.trim(), format!("{id} {} hi-{id}", dir.display()));
+        let pwd = std::fs::read_to_string(dir.join("pwd")).unwrap();
+        assert_eq!(pwd.trim(), dir.display().to_string());
+        assert!(dir.join("stderr").exists());
+    }
+    shutdown_ok(&mut agent).await;
+}
+
+#[tokio::test]
+async fn launch_with_command_in_data_as_protobuf_and_json() {
+    let mut agent = start(cfg()).await;
+    let proto = CommandInfo {
+        value: Some("echo from-protobuf; sleep 1".into()),
+        ..Default::default()
+    };
+    agent.launch(agent.data_task("pb", &proto)).unwrap();
+    let mut json = agent.data_task("js", &CommandInfo::default());
+    json.data =
+        Some(br#"{"value":"/bin/echo","shell":false,"arguments":["echo","from-json"]}"#.to_vec());
+    agent.launch(json).unwrap();
+    let mut bad = agent.data_task("bad", &CommandInfo::default());
+    bad.data = None;
+    agent.launch(bad).unwrap();
+
+    for id in ["pb", "js"] {
+        let done = agent.wait_terminal(id, T).await.unwrap();
+        assert_eq!(done.state, TaskState::TaskFinished as i32, "{id}: {done:?}");
+    }
+    let out = std::fs::read_to_string(task_dir(&agent, "pb").join("stdout")).unwrap();
+    assert_eq!(out.trim(), "from-protobuf");
+    let out = std::fs::read_to_string(task_dir(&agent, "js").join("stdout")).unwrap();
+    assert_eq!(out.trim(), "from-json");
+    let bad = agent.wait_terminal("bad", T).await.unwrap();
+    assert_eq!(bad.state, TaskState::TaskFailed as i32);
+    let msg = bad.message.unwrap_or_default();
+    assert!(
+        msg.contains("TaskInfo.data holding a mesos.v1.CommandInfo"),
+        "{msg}"
+    );
+    shutdown_ok(&mut agent).await;
+}
+
+#[tokio::test]
+async fn a_failed_group_member_kills_its_siblings_only() {
+    let mut agent = start(cfg()).await;
+    // An unrelated task outside the group must not be touched.
+    agent
+        .launch(agent.command_task("bystander", "echo $$ > pid; exec sleep 1000"))
+        .unwrap();
+    agent
+        .wait_update("bystander", TaskState::TaskRunning, T)
+        .await
+        .unwrap();
+    let group = vec![
+        agent.command_task("fails", "sleep 1; exit 1"),
+        agent.command_task("sib1", "echo $$ > pid; exec sleep 1000"),
+        agent.command_task("sib2", "echo $$ > pid; exec sleep 1000"),
+    ];
+    agent.launch_group(group).unwrap();
+    let sib_pids = [
+        read_pid(&task_dir(&agent, "sib1").join("pid"), T).await,
+        read_pid(&task_dir(&agent, "sib2").join("pid"), T).await,
+    ];
+    let failed = agent.wait_terminal("fails", T).await.unwrap();
+    assert_eq!(failed.state, TaskState::TaskFailed as i32);
+    for id in ["sib1", "sib2"] {
+        let s = agent.wait_terminal(id, T).await.unwrap();
+        assert_eq!(s.state, TaskState::TaskKilled as i32, "{id}");
+    }
+    wait_gone(&sib_pids, Duration::from_secs(2)).await.unwrap();
+    let bystander = read_pid(&task_dir(&agent, "bystander").join("pid"), T).await;
+    assert!(alive(bystander));
+    assert!(agent.recorded().terminal_updates("bystander").is_empty());
+    shutdown_ok(&mut agent).await;
+}
+
+#[tokio::test]
+async fn idle_timeout_exits_after_the_last_task() {
+    let mut c = cfg();
+    c.extra_env
+        .push(("CROUPIER_EXECUTOR_IDLE_TIMEOUT".into(), "1secs".into()));
+    let mut agent = start(c).await;
+    agent.launch(agent.command_task("one", "sleep 1")).unwrap();
+    agent.wait_terminal("one", T).await.unwrap();
+    let status = agent.wait_executor_exit(T).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(agent
+        .executor_stderr()
+        .contains("CROUPIER_EXECUTOR_IDLE_TIMEOUT"));
+}
