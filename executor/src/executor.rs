@@ -306,6 +306,12 @@ impl Executor {
         }
         let was_subscribed = self.conn == Conn::Subscribed;
         let now = Instant::now();
+        if self.shutdown.is_some() && !self.cfg.checkpoint {
+            // Shutting down anyway: finish within the grace period without the agent.
+            tracing::warn!("disconnected from the agent during shutdown: {error}");
+            self.conn = Conn::Closed;
+            return;
+        }
         if !error.is_retryable() {
             tracing::error!("{error}; giving up on the agent");
             self.abandon(1, format!("the agent refused us: {error}"));

@@ -136,3 +136,43 @@ async fn idle_timeout_exits_after_the_last_task() {
         .executor_stderr()
         .contains("CROUPIER_EXECUTOR_IDLE_TIMEOUT"));
 }
+
+#[tokio::test]
+async fn custom_mode_fetches_task_uris_into_the_task_directory() {
+    use croupier_proto::v1::command_info::Uri;
+    use croupier_proto::v1::task_status::Reason;
+    let src = tempfile::tempdir().unwrap();
+    let payload = src.path().join("payload.txt");
+    std::fs::write(&payload, "fetched-bytes\n").unwrap();
+    let mut agent = start(cfg()).await;
+    let mut ok = agent.command_task("fetch-ok", "cat payload.txt");
+    let mut missing = agent.command_task("fetch-missing", "true");
+    if let Some(c) = ok.command.as_mut() {
+        c.uris = vec![Uri {
+            value: format!("file://{}", payload.display()),
+            ..Default::default()
+        }];
+    }
+    if let Some(c) = missing.command.as_mut() {
+        c.uris = vec![Uri {
+            value: src.path().join("nope.txt").display().to_string(),
+            ..Default::default()
+        }];
+    }
+    agent.launch(ok).unwrap();
+    agent.launch(missing).unwrap();
+    let done = agent.wait_terminal("fetch-ok", T).await.unwrap();
+    assert_eq!(done.state, TaskState::TaskFinished as i32, "{done:?}");
+    let out = std::fs::read_to_string(task_dir(&agent, "fetch-ok").join("stdout")).unwrap();
+    assert_eq!(out.trim(), "fetched-bytes");
+    let failed = agent.wait_terminal("fetch-missing", T).await.unwrap();
+    assert_eq!(failed.state, TaskState::TaskFailed as i32);
+    assert_eq!(failed.reason, Some(Reason::ContainerLaunchFailed as i32));
+    let msg = failed.message.unwrap_or_default();
+    assert!(msg.contains("nope.txt"), "{msg}");
+    assert!(!agent
+        .recorded()
+        .states("fetch-missing")
+        .contains(&TaskState::TaskRunning));
+    shutdown_ok(&mut agent).await;
+}
