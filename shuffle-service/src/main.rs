@@ -44,6 +44,9 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async move {
+        // Handlers first: a SIGTERM arriving right after the "listening on" line must already
+        // mean a clean shutdown.
+        let signals = Signals::install().context("cannot install SIGTERM/SIGINT handlers")?;
         let addr = std::net::SocketAddr::new(config.host, config.port);
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!("cannot bind {addr} (spark.shuffle.service.port / --host / --port)")
@@ -56,7 +59,7 @@ fn main() -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            let sig = wait_for_signal().await;
+            let sig = signals.wait().await;
             tracing::info!("received {sig}, shutting down");
             stop.cancel();
         });
@@ -69,18 +72,24 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers, only a kill ends us; wait forever.
-        std::future::pending::<()>().await;
-        return "nothing";
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
     }
 }

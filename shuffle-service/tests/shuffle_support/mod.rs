@@ -1,0 +1,124 @@
+//! Starts the `croupier-shuffle-service` binary for protocol tests: 127.0.0.1, ephemeral port,
+//! stderr collected, SIGTERM on drop.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct Ess {
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Ess {
+    /// Starts the service with `--host 127.0.0.1 --port 0` plus `--conf k=v` for each setting.
+    pub fn start(conf: &[(&str, &str)]) -> Ess {
+        let mut args: Vec<String> = vec![
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            "0".into(),
+        ];
+        for (k, v) in conf {
+            args.push("--conf".into());
+            args.push(format!("{k}={v}"));
+        }
+        Ess::start_with(&args, &[])
+    }
+
+    /// Starts the binary with exactly these arguments and extra environment.
+    pub fn start_with(args: &[String], env: &[(&str, &str)]) -> Ess {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_croupier-shuffle-service"));
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd.env_remove("SPARK_SHUFFLE_OPTS")
+            .env_remove("SPARK_CONF_DIR")
+            .env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn croupier-shuffle-service");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let l2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("listening on ") {
+                    let _ = tx.send(line[at + "listening on ".len()..].trim().to_string());
+                }
+                l2.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a
+                .parse()
+                .unwrap_or_else(|e| panic!("bad listen address {a:?}: {e}")),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "service did not log `listening on` within 20 s; log: {:?}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        Ess {
+            addr,
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// The log lines so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits up to `within` for a log line containing `needle`.
+    pub fn wait_log(&self, needle: &str, within: Duration) -> Option<String> {
+        let end = Instant::now() + within;
+        loop {
+            if let Some(l) = self.log().into_iter().find(|l| l.contains(needle)) {
+                return Some(l);
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then the exit status (killed after 10 s).
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Ess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
