@@ -438,11 +438,25 @@ async fn send_chunk(
             }
         }
     };
+    let framed = matches!(kind, Kind::Chunk(_));
     let job = move || -> Sent {
         let seg = match send::resolve(&sh, &chunk) {
             Ok(s) => s,
             Err(e) => return Sent::Failed(e.to_string()),
         };
+        // Spark's frame decoder refuses frames of 2 GiB and more; only the StreamRequest path
+        // (raw bytes after the frame) can carry such a chunk.
+        if framed
+            && seg.len + (frame::CHUNK_SUCCESS_HEADER - frame::LEN_FIELD) as u64
+                >= frame::SPARK_MAX_FRAME
+        {
+            return Sent::Failed(format!(
+                "chunk of {} bytes from {} does not fit in a Spark frame (< 2 GiB); fetch it to disk with a \
+                 StreamRequest (lower spark.network.maxRemoteBlockSizeFetchToMem)",
+                seg.len,
+                seg.path.display()
+            ));
+        }
         // SAFETY: `fd` belongs to the socket whose write half the awaiting task holds borrowed
         // for the whole duration of this job, so it stays open.
         let sock = unsafe { BorrowedFd::borrow_raw(fd) };
