@@ -27,7 +27,65 @@ fn map_err(namenode: &str, path: &str, e: hdfs_native::HdfsError) -> FetchErrorK
     }
 }
 
+/// A runtime of its own for the HDFS client: it is isolated from the executor's
+/// current-thread runtime, so however the client waits or retries, the executor's timers
+/// (stall timeout) keep running.
+fn runtime() -> Result<&'static tokio::runtime::Runtime, FetchErrorKind> {
+    static RT: std::sync::OnceLock<Result<tokio::runtime::Runtime, String>> =
+        std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("croupier-hdfs")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| FetchErrorKind::Internal(format!("HDFS runtime: {e}")))
+}
+
 pub(crate) async fn open(
+    namenode: &str,
+    path: &str,
+    user: Option<&str>,
+) -> Result<(u64, ByteStream), FetchErrorKind> {
+    let rt = runtime()?;
+    let (meta_tx, meta_rx) = tokio::sync::oneshot::channel();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, FetchErrorKind>>(16);
+    let (nn, p, u) = (
+        namenode.to_string(),
+        path.to_string(),
+        user.map(str::to_string),
+    );
+    rt.spawn(async move {
+        match open_here(&nn, &p, u.as_deref()).await {
+            Err(e) => {
+                let _ = meta_tx.send(Err(e));
+            }
+            Ok((len, mut stream)) => {
+                if meta_tx.send(Ok(len)).is_err() {
+                    return;
+                }
+                while let Some(item) = stream.next().await {
+                    if tx.send(item).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let len = meta_rx
+        .await
+        .map_err(|_| FetchErrorKind::Internal("HDFS task ended without an answer".into()))??;
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed();
+    Ok((len, stream))
+}
+
+async fn open_here(
     namenode: &str,
     path: &str,
     user: Option<&str>,

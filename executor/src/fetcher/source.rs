@@ -121,17 +121,40 @@ pub(crate) async fn open(
                 body: Body::Stream(stream),
             })
         }
-        Source::S3 { bucket, key } => super::s3::open(bucket, key).await.map(|(size, s)| Opened {
-            size: Some(size),
-            body: Body::Stream(s),
-        }),
-        Source::Hdfs { namenode, path } => {
-            super::hdfs::open(namenode, path, user)
+        Source::S3 { bucket, key } => {
+            let (size, s) = tokio::time::timeout(cfg.stall_timeout, super::s3::open(bucket, key))
                 .await
-                .map(|(size, s)| Opened {
-                    size: Some(size),
-                    body: Body::Stream(s),
-                })
+                .map_err(|_| {
+                    FetchErrorKind::Connect(format!(
+                        "S3 endpoint gave no answer for {bucket}/{key} within {:?}",
+                        cfg.stall_timeout
+                    ))
+                })??;
+            Ok(Opened {
+                size: Some(size),
+                body: Body::Stream(s),
+            })
+        }
+        Source::Hdfs { namenode, path } => {
+            // The HDFS client retries connections for minutes on its own: bound it.
+            let (size, s) =
+                tokio::time::timeout(cfg.stall_timeout, super::hdfs::open(namenode, path, user))
+                    .await
+                    .map_err(|_| {
+                        FetchErrorKind::Connect(format!(
+                            "HDFS NameNode {} gave no usable answer within {:?}",
+                            if namenode.is_empty() {
+                                "(fs.defaultFS)"
+                            } else {
+                                namenode
+                            },
+                            cfg.stall_timeout
+                        ))
+                    })??;
+            Ok(Opened {
+                size: Some(size),
+                body: Body::Stream(s),
+            })
         }
     }
 }
