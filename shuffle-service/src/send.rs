@@ -150,10 +150,20 @@ fn wait_writable(fd: RawFd) -> io::Result<()> {
     }
 }
 
-/// Writes all of `buf` to the (non-blocking) socket. Blocking.
-pub fn write_all(sock: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
+/// Writes all of `buf` to the (non-blocking) socket. Blocking. With `more`, the kernel is told
+/// that data follows (`MSG_MORE`), so a small header and its `sendfile`d body share packets.
+pub fn write_all(sock: BorrowedFd<'_>, mut buf: &[u8], more: bool) -> io::Result<()> {
+    use nix::sys::socket::{send, MsgFlags};
+    // nix has no MSG_MORE constant; it is a plain Linux send(2) flag. MSG_NOSIGNAL: a peer
+    // that went away is an EPIPE error here, never a signal.
+    let more_flag = if more {
+        MsgFlags::from_bits_retain(libc::MSG_MORE)
+    } else {
+        MsgFlags::empty()
+    };
+    let flags = more_flag | MsgFlags::MSG_NOSIGNAL;
     while !buf.is_empty() {
-        match nix::unistd::write(sock, buf) {
+        match send(sock_raw(sock), buf, flags) {
             Ok(0) => {
                 return Err(io::Error::new(
                     io::ErrorKind::WriteZero,

@@ -461,7 +461,7 @@ async fn send_chunk(
         // for the whole duration of this job, so it stays open.
         let sock = unsafe { BorrowedFd::borrow_raw(fd) };
         let header = header_for(seg.len);
-        if let Err(e) = send::write_all(sock, &header) {
+        if let Err(e) = send::write_all(sock, &header, seg.len > 0) {
             return Sent::Broken(format!("write error: {e}"));
         }
         match send::send_segment(sock, &seg) {
