@@ -160,6 +160,7 @@ pub fn rpc(shared: &Arc<Shared>, body: &[u8], peer: SocketAddr, conn: u64) -> Re
                 Ok(e) => e,
                 Err(e) => return fail(format!("RemoveBlocks: {e}")),
             };
+            let shared = shared.clone();
             Reply::Blocking(Box::new(move || {
                 let mut removed = 0;
                 for id in &block_ids {
@@ -174,7 +175,12 @@ pub fn rpc(shared: &Arc<Shared>, body: &[u8], peer: SocketAddr, conn: u64) -> Re
                     };
                     let path = exec.path(&name);
                     match std::fs::remove_file(&path) {
-                        Ok(()) => removed += 1,
+                        Ok(()) => {
+                            removed += 1;
+                            if name.ends_with(".index") {
+                                shared.index_cache.invalidate(&path);
+                            }
+                        }
                         Err(e) => tracing::warn!("Failed to delete block: {}: {e}", path.display()),
                     }
                 }

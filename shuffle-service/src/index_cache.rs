@@ -204,6 +204,15 @@ impl IndexCache {
         }
     }
 
+    /// Forgets `path` (after its file was deleted through RemoveBlocks).
+    pub fn invalidate(&self, path: &Path) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = s.map.remove(path) {
+            s.lru.remove(&e.tick);
+            s.bytes -= e.weight;
+        }
+    }
+
     /// Bytes currently accounted.
     pub fn weight(&self) -> u64 {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).bytes

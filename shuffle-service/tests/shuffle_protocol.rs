@@ -167,6 +167,16 @@ async fn fetch_paths_match_spark_semantics() {
         .unwrap();
     assert_eq!(n, 2);
     assert!(!data.exists() && !index.exists());
+    // The removed index is no longer served from the cache.
+    let got = c
+        .fetch_blocks(APP, "0", &["shuffle_0_12345678901_1"])
+        .await
+        .unwrap();
+    let m = server_msg(got.into_iter().next().unwrap().1);
+    assert!(
+        m.contains(&format!("Failed to open file: {}", index.display())),
+        "{m}"
+    );
     let m = server_msg(c.remove_blocks(APP, "nobody", &["rdd_1_1"]).await);
     assert!(m.contains("Executor is not registered"), "{m}");
 }
