@@ -61,9 +61,49 @@ fn size_name(b: u64) -> String {
     }
 }
 
+/// Merges the `result` records of one (server, cell) measured in several interleaved rounds:
+/// medians of rates and latency quantiles, sums of counts and CPU seconds, max of memory.
+fn merge(rs: &[&Record]) -> Record {
+    let mut fields = rs[0].fields.clone();
+    let keys: Vec<String> = fields.keys().cloned().collect();
+    for k in keys {
+        let vals: Vec<f64> = rs.iter().filter_map(|r| r.num(&k)).collect();
+        if vals.len() != rs.len()
+            || matches!(
+                k.as_str(),
+                "block" | "conns" | "shuffle" | "blocks_per_fetch"
+            )
+        {
+            continue;
+        }
+        let v = match k.as_str() {
+            "fetches" | "blocks" | "bytes" | "verified_bytes" | "server_cpu_s" | "repeats" => {
+                vals.iter().sum()
+            }
+            "server_rss_peak_mb" | "server_hwm_mb" => vals.iter().copied().fold(f64::MIN, f64::max),
+            _ => median(vals),
+        };
+        fields.insert(k, format!("{v}"));
+    }
+    Record {
+        kind: rs[0].kind.clone(),
+        fields,
+    }
+}
+
+/// Median (mean of the two middle values for an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// Renders the markdown table and the summary line from all records.
 pub fn render(records: &[Record]) -> String {
-    let mut cells: BTreeMap<Cell, BTreeMap<String, &Record>> = BTreeMap::new();
+    let mut raw_cells: BTreeMap<Cell, BTreeMap<String, Vec<&Record>>> = BTreeMap::new();
     let mut startup: BTreeMap<String, f64> = BTreeMap::new();
     let mut rss: BTreeMap<String, (Option<f64>, Option<f64>)> = BTreeMap::new();
     for r in records {
@@ -77,10 +117,12 @@ pub fn render(records: &[Record]) -> String {
                 else {
                     continue;
                 };
-                cells
+                raw_cells
                     .entry((block as u64, conns as u64, mode.to_owned()))
                     .or_default()
-                    .insert(server.to_owned(), r);
+                    .entry(server.to_owned())
+                    .or_default()
+                    .push(r);
             }
             "startup" => {
                 if let Some(ms) = r.num("ms") {
@@ -93,6 +135,10 @@ pub fn render(records: &[Record]) -> String {
             _ => {}
         }
     }
+    let cells: BTreeMap<Cell, BTreeMap<String, Record>> = raw_cells
+        .into_iter()
+        .map(|(c, by)| (c, by.into_iter().map(|(s, rs)| (s, merge(&rs))).collect()))
+        .collect();
     let get = |cell: (u64, u64, &str), server: &str, key: &str| -> Option<f64> {
         cells
             .get(&(cell.0, cell.1, cell.2.to_owned()))?
@@ -102,7 +148,7 @@ pub fn render(records: &[Record]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| block | conns | mode | ours blocks/s | java blocks/s | raw blocks/s | ours GB/s | java GB/s | raw GB/s | ours p50/p99/p999 ms | java p50/p99/p999 ms | ours CPU s | java CPU s | blocks/s ours/java | GB/s ours/raw | p99 ours/java |"
+        "| block | conns | mode | ours blocks/s | java blocks/s | raw blocks/s | ours GB/s | java GB/s | raw GB/s | ours p50/p99/p999 ms | java p50/p99/p999 ms | ours CPU µs/block | java CPU µs/block | blocks/s ours/java | GB/s ours/raw | p99 ours/java |"
     );
     let _ = writeln!(
         out,
@@ -110,6 +156,7 @@ pub fn render(records: &[Record]) -> String {
     );
     for ((block, conns, mode), by) in &cells {
         let n = |s: &str, k: &str| by.get(s).and_then(|r| r.num(k));
+        let cpu_per_block = |s: &str| ratio(n(s, "server_cpu_s").map(|c| c * 1e6), n(s, "blocks"));
         let lat = |s: &str| {
             by.get(s).map_or_else(
                 || "-".to_owned(),
@@ -135,8 +182,8 @@ pub fn render(records: &[Record]) -> String {
             fmt(n("raw", "gb_per_s"), 3),
             lat("ours"),
             lat("java"),
-            fmt(n("ours", "server_cpu_s"), 2),
-            fmt(n("java", "server_cpu_s"), 2),
+            fmt(cpu_per_block("ours"), 1),
+            fmt(cpu_per_block("java"), 1),
             fmt(ratio(n("ours", "blocks_per_s"), n("java", "blocks_per_s")), 2),
             fmt(ratio(n("ours", "gb_per_s"), n("raw", "gb_per_s")), 2),
             fmt(ratio(n("ours", "p99_ms"), n("java", "p99_ms")), 2),
@@ -180,7 +227,9 @@ mod tests {
     #[test]
     fn table_and_summary() {
         let lines = [
-            "result server=ours block=32768 conns=64 mode=fetch blocks_per_s=3000 gb_per_s=0.1 p50_ms=1 p99_ms=2 p999_ms=3",
+            "result server=ours block=32768 conns=64 mode=fetch blocks_per_s=3000 gb_per_s=0.1 p50_ms=1 p99_ms=2 p999_ms=3 server_cpu_s=1 blocks=100000",
+            "result server=ours block=32768 conns=64 mode=fetch blocks_per_s=9000 gb_per_s=0.1 p50_ms=1 p99_ms=2 p999_ms=3 server_cpu_s=1 blocks=100000",
+            "result server=ours block=32768 conns=64 mode=fetch blocks_per_s=1000 gb_per_s=0.1 p50_ms=1 p99_ms=2 p999_ms=3 server_cpu_s=1 blocks=100000",
             "result server=java block=32768 conns=64 mode=fetch blocks_per_s=1000 gb_per_s=0.03 p50_ms=2 p99_ms=8 p999_ms=9",
             "result server=ours block=8388608 conns=16 mode=fetch blocks_per_s=200 gb_per_s=1.8",
             "result server=raw block=8388608 conns=16 mode=fetch blocks_per_s=220 gb_per_s=2.0",
@@ -195,6 +244,10 @@ mod tests {
             last,
             "summary: small_blocks_ratio=3.00 large_blocks_ratio=- sendfile_fraction=0.90 p99_ratio=0.25 rss_ratio=0.050 startup_ms=4.5"
         );
-        assert!(out.contains("| 32KiB | 64 | fetch | 3000 | 1000 | - |"));
+        assert!(
+            out.contains("| 32KiB | 64 | fetch | 3000 | 1000 | - |"),
+            "{out}"
+        );
+        assert!(out.contains("| 10.0 | - | 3.00 |"), "{out}");
     }
 }

@@ -13,7 +13,8 @@ use clap::{Parser, Subcommand};
 use croupier_testkit::bench::data::{Content, DataSet, Shape};
 use croupier_testkit::bench::load::{self, LoadConfig, Mode, RunStats};
 use croupier_testkit::bench::procfs::{Proc, RssSampler};
-use croupier_testkit::bench::{raw, report};
+use croupier_testkit::bench::raw;
+use croupier_testkit::bench::report::{self, median};
 
 #[derive(Parser)]
 #[command(
@@ -205,15 +206,6 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 fn run(a: RunArgs) -> Result<()> {
     let ds = DataSet::at(&a.data_dir)?;
     let shape = ds.load(a.shuffle_id)?;
@@ -287,7 +279,7 @@ fn run(a: RunArgs) -> Result<()> {
     let m = |f: &dyn Fn(&RunStats) -> f64| median(runs.iter().map(f).collect());
     let mb = |b: u64| b as f64 / (1 << 20) as f64;
     let mut line = format!(
-        "result server={} shuffle={} block={} conns={} mode={} blocks_per_fetch={} repeats={} blocks_per_s={:.1} gb_per_s={:.4} p50_ms={:.3} p99_ms={:.3} p999_ms={:.3} fetches={} bytes={} verified_bytes={}",
+        "result server={} shuffle={} block={} conns={} mode={} blocks_per_fetch={} repeats={} blocks_per_s={:.1} gb_per_s={:.4} p50_ms={:.3} p99_ms={:.3} p999_ms={:.3} fetches={} blocks={} bytes={} verified_bytes={}",
         a.label,
         shape.shuffle_id,
         shape.block_size,
@@ -301,6 +293,7 @@ fn run(a: RunArgs) -> Result<()> {
         m(&|s| s.quantile_ms(0.99)),
         m(&|s| s.quantile_ms(0.999)),
         runs.iter().map(|s| s.fetches).sum::<u64>(),
+        runs.iter().map(|s| s.blocks).sum::<u64>(),
         runs.iter().map(|s| s.bytes).sum::<u64>(),
         runs.iter().map(|s| s.verified_bytes).sum::<u64>(),
     );

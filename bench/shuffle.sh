@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Shuffle benchmark, side by side, same machine, same files, same client, one run:
+#   ours  = croupier-shuffle-service (release build)
+#   java  = Spark 3.5.7's MesosExternalShuffleService via bin/spark-class from the pyspark venv
+#           (default SPARK_DAEMON_MEMORY=1g, as operators run it)
+#   raw   = `croupier-shuffle-bench raw-server`: indexes preloaded, files pre-opened, header with
+#           MSG_MORE + one sendfile per chunk, thread per connection (the physical limit)
+#
+# Cold start-up of each (spawn -> first accepted TCP connection, median of runs); then all three
+# run side by side: RegisterExecutor, idle RSS, warm-up, the matrix with every cell measured in
+# interleaved rounds (ours, java, raw, ours, java, raw, ...), then peak RSS under load (VmHWM).
+# Every cell: N connections, one request in flight each, all ChunkFetchRequests pipelined,
+# every received byte compared with the data set; the table shows medians over the rounds.
+#
+# Usage: bench/shuffle.sh [--quick] [--data-dir DIR] [--results FILE]
+#   --quick   reduced matrix (< 3 minutes once built); ends with the `summary:` line.
+# Needs: the pyspark venv (scripts/setup-venv.sh; CROUPIER_VENV), java, python3, ~1 GiB in DATA.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK=0
+DATA="${CROUPIER_BENCH_DATA:-${TMPDIR:-/tmp}/croupier-shuffle-bench}"
+RESULTS=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --data-dir) DATA="$2"; shift ;;
+    --results) RESULTS="$2"; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+VENV="${CROUPIER_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/croupier/venv}"
+SPARK_HOME="$(ls -d "$VENV"/lib/python3*/site-packages/pyspark 2>/dev/null | head -n 1)"
+if [ ! -d "$SPARK_HOME/jars" ]; then
+  echo "no pyspark jars under $VENV: run scripts/setup-venv.sh (or scripts/test.sh) first" >&2
+  exit 1
+fi
+command -v java >/dev/null || { echo "java not found: Spark's shuffle service needs Java 17" >&2; exit 1; }
+JAVA_CLASS=org.apache.spark.deploy.mesos.MesosExternalShuffleService
+
+echo "== building release binaries" >&2
+cargo build --release -q -p croupier-shuffle-service --bin croupier-shuffle-service >&2
+cargo build --release -q -p croupier-testkit --bin croupier-shuffle-bench >&2
+OURS="$PWD/target/release/croupier-shuffle-service"
+BENCH="$PWD/target/release/croupier-shuffle-bench"
+
+mkdir -p "$DATA"
+[ -n "$RESULTS" ] || RESULTS="$DATA/results-$(date +%Y%m%d-%H%M%S)$([ $QUICK = 1 ] && echo -quick).txt"
+: > "$RESULTS"
+LOGS="$DATA/logs"; mkdir -p "$LOGS"
+
+# Data sets: shuffle id, maps, reduces, block size, chunks per request (Spark puts a reducer's
+# blocks from one executor into one request of up to maxSizeInFlight/5 ~ 9.6 MB).
+#            id maps red  block    per-request
+SETS_FULL=("1 128 128 4096 64" "2 64 64 32768 32" "3 16 16 1048576 8" "4 8 8 8388608 1")
+SETS_QUICK=("2 64 64 32768 32" "4 8 8 8388608 1")
+if [ $QUICK = 1 ]; then
+  SETS=("${SETS_QUICK[@]}")
+  CONNS=(64)             # fetch mode at 32 KiB; 8 MiB runs at 16 only (the summary cells)
+  EXTRA_MODES=()         # batch/open cells
+  REPEAT=5; DUR=1; STARTUP_RUNS_OURS=5; STARTUP_RUNS_JAVA=1; JAVA_WARM=4; WARM=0.5
+else
+  SETS=("${SETS_FULL[@]}")
+  CONNS=(1 16 64 256)
+  EXTRA_MODES=(batch open)
+  REPEAT=5; DUR=1; STARTUP_RUNS_OURS=7; STARTUP_RUNS_JAVA=3; JAVA_WARM=8; WARM=1
+fi
+
+echo "== data sets in $DATA" >&2
+for s in "${SETS[@]}"; do
+  read -r id maps red block per <<<"$s"
+  "$BENCH" gen --data-dir "$DATA" --shuffle-id "$id" --maps "$maps" --reduces "$red" --block-size "$block" >&2
+done
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { # port pid
+  for _ in $(seq 1200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || { echo "server pid $2 died before listening on $1" >&2; return 1; }
+    sleep 0.05
+  done
+  echo "nothing listens on $1 after 60 s" >&2; return 1
+}
+declare -A PORT PID
+stop_servers() {
+  for l in "${!PID[@]}"; do kill "${PID[$l]}" 2>/dev/null || true; done
+  for l in "${!PID[@]}"; do wait "${PID[$l]}" 2>/dev/null || true; done
+}
+trap stop_servers EXIT
+
+start_server() { # label port
+  case "$1" in
+    ours) "$OURS" --host 127.0.0.1 --port "$2" 2>"$LOGS/ours.log" & ;;
+    java) SPARK_SHUFFLE_OPTS="-Dspark.shuffle.service.port=$2" "$SPARK_HOME/bin/spark-class" "$JAVA_CLASS" >"$LOGS/java.log" 2>&1 & ;;
+    raw) "$BENCH" raw-server --data-dir "$DATA" --port "$2" 2>"$LOGS/raw.log" & ;;
+  esac
+  PID[$1]=$!
+  PORT[$1]=$2
+  wait_port "$2" "${PID[$1]}"
+}
+
+startup_cmd() { # label port -> command words
+  case "$1" in
+    ours) echo "$OURS --host 127.0.0.1 --port $2" ;;
+    java) echo "$SPARK_HOME/bin/spark-class $JAVA_CLASS" ;;
+    raw) echo "$BENCH raw-server --data-dir $DATA --port $2" ;;
+  esac
+}
+
+LABELS=(ours java raw)
+T0=$SECONDS
+echo "== cold start-up (spawn -> first accepted connection)" >&2
+for label in "${LABELS[@]}"; do
+  port=$(free_port)
+  runs=$STARTUP_RUNS_OURS; [ $label = java ] && runs=$STARTUP_RUNS_JAVA
+  # shellcheck disable=SC2046
+  SPARK_SHUFFLE_OPTS="-Dspark.shuffle.service.port=$port" \
+    "$BENCH" startup --port "$port" --label "$label" --runs "$runs" -- $(startup_cmd $label "$port") | tee -a "$RESULTS"
+done
+
+echo "== servers up, RegisterExecutor, idle RSS, warm-up ($((SECONDS - T0)) s)" >&2
+declare -A IDLE
+for label in "${LABELS[@]}"; do
+  start_server $label "$(free_port)"
+  # RegisterExecutor only (zero fetches).
+  "$BENCH" run --data-dir "$DATA" --port "${PORT[$label]}" --shuffle-id "${SETS[0]%% *}" --fetches 0 --repeat 1 --connections 1 >/dev/null
+done
+sleep 1
+for label in "${LABELS[@]}"; do IDLE[$label]=$("$BENCH" mem --pid "${PID[$label]}"); done
+for label in "${LABELS[@]}"; do
+  warm=$WARM; [ $label = java ] && warm=$JAVA_WARM
+  for s in "${SETS[@]}"; do
+    read -r id maps red block per <<<"$s"
+    "$BENCH" run --data-dir "$DATA" --port "${PORT[$label]}" --shuffle-id "$id" --connections 16 --blocks-per-fetch "$per" \
+      --repeat 1 --duration-s "$warm" --no-register --label "$label-warmup" >/dev/null 2>&1
+  done
+done
+
+# One cell: REPEAT rounds, each round every server in turn (interleaved, so drifting load from
+# other tenants of this shared machine hits all servers alike); the report takes medians.
+cell() { # set conns mode
+  read -r id maps red block per <<<"$1"
+  for _ in $(seq "$REPEAT"); do
+    for label in "${LABELS[@]}"; do
+      "$BENCH" run --data-dir "$DATA" --port "${PORT[$label]}" --shuffle-id "$id" --connections "$2" --mode "$3" \
+        --blocks-per-fetch "$per" --batch-reduces 4 --repeat 1 --duration-s "$DUR" \
+        --server-pid "${PID[$label]}" --label "$label" --no-register 2>/dev/null >>"$RESULTS"
+    done
+  done
+  echo "  cell block=$block conns=$2 mode=$3 done ($((SECONDS - T0)) s)" >&2
+}
+
+echo "== matrix ($((SECONDS - T0)) s)" >&2
+for s in "${SETS[@]}"; do
+  read -r id maps red block per <<<"$s"
+  conns=("${CONNS[@]}")
+  if [ $QUICK = 1 ] && [ "$block" = 8388608 ]; then conns=(16); fi
+  for c in "${conns[@]}"; do cell "$s" "$c" fetch; done
+  for m in "${EXTRA_MODES[@]}"; do cell "$s" 16 "$m"; done
+done
+for label in "${LABELS[@]}"; do
+  echo "rss server=$label idle_mb=${IDLE[$label]} load_mb=$("$BENCH" mem --pid "${PID[$label]}" --peak)" | tee -a "$RESULTS"
+done
+stop_servers
+echo "== done in $((SECONDS - T0)) s (after the build)" >&2
+
+echo
+echo "results: $RESULTS"
+echo
+"$BENCH" report "$RESULTS"
