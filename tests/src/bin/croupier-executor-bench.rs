@@ -38,6 +38,8 @@ struct Result1 {
     hwm_kb: u64,
     median: Duration,
     p90: Duration,
+    /// Median LAUNCH -> TASK_STARTING, if the executor sends TASK_STARTING.
+    starting: Option<Duration>,
     n: usize,
 }
 
@@ -73,6 +75,7 @@ async fn measure(
 
     // Warm-up launch, not counted.
     let mut latencies = Vec::with_capacity(launches);
+    let mut startings = Vec::with_capacity(launches);
     for i in 0..=launches {
         let id = format!("lat-{i}");
         let sent = Instant::now();
@@ -92,9 +95,17 @@ async fn measure(
         agent.wait_terminal(&id, limit).await?;
         if i > 0 {
             latencies.push(at.saturating_duration_since(sent));
+            let starting = agent.recorded().updates.iter().find_map(|u| {
+                (u.status.task_id.value == id && u.status.state == TaskState::TaskStarting as i32)
+                    .then_some(u.at)
+            });
+            if let Some(s) = starting {
+                startings.push(s.saturating_duration_since(sent));
+            }
         }
     }
     latencies.sort();
+    startings.sort();
 
     // Memory while supervising one long task.
     agent.launch(task_for(&agent, "rss", true))?;
@@ -115,6 +126,7 @@ async fn measure(
         hwm_kb,
         median: percentile(&latencies, 0.5),
         p90: percentile(&latencies, 0.9),
+        starting: (!startings.is_empty()).then(|| percentile(&startings, 0.5)),
         n: latencies.len(),
     })
 }
@@ -180,21 +192,22 @@ async fn main() -> anyhow::Result<()> {
 
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     let mut table = String::new();
-    table.push_str("| executor | VmRSS supervising `sleep` | VmHWM | LAUNCH→TASK_RUNNING median | p90 | launches |\n");
-    table.push_str("|---|---|---|---|---|---|\n");
+    table.push_str("| executor | VmRSS supervising `sleep` | VmHWM | LAUNCH→TASK_RUNNING median | p90 | LAUNCH→TASK_STARTING median | launches |\n");
+    table.push_str("|---|---|---|---|---|---|---|\n");
     for r in [&croupier, &pymesos] {
         table.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
             r.name,
             mb(r.rss_kb),
             mb(r.hwm_kb),
             ms(r.median),
             ms(r.p90),
+            r.starting.map(ms).unwrap_or_else(|| "(not sent)".into()),
             r.n
         ));
     }
     table.push_str(&format!(
-        "| ratio croupier/pymesos | {:.2} | {:.2} | {:.2} | {:.2} | |\n",
+        "| ratio croupier/pymesos | {:.2} | {:.2} | {:.2} | {:.2} | | |\n",
         ratio(croupier.rss_kb as f64, pymesos.rss_kb as f64),
         ratio(croupier.hwm_kb as f64, pymesos.hwm_kb as f64),
         ratio(croupier.median.as_secs_f64(), pymesos.median.as_secs_f64()),
