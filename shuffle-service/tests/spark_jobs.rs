@@ -301,8 +301,9 @@ fn spark_jobs_fetch_every_block_through_the_service() {
     }
 }
 
-/// Spark's default (readHostLocalDisk=true): executors on one host ask the service for each
-/// other's local dirs and read the files directly; the answer must be exactly what was registered.
+/// Spark's production default (readHostLocalDisk=true; local-cluster mode turns it off unless set,
+/// so jobs.py sets it): executors on one host ask the service for each other's local dirs and read
+/// the files directly; the answer must be exactly what was registered.
 #[test]
 fn spark_jobs_host_local_dirs_from_the_service() {
     let run = run_variant("hostlocal");

@@ -866,6 +866,23 @@ fn decode_btm(body: &[u8]) -> Btm {
 // ---------------------------------------------------------------------------------------------
 // The python peer
 
+/// pyspark needs a JDK (17 was used to verify these tests): fail clearly when there is none.
+fn require_java() {
+    let from_home = std::env::var_os("JAVA_HOME").map(|h| PathBuf::from(h).join("bin/java"));
+    let on_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("java"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let found = from_home.into_iter().chain(on_path).any(|j| j.is_file());
+    assert!(
+        found,
+        "no java on PATH or in JAVA_HOME: the Spark interop tests need a JDK 17; run the suite with scripts/test.sh on a machine with one"
+    );
+}
+
 pub struct PyRun {
     pub status: ExitStatus,
     pub stdout: String,
@@ -901,6 +918,7 @@ impl PyRun {
 /// Runs `python <script> <args>` from the venv with the Spark environment the tests need; kills the
 /// whole process group (python, its py4j JVM and the executor JVMs) at `timeout`.
 pub fn run_python(script_name: &str, args: &[String], timeout: Duration) -> PyRun {
+    require_java();
     let python = croupier_testkit::env::python();
     let spark_home = croupier_testkit::env::spark_home();
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));

@@ -4,7 +4,8 @@ Usage: python jobs.py <variant> <shuffle-service-port>
 
 Variants (one SparkContext each, several jobs per context):
   fetch      spark.shuffle.readHostLocalDisk=false: every remote block goes through the service
-  hostlocal  Spark's default: executors ask the service for each other's local dirs
+  hostlocal  Spark's production default (readHostLocalDisk=true, which local-cluster mode turns
+             off unless set): executors ask the service for each other's local dirs
              (GetLocalDirsForExecutors) and read the files themselves
   oldproto   spark.shuffle.useOldFetchProtocol=true: OpenBlocks instead of FetchShuffleBlocks
   dynalloc   dynamic allocation: the executors that wrote the map output are idle-killed, new
@@ -105,8 +106,9 @@ def session(variant, port):
     if variant in ("fetch", "oldproto", "dynalloc"):
         b = b.config("spark.shuffle.readHostLocalDisk", "false")
     if variant == "hostlocal":
-        # Spark's documented default, set explicitly: in this local-cluster setup it was observed
-        # that executors only read host-local when the key is present in the app's conf.
+        # Spark's default everywhere but local-cluster mode: SparkContext does
+        # setIfMissing(spark.shuffle.readHostLocalDisk, false) for local-cluster masters, so the
+        # production default has to be set explicitly here.
         b = b.config("spark.shuffle.readHostLocalDisk", "true")
     if variant == "oldproto":
         b = b.config("spark.shuffle.useOldFetchProtocol", "true")
