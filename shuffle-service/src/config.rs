@@ -5,7 +5,7 @@
 //! `SPARK_SHUFFLE_OPTS` env var, `--conf key=value`, then `--host` / `--port`.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -53,6 +53,9 @@ pub struct Config {
     pub server_threads: usize,
     /// Largest accepted request frame.
     pub max_request_frame: u64,
+    /// `croupier.admin.address`: where the admin HTTP endpoint (`/healthz`, `/metrics`)
+    /// listens; `None` (the default) leaves it off.
+    pub admin_address: Option<SocketAddr>,
     /// Keys given that this service does not know (logged once at start-up).
     pub unknown_keys: Vec<String>,
     /// Known Spark keys that have no effect here (logged once at start-up).
@@ -70,6 +73,7 @@ impl Default for Config {
             cleaner_interval: Duration::from_secs(30),
             server_threads: default_threads(),
             max_request_frame: DEFAULT_MAX_REQUEST_FRAME,
+            admin_address: None,
             unknown_keys: Vec::new(),
             inert_keys: Vec::new(),
         }
@@ -117,7 +121,11 @@ const HONOURED: &[&str] = &[
     "spark.shuffle.service.fetch.rdd.enabled",
     "spark.shuffle.cleaner.interval",
     "spark.shuffle.io.serverThreads",
+    ADMIN_ADDRESS_KEY,
 ];
+
+/// The admin endpoint's setting (ours, not Spark's).
+pub const ADMIN_ADDRESS_KEY: &str = "croupier.admin.address";
 
 /// Spark keys a drop-in must accept but that change nothing here (we never idle-close, have
 /// no registration DB, always send zero-copy and open files lazily).
@@ -283,6 +291,13 @@ impl Settings {
                 n.min(1024) as usize
             };
         }
+        if let Some((v, o)) = self.get(ADMIN_ADDRESS_KEY) {
+            // An empty value (e.g. a templated config with nothing filled in) keeps it off.
+            if !v.is_empty() {
+                c.admin_address =
+                    Some(parse_address(v).map_err(|r| bad(ADMIN_ADDRESS_KEY, v, o, r))?);
+            }
+        }
         for key in ["spark.authenticate", "spark.network.crypto.enabled"] {
             if let Some((v, o)) = self.get(key) {
                 if parse_bool(v).unwrap_or(false) {
@@ -390,6 +405,26 @@ pub fn parse_time(s: &str, default_unit: Duration) -> Result<Duration, String> {
         .ok_or_else(|| "too large".into())
 }
 
+/// `host:port`: an IP literal (`127.0.0.1:7338`, `[::1]:7338`) or a resolvable host name
+/// (`localhost:7338`, first address wins).
+pub fn parse_address(s: &str) -> Result<SocketAddr, String> {
+    let t = s.trim();
+    if let Ok(a) = t.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if t.rsplit_once(':')
+        .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+    {
+        return Err("expected host:port, e.g. 127.0.0.1:7338".into());
+    }
+    match t.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| "the host name resolves to no address".into()),
+        Err(e) => Err(format!("cannot resolve the host name: {e}")),
+    }
+}
+
 fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "true" => Ok(true),
@@ -441,6 +476,59 @@ mod tests {
             (7337, 100 << 20, Duration::from_secs(30))
         );
         assert_eq!(d.host, IpAddr::from([0, 0, 0, 0]));
+    }
+
+    #[test]
+    fn admin_address_from_every_source() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("shuffle-service.conf");
+        std::fs::write(&f, "croupier.admin.address 127.0.0.1:7338\n").unwrap();
+        let cli = Cli {
+            properties_file: Some(f.clone()),
+            ..Cli::default()
+        };
+        let c = Config::load(&cli, None, None).unwrap();
+        assert_eq!(c.admin_address, Some("127.0.0.1:7338".parse().unwrap()));
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        let c = Config::load(&cli, Some("-Dcroupier.admin.address=[::1]:9000"), None).unwrap();
+        assert_eq!(c.admin_address, Some("[::1]:9000".parse().unwrap()));
+        let cli = Cli {
+            properties_file: Some(f),
+            conf: vec!["croupier.admin.address=localhost:0".into()],
+            ..Cli::default()
+        };
+        let c = Config::load(&cli, Some("-Dcroupier.admin.address=[::1]:9000"), None).unwrap();
+        assert!(c
+            .admin_address
+            .is_some_and(|a| a.ip().is_loopback() && a.port() == 0));
+        assert_eq!(
+            Config::load(&Cli::default(), None, None)
+                .unwrap()
+                .admin_address,
+            None
+        );
+        let cli = Cli {
+            conf: vec!["croupier.admin.address=".into()],
+            ..Cli::default()
+        };
+        assert_eq!(Config::load(&cli, None, None).unwrap().admin_address, None);
+        for bad in [
+            "7338",
+            "127.0.0.1",
+            "127.0.0.1:http",
+            ":7338",
+            "127.0.0.1:70000",
+        ] {
+            let cli = Cli {
+                conf: vec![format!("croupier.admin.address={bad}")],
+                ..Cli::default()
+            };
+            let e = Config::load(&cli, None, None).unwrap_err().to_string();
+            assert!(
+                e.contains("croupier.admin.address") && e.contains("--conf"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

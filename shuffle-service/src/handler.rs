@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::metrics::ErrorKind;
 use crate::protocol::BlockTransferMessage as M;
 use crate::resolver::{removable_file_name, validate_id, BlockId};
 use crate::server::Shared;
@@ -20,6 +21,8 @@ pub type Job = Box<dyn FnOnce() -> Result<Bytes, String> + Send + 'static>;
 
 pub enum Reply {
     Now(Result<Bytes, String>),
+    /// A refusal because the feature does not exist here (counted apart from bad requests).
+    Unsupported(String),
     Blocking(Job),
 }
 
@@ -32,7 +35,7 @@ fn fail(s: impl Into<String>) -> Reply {
 }
 
 fn unsupported(name: &str) -> Reply {
-    fail(format!(
+    Reply::Unsupported(format!(
         "Unexpected message: {name} is not supported by this shuffle service \
          (push-based shuffle and block upload are not available; Spark falls back to regular fetches)"
     ))
@@ -134,7 +137,7 @@ pub fn rpc(shared: &Arc<Shared>, body: &[u8], peer: SocketAddr, conn: u64) -> Re
                     continue;
                 }
                 if exec == "shuffle-push-merger" {
-                    return fail("GetLocalDirsForExecutors: merged block dirs (shuffle-push-merger) are not supported: push-based shuffle is not available");
+                    return Reply::Unsupported("GetLocalDirsForExecutors: merged block dirs (shuffle-push-merger) are not supported: push-based shuffle is not available".into());
                 }
                 match shared.registry.get(&app_id, &exec) {
                     Ok(e) => {
@@ -240,9 +243,13 @@ pub fn one_way(shared: &Shared, body: &[u8], peer: SocketAddr) {
             tracing::debug!(%peer, "ignoring RemoveShuffleMerge from {app_id}: push-based shuffle is not available")
         }
         Ok(other) => {
+            shared.metrics.error(ErrorKind::BadRequest);
             tracing::warn!(%peer, "ignoring one-way {}: not a one-way message", other.name())
         }
-        Err(e) => tracing::warn!(%peer, "ignoring undecodable one-way message: {e}"),
+        Err(e) => {
+            shared.metrics.error(ErrorKind::BadRequest);
+            tracing::warn!(%peer, "ignoring undecodable one-way message: {e}")
+        }
     }
 }
 

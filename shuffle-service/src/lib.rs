@@ -13,14 +13,19 @@
 //! - [`send`]: chunk resolution and zero-copy `sendfile` on the blocking pool.
 //! - [`checksum`]: the DiagnoseCorruption check.
 //! - [`mesos`]: RegisterDriver/heartbeat bookkeeping and the app cleaner.
-//! - [`metrics`]: counters named like Spark's `shuffleService` source.
+//! - [`metrics`]: counters (Spark's `shuffleService` source names, fetch latency, errors by
+//!   kind), atomic adds only.
+//! - [`admin`]: the optional admin HTTP endpoint (`/healthz`, `/metrics` in Prometheus text).
+//! - [`notify`]: systemd readiness, stopping and watchdog notifications.
 
+pub mod admin;
 pub mod checksum;
 pub mod config;
 pub mod handler;
 pub mod index_cache;
 pub mod mesos;
 pub mod metrics;
+pub mod notify;
 pub mod protocol;
 pub mod resolver;
 pub mod send;

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::Parser;
-use croupier_shuffle_service::{run, Cli, Config, Shared};
+use croupier_shuffle_service::{admin, notify, run, Cli, Config, Shared};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
@@ -29,6 +29,11 @@ fn main() -> anyhow::Result<()> {
         cleaner_interval_ms = config.cleaner_interval.as_millis() as u64,
         server_threads = config.server_threads,
         max_request_frame = config.max_request_frame,
+        admin_address = config
+            .admin_address
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "off".into()),
+        systemd_notify = notify::enabled(),
         "configuration"
     );
     for k in &config.unknown_keys {
@@ -54,13 +59,36 @@ fn main() -> anyhow::Result<()> {
         let local = listener
             .local_addr()
             .context("cannot read the bound address")?;
-        tracing::info!("listening on {local}");
+        // The admin listener is bound before the "listening on" line (which start scripts and
+        // tests wait for), so a bad croupier.admin.address fails the start visibly.
+        let admin_listener = match config.admin_address {
+            Some(addr) => Some(admin::bind(addr).await?),
+            None => None,
+        };
         let shared = Shared::new(config);
         let shutdown = CancellationToken::new();
+        tracing::info!("listening on {local}");
+        if let Some(admin_listener) = admin_listener {
+            let bound = admin_listener
+                .local_addr()
+                .context("cannot read the admin endpoint's bound address")?;
+            tracing::info!("admin endpoint listening on {bound}");
+            tokio::spawn(admin::serve(
+                admin_listener,
+                shared.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if let Some(interval) = notify::watchdog_interval() {
+            tracing::info!("systemd watchdog: pinging every {:?}", interval / 2);
+            tokio::spawn(notify::watchdog(interval, shutdown.clone()));
+        }
+        notify::ready(&format!("serving on {local}"));
         let stop = shutdown.clone();
         tokio::spawn(async move {
             let sig = signals.wait().await;
             tracing::info!("received {sig}, shutting down");
+            notify::stopping();
             stop.cancel();
         });
         run(listener, shared.clone(), shutdown).await;

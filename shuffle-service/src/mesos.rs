@@ -6,6 +6,7 @@
 //! connection.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -85,6 +86,7 @@ pub async fn run_cleaner(shared: Arc<Shared>, interval: Duration, shutdown: Canc
         }
         for app in shared.apps.take_expired(Instant::now()) {
             tracing::info!(app_id = %app, "Application {app} timed out. Removing shuffle files.");
+            shared.metrics.cleanups.fetch_add(1, Ordering::Relaxed);
             let executors = shared.registry.remove_app(&app);
             if executors.is_empty() {
                 tracing::info!(app_id = %app, "no executors of {app} were registered: nothing to delete");

@@ -1,6 +1,119 @@
-//! Counters named after Spark's `shuffleService` metrics source; logged at shutdown.
+//! Counters, updated on the serving paths with relaxed atomic adds only (no lock, no
+//! allocation): Spark's `shuffleService` source counters (logged at shutdown), the fetch
+//! latency histogram and errors by kind. [`crate::admin`] turns them into Prometheus text.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Why a request or connection failed, the `kind` label of `croupier_shuffle_errors`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A frame that could not be decoded (unknown type, bad length, truncated).
+    BadFrame,
+    /// A well-framed request the service refused (undecodable body, invalid ids, an
+    /// unregistered executor, a closed stream, an out-of-order chunk).
+    BadRequest,
+    /// A requested block whose executor, index entry or file does not exist.
+    UnknownBlock,
+    /// Reading or writing a socket or a shuffle file failed, or a file is corrupt.
+    Io,
+    /// A request for a feature this service does not have (push-based shuffle, uploads).
+    Unsupported,
+    /// A connection closed for exceeding `spark.shuffle.maxChunksBeingTransferred`.
+    Limit,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 6] = [
+        ErrorKind::BadFrame,
+        ErrorKind::BadRequest,
+        ErrorKind::UnknownBlock,
+        ErrorKind::Io,
+        ErrorKind::Unsupported,
+        ErrorKind::Limit,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::BadFrame => "bad_frame",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::UnknownBlock => "unknown_block",
+            ErrorKind::Io => "io",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Limit => "limit",
+        }
+    }
+}
+
+/// Upper bounds of the latency buckets, in nanoseconds (100 µs … 10 s).
+const LATENCY_BOUNDS_NS: [u64; 16] = [
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// A fixed-bucket histogram of durations: one relaxed add to a bucket and one to the sum per
+/// observation. The count is the sum of the buckets, so it always equals the `+Inf` bucket.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Per-bucket (not cumulative) counts; the last one is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BOUNDS_NS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+/// A consistent-enough copy for encoding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    pub sum_seconds: f64,
+    pub count: u64,
+    /// `(upper bound in seconds, count in this bucket)`, non-cumulative, `+Inf` last.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = LATENCY_BOUNDS_NS
+            .iter()
+            .position(|&b| ns <= b)
+            .unwrap_or(LATENCY_BOUNDS_NS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let buckets: Vec<(f64, u64)> = self
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let bound = LATENCY_BOUNDS_NS
+                    .get(i)
+                    .map(|&ns| ns as f64 / 1e9)
+                    .unwrap_or(f64::INFINITY);
+                (bound, c.load(Ordering::Relaxed))
+            })
+            .collect();
+        HistogramSnapshot {
+            sum_seconds: self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            count: buckets.iter().map(|b| b.1).sum(),
+            buckets,
+        }
+    }
+}
 
 #[derive(Default, Debug)]
 pub struct Metrics {
@@ -18,6 +131,11 @@ pub struct Metrics {
     pub register_executor_requests: AtomicU64,
     /// OpenBlocks/FetchShuffleBlocks served (`openBlockRequestLatencyMillis` count).
     pub open_block_requests: AtomicU64,
+    /// From the receipt of a ChunkFetchRequest/StreamRequest to the end of its `sendfile`.
+    pub fetch_latency: LatencyHistogram,
+    /// Applications whose shuffle files the Mesos cleaner removed.
+    pub cleanups: AtomicU64,
+    errors: [AtomicU64; ErrorKind::ALL.len()],
 }
 
 impl Metrics {
@@ -26,6 +144,14 @@ impl Metrics {
         self.block_transfer_messages.fetch_add(1, Ordering::Relaxed);
         self.block_transfer_bytes
             .fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn errors(&self, kind: ErrorKind) -> u64 {
+        self.errors[kind as usize].load(Ordering::Relaxed)
     }
 
     /// `name value` lines, Spark's metric names.
@@ -43,5 +169,42 @@ impl Metrics {
             g(&self.register_executor_requests),
             g(&self.open_block_requests),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_and_count() {
+        let h = LatencyHistogram::default();
+        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_micros(100));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(60));
+        let s = h.snapshot();
+        assert_eq!(s.count, 4);
+        assert_eq!(s.buckets.len(), LATENCY_BOUNDS_NS.len() + 1);
+        assert_eq!(s.buckets[0], (0.0001, 2));
+        assert_eq!(s.buckets[5], (0.005, 1));
+        assert_eq!(s.buckets.last(), Some(&(f64::INFINITY, 1)));
+        assert!((s.sum_seconds - 60.00315).abs() < 1e-9, "{}", s.sum_seconds);
+    }
+
+    #[test]
+    fn errors_by_kind() {
+        let m = Metrics::default();
+        m.error(ErrorKind::Io);
+        m.error(ErrorKind::Io);
+        m.error(ErrorKind::Limit);
+        assert_eq!(m.errors(ErrorKind::Io), 2);
+        assert_eq!(m.errors(ErrorKind::Limit), 1);
+        assert_eq!(m.errors(ErrorKind::BadFrame), 0);
+        let labels: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.label()).collect();
+        assert_eq!(labels.len(), 6);
+        for (i, k) in ErrorKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+        }
     }
 }

@@ -12,6 +12,7 @@ use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::path::PathBuf;
 
 use crate::index_cache::IndexError;
+use crate::metrics::ErrorKind;
 use crate::resolver::ResolveError;
 use crate::server::Shared;
 use crate::streams::{ChunkRef, ChunkWhat};
@@ -40,6 +41,24 @@ pub enum ChunkError {
 }
 
 impl ChunkError {
+    /// The `croupier_shuffle_errors` kind: missing things are `unknown_block`, unreadable or
+    /// inconsistent files `io`.
+    pub fn error_kind(&self) -> ErrorKind {
+        match self {
+            ChunkError::Resolve(_) | ChunkError::RddMissing { .. } => ErrorKind::UnknownBlock,
+            ChunkError::Index(IndexError::OutOfRange { .. }) => ErrorKind::UnknownBlock,
+            ChunkError::Index(IndexError::Io { source, .. }) | ChunkError::Open { source, .. }
+                if source.kind() == io::ErrorKind::NotFound =>
+            {
+                ErrorKind::UnknownBlock
+            }
+            ChunkError::Index(_) | ChunkError::Open { .. } | ChunkError::PastEof { .. } => {
+                ErrorKind::Io
+            }
+            ChunkError::RddDisabled => ErrorKind::BadRequest,
+        }
+    }
+
     pub fn is_retryable(&self) -> bool {
         match self {
             ChunkError::Resolve(e) => e.is_retryable(),

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,7 +22,7 @@ use crate::config::Config;
 use crate::handler::{self, Reply};
 use crate::index_cache::IndexCache;
 use crate::mesos::Apps;
-use crate::metrics::Metrics;
+use crate::metrics::{ErrorKind, Metrics};
 use crate::protocol::frame::{self, FrameError};
 use crate::protocol::{Message, StreamChunkId};
 use crate::resolver::Registry;
@@ -88,12 +89,14 @@ enum Out {
     Chunk {
         id: StreamChunkId,
         chunk: ChunkRef,
+        received: Instant,
         _guard: InFlight,
     },
     /// StreamResponse + raw bytes / StreamFailure.
     Stream {
         stream_id: String,
         chunk: ChunkRef,
+        received: Instant,
         _guard: InFlight,
     },
 }
@@ -102,6 +105,11 @@ enum Out {
 enum Stop {
     Eof,
     Closed(String),
+}
+
+fn closed(shared: &Shared, kind: ErrorKind, why: String) -> Stop {
+    shared.metrics.error(kind);
+    Stop::Closed(why)
 }
 
 async fn serve_connection(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr, conn: u64) {
@@ -160,6 +168,7 @@ async fn reader_loop(
                 Ok(None) => break,
                 Err(e @ FrameError::UnknownType { .. }) => {
                     // The frame was well delimited: answer and keep the connection.
+                    shared.metrics.error(ErrorKind::BadFrame);
                     tracing::warn!(%peer, "{e}");
                     let reply = Message::RpcFailure {
                         request_id: 0,
@@ -180,7 +189,7 @@ async fn reader_loop(
                         error: format!("{e}; closing the connection"),
                     };
                     let _ = tx.send(Out::Frame(reply.to_bytes())).await;
-                    return Stop::Closed(e.to_string());
+                    return closed(shared, ErrorKind::BadFrame, e.to_string());
                 }
             };
             match handle(shared, msg, tx, peer, conn, &mut skip).await {
@@ -191,14 +200,14 @@ async fn reader_loop(
         match rd.read_buf(&mut buf).await {
             Ok(0) if buf.is_empty() && skip == 0 => return Stop::Eof,
             Ok(0) => {
-                return Stop::Closed(format!(
+                return closed(shared, ErrorKind::BadFrame, format!(
                     "peer closed the connection in the middle of a frame ({} bytes of a truncated frame buffered{})",
                     buf.len(),
                     if skip > 0 { format!(", {skip} stream bytes missing") } else { String::new() }
                 ))
             }
             Ok(_) => {}
-            Err(e) => return Stop::Closed(format!("read error: {e}")),
+            Err(e) => return closed(shared, ErrorKind::Io, format!("read error: {e}")),
         }
     }
 }
@@ -218,17 +227,20 @@ async fn handle(
     };
     match msg {
         Message::ChunkFetchRequest(id) => {
+            let received = Instant::now();
             check_in_flight(shared)?;
             match shared.streams.next_chunk(id.stream_id, id.chunk_index) {
                 Ok(chunk) => {
                     send(Out::Chunk {
                         id,
                         chunk,
+                        received,
                         _guard: shared.streams.chunk_guard(),
                     })
                     .await
                 }
                 Err(e) => {
+                    shared.metrics.error(ErrorKind::BadRequest);
                     send(Out::Frame(
                         Message::ChunkFetchFailure {
                             id,
@@ -241,6 +253,7 @@ async fn handle(
             }
         }
         Message::StreamRequest { stream_id } => {
+            let received = Instant::now();
             check_in_flight(shared)?;
             let parsed = stream_id
                 .split_once('_')
@@ -256,11 +269,13 @@ async fn handle(
                     send(Out::Stream {
                         stream_id,
                         chunk,
+                        received,
                         _guard: shared.streams.chunk_guard(),
                     })
                     .await
                 }
                 Err(error) => {
+                    shared.metrics.error(ErrorKind::BadRequest);
                     send(Out::Frame(
                         Message::StreamFailure { stream_id, error }.to_bytes(),
                     ))
@@ -281,7 +296,16 @@ async fn handle(
                     .await
                 }
                 Reply::Now(Err(error)) => {
+                    shared.metrics.error(ErrorKind::BadRequest);
                     tracing::info!(%peer, request_id, "RPC failed: {error}");
+                    send(Out::Frame(
+                        Message::RpcFailure { request_id, error }.to_bytes(),
+                    ))
+                    .await
+                }
+                Reply::Unsupported(error) => {
+                    shared.metrics.error(ErrorKind::Unsupported);
+                    tracing::info!(%peer, request_id, "RPC refused: {error}");
                     send(Out::Frame(
                         Message::RpcFailure { request_id, error }.to_bytes(),
                     ))
@@ -291,13 +315,17 @@ async fn handle(
                     // Disk work (deleting files, checksumming): answered when done, out of order
                     // with other RPCs (they are matched by request id).
                     let tx = tx.clone();
+                    let shared = shared.clone();
                     tokio::spawn(async move {
                         let r = tokio::task::spawn_blocking(job)
                             .await
                             .unwrap_or_else(|e| Err(format!("internal error: {e}")));
                         let m = match r {
                             Ok(body) => Message::RpcResponse { request_id, body },
-                            Err(error) => Message::RpcFailure { request_id, error },
+                            Err(error) => {
+                                shared.metrics.error(ErrorKind::BadRequest);
+                                Message::RpcFailure { request_id, error }
+                            }
                         };
                         let _ = tx.send(Out::Frame(m.to_bytes())).await;
                     });
@@ -315,6 +343,7 @@ async fn handle(
             body_byte_count,
         } => {
             *skip = body_byte_count as u64;
+            shared.metrics.error(ErrorKind::Unsupported);
             let what = crate::protocol::BlockTransferMessage::decode(&meta)
                 .map(|m| m.name().to_owned())
                 .unwrap_or_else(|e| format!("undecodable metadata ({e})"));
@@ -330,6 +359,7 @@ async fn handle(
         Message::MergedBlockMetaRequest {
             request_id, app_id, ..
         } => {
+            shared.metrics.error(ErrorKind::Unsupported);
             let error = format!("MergedBlockMetaRequest (app {app_id}) is not supported: push-based shuffle is not available");
             send(Out::Frame(
                 Message::RpcFailure { request_id, error }.to_bytes(),
@@ -338,11 +368,13 @@ async fn handle(
         }
         Message::StreamResponse { byte_count, .. } => {
             *skip = byte_count as u64;
+            shared.metrics.error(ErrorKind::BadRequest);
             tracing::warn!(%peer, "ignoring a StreamResponse sent by a client");
             Ok(())
         }
         other => {
             // Responses sent to a server: Spark's response handler would log and drop them.
+            shared.metrics.error(ErrorKind::BadRequest);
             tracing::warn!(%peer, "ignoring unexpected {} from a client", other.name());
             Ok(())
         }
@@ -354,7 +386,7 @@ fn check_in_flight(shared: &Shared) -> Result<(), Stop> {
     let max = shared.config.max_chunks_being_transferred;
     if in_flight >= max {
         // Spark closes the connection here without a failure frame; the client retries.
-        return Err(Stop::Closed(format!(
+        return Err(closed(shared, ErrorKind::Limit, format!(
             "{in_flight} chunks are being transferred, at the limit spark.shuffle.maxChunksBeingTransferred={max}"
         )));
     }
@@ -373,16 +405,21 @@ async fn writer_loop(
                 .write_all(&b)
                 .await
                 .map_err(|e| format!("write error: {e}")),
-            Out::Chunk { id, chunk, _guard } => {
-                send_chunk(&shared, &mut wr, chunk, Kind::Chunk(id)).await
-            }
+            Out::Chunk {
+                id,
+                chunk,
+                received,
+                _guard,
+            } => send_chunk(&shared, &mut wr, chunk, Kind::Chunk(id), received).await,
             Out::Stream {
                 stream_id,
                 chunk,
+                received,
                 _guard,
-            } => send_chunk(&shared, &mut wr, chunk, Kind::Stream(stream_id)).await,
+            } => send_chunk(&shared, &mut wr, chunk, Kind::Stream(stream_id), received).await,
         };
         if let Err(why) = r {
+            shared.metrics.error(ErrorKind::Io);
             tracing::warn!(%peer, "closing connection: {why}");
             // Wake the reader too: it must not keep serving a broken connection.
             let _ = nix::sys::socket::shutdown(
@@ -407,7 +444,7 @@ enum Sent {
         blocks: u64,
     },
     /// Nothing written: answer with a failure frame.
-    Failed(String),
+    Failed(ErrorKind, String),
     /// Partially written: the connection is unusable.
     Broken(String),
 }
@@ -417,6 +454,7 @@ async fn send_chunk(
     wr: &mut OwnedWriteHalf,
     chunk: ChunkRef,
     kind: Kind,
+    received: Instant,
 ) -> Result<(), String> {
     // The write half stays borrowed (and the fd open) until the blocking job returns.
     let fd = wr.as_ref().as_raw_fd();
@@ -442,7 +480,7 @@ async fn send_chunk(
     let job = move || -> Sent {
         let seg = match send::resolve(&sh, &chunk) {
             Ok(s) => s,
-            Err(e) => return Sent::Failed(e.to_string()),
+            Err(e) => return Sent::Failed(e.error_kind(), e.to_string()),
         };
         // Spark's frame decoder refuses frames of 2 GiB and more; only the StreamRequest path
         // (raw bytes after the frame) can carry such a chunk.
@@ -450,7 +488,7 @@ async fn send_chunk(
             && seg.len + (frame::CHUNK_SUCCESS_HEADER - frame::LEN_FIELD) as u64
                 >= frame::SPARK_MAX_FRAME
         {
-            return Sent::Failed(format!(
+            return Sent::Failed(ErrorKind::BadRequest, format!(
                 "chunk of {} bytes from {} does not fit in a Spark frame (< 2 GiB); fetch it to disk with a \
                  StreamRequest (lower spark.network.maxRemoteBlockSizeFetchToMem)",
                 seg.len,
@@ -478,9 +516,11 @@ async fn send_chunk(
     match sent {
         Sent::Done { bytes, blocks } => {
             shared.metrics.record_transfer(blocks, bytes);
+            shared.metrics.fetch_latency.observe(received.elapsed());
             Ok(())
         }
-        Sent::Failed(error) => {
+        Sent::Failed(error_kind, error) => {
+            shared.metrics.error(error_kind);
             tracing::info!("chunk fetch failed: {error}");
             let m = match kind {
                 Kind::Chunk(id) => Message::ChunkFetchFailure { id, error },

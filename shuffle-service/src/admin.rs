@@ -1,0 +1,354 @@
+//! The admin HTTP endpoint (`croupier.admin.address`, off by default), on its own listener:
+//!
+//! - `GET /healthz`: `200 ok` while the shuffle listener serves, `503 shutting down` after
+//!   SIGTERM/SIGINT (it only runs once the shuffle listener is bound).
+//! - `GET /metrics`: the counters of [`crate::metrics`] and the service's state, encoded by
+//!   the `prometheus-client` crate. That crate writes OpenMetrics text, served as such to
+//!   scrapers whose `Accept` names `application/openmetrics-text` (Prometheus does); everyone
+//!   else gets the classic Prometheus text format 0.0.4, where a counter's `# TYPE` line names
+//!   its `_total` sample (see [`openmetrics_to_prometheus_text`]).
+//!
+//! Gauges (registered executors and apps, open streams) are read from the shared state at
+//! scrape time, so the serving paths do no extra work for them.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::ErrorKind;
+use crate::server::Shared;
+
+/// Content type of `/metrics` in OpenMetrics (what `prometheus_client::encoding::text` writes).
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of `/metrics` in the classic Prometheus text format.
+pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Admin connections served at once; more are closed at accept.
+const MAX_CONNECTIONS: usize = 32;
+/// A client must send its request head within this time.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the admin endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot bind the admin endpoint {addr} (croupier.admin.address): {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl AdminError {
+    /// A port in use may be freed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, AdminError::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse)
+    }
+}
+
+/// Binds the admin listener.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, AdminError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AdminError::Bind { addr, source })
+}
+
+/// Serves admin requests on `listener` for as long as the runtime lives; `shutdown` turns
+/// `/healthz` to 503.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(ServiceCollector(shared)));
+    let registry = Arc::new(registry);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("admin endpoint: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "admin endpoint: {MAX_CONNECTIONS} connections open; closing a new one");
+            continue;
+        };
+        let registry = registry.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let r = respond(&req, &registry, &shutdown);
+                async move { Ok::<_, Infallible>(r) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(sock), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, "admin connection ended: {e}");
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn respond(
+    req: &Request<Incoming>,
+    registry: &Registry,
+    shutdown: &CancellationToken,
+) -> Response<Full<Bytes>> {
+    let text = |status: StatusCode, body: String| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    };
+    if req.method() != Method::GET {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} is not allowed here: use GET\n", req.method()),
+        );
+        r.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("GET"),
+        );
+        return r;
+    }
+    match req.uri().path() {
+        "/healthz" if shutdown.is_cancelled() => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into())
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/metrics" => {
+            let openmetrics = req
+                .headers()
+                .get_all(hyper::header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains("application/openmetrics-text"));
+            let mut body = String::with_capacity(4096);
+            match prometheus_client::encoding::text::encode(&mut body, registry) {
+                Ok(()) => {
+                    let (body, ctype) = if openmetrics {
+                        (body, OPENMETRICS_CONTENT_TYPE)
+                    } else {
+                        (
+                            openmetrics_to_prometheus_text(&body),
+                            PROMETHEUS_TEXT_CONTENT_TYPE,
+                        )
+                    };
+                    let mut r = text(StatusCode::OK, body);
+                    r.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static(ctype),
+                    );
+                    r
+                }
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot encode the metrics: {e}\n"),
+                ),
+            }
+        }
+        other => text(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint {other}: try /healthz or /metrics\n"),
+        ),
+    }
+}
+
+/// Rewrites the OpenMetrics text written by `prometheus-client` (for the metrics of this
+/// service: no units, exemplars or `_created` samples) into the Prometheus text format 0.0.4:
+/// a counter family `x` becomes `# HELP x_total` / `# TYPE x_total counter` (the name of its
+/// samples), and the `# EOF` line goes. Everything else is the same in both formats.
+pub fn openmetrics_to_prometheus_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len() + 16 * counters.len());
+    for line in om.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|tag| {
+            let rest = line.strip_prefix(tag)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            counters
+                .contains(name)
+                .then(|| format!("{tag}{name}_total {tail}"))
+        });
+        match rewritten {
+            Some(l) => out.push_str(l.trim_end()),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Reads the counters and the shared state at each scrape.
+struct ServiceCollector(Arc<Shared>);
+
+impl std::fmt::Debug for ServiceCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServiceCollector")
+    }
+}
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fmt::Result {
+    let g = ConstGauge::new(v);
+    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn as_i64(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
+impl Collector for ServiceCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.0;
+        let m = &s.metrics;
+        gauge(
+            &mut enc,
+            "croupier_shuffle_registered_executors",
+            "Executors registered with this service (RegisterExecutor), across applications.",
+            as_i64(s.registry.len()),
+        )?;
+        gauge(
+            &mut enc,
+            "croupier_shuffle_registered_apps",
+            "Spark drivers registered with this service (Mesos RegisterDriver) and still heartbeating.",
+            as_i64(s.apps.len()),
+        )?;
+        gauge(
+            &mut enc,
+            "croupier_shuffle_open_streams",
+            "Block streams opened (OpenBlocks/FetchShuffleBlocks) and not yet fully fetched.",
+            as_i64(s.streams.len()),
+        )?;
+        gauge(
+            &mut enc,
+            "croupier_shuffle_chunks_in_flight",
+            "Chunks queued or being sent, across connections (see spark.shuffle.maxChunksBeingTransferred).",
+            as_i64(s.streams.in_flight()),
+        )?;
+        gauge(
+            &mut enc,
+            "croupier_shuffle_connections",
+            "Open client connections to the shuffle port.",
+            as_i64(m.active_connections.load(Relaxed)),
+        )?;
+        gauge(
+            &mut enc,
+            "croupier_shuffle_index_cache_bytes",
+            "Bytes of shuffle index files held in the index cache.",
+            as_i64(s.index_cache.weight()),
+        )?;
+        counter(
+            &mut enc,
+            "croupier_shuffle_blocks_served",
+            "Shuffle/RDD blocks sent (a batch chunk counts each reduce partition it covers).",
+            m.block_transfer.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "croupier_shuffle_chunks_served",
+            "Chunks sent (ChunkFetchSuccess and StreamResponse).",
+            m.block_transfer_messages.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "croupier_shuffle_bytes_served",
+            "Block bytes sent (frame headers excluded).",
+            m.block_transfer_bytes.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "croupier_shuffle_register_executor_requests",
+            "RegisterExecutor requests received.",
+            m.register_executor_requests.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "croupier_shuffle_open_block_requests",
+            "OpenBlocks and FetchShuffleBlocks requests received.",
+            m.open_block_requests.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "croupier_shuffle_cleanups",
+            "Applications whose shuffle files were removed after their driver stopped heartbeating.",
+            m.cleanups.load(Relaxed),
+        )?;
+        {
+            let mut e = enc.encode_descriptor(
+                "croupier_shuffle_errors",
+                "Failed requests and connections closed on errors, by kind.",
+                None,
+                MetricType::Counter,
+            )?;
+            for kind in ErrorKind::ALL {
+                let labels = [("kind", kind.label())];
+                ConstCounter::new(m.errors(kind)).encode(e.encode_family(&labels)?)?;
+            }
+        }
+        let h = m.fetch_latency.snapshot();
+        let mut e = enc.encode_descriptor(
+            "croupier_shuffle_fetch_latency_seconds",
+            "Time from the receipt of a ChunkFetchRequest (or StreamRequest) to the end of its sendfile.",
+            None,
+            MetricType::Histogram,
+        )?;
+        e.encode_histogram::<NoLabelSet>(h.sum_seconds, h.count, &h.buckets, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text_names_counters_by_their_samples() {
+        let om = "# HELP a_things Things.\n# TYPE a_things counter\na_things_total 3\n\
+                  # HELP b Level.\n# TYPE b gauge\nb 2\n\
+                  # HELP e Errors.\n# TYPE e counter\ne_total{kind=\"io\"} 1\n\
+                  # HELP h_seconds Latency.\n# TYPE h_seconds histogram\nh_seconds_sum 0.5\n\
+                  h_seconds_count 1\nh_seconds_bucket{le=\"1.0\"} 1\nh_seconds_bucket{le=\"+Inf\"} 1\n# EOF\n";
+        let classic = openmetrics_to_prometheus_text(om);
+        assert_eq!(
+            classic,
+            "# HELP a_things_total Things.\n# TYPE a_things_total counter\na_things_total 3\n\
+             # HELP b Level.\n# TYPE b gauge\nb 2\n\
+             # HELP e_total Errors.\n# TYPE e_total counter\ne_total{kind=\"io\"} 1\n\
+             # HELP h_seconds Latency.\n# TYPE h_seconds histogram\nh_seconds_sum 0.5\n\
+             h_seconds_count 1\nh_seconds_bucket{le=\"1.0\"} 1\nh_seconds_bucket{le=\"+Inf\"} 1\n"
+        );
+    }
+}
