@@ -915,6 +915,46 @@ impl PyRun {
     }
 }
 
+/// Waits for what is left of the process group (the py4j JVM running its shutdown hooks, which
+/// delete Spark's temp dirs); SIGTERM after 5 s, SIGKILL after 15 s, so nothing outlives the test.
+fn reap_group(pgid: i32) {
+    if pgid <= 0 {
+        return;
+    }
+    let started = Instant::now();
+    let mut termed = false;
+    // SAFETY (all three calls): signalling the process group this harness created.
+    while unsafe { libc::kill(-pgid, 0) } == 0 {
+        let waited = started.elapsed();
+        if waited > Duration::from_secs(15) {
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            return;
+        }
+        if waited > Duration::from_secs(5) && !termed {
+            unsafe { libc::kill(-pgid, libc::SIGTERM) };
+            termed = true;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A SPARK_HOME of symlinks to the real one: local-cluster workers write their logs to
+/// `$SPARK_HOME/work`, which must not grow inside the shared venv.
+fn private_spark_home(real: &Path, dir: &Path) -> PathBuf {
+    let home = dir.join("spark-home");
+    std::fs::create_dir_all(&home).unwrap_or_else(|e| panic!("{}: {e}", home.display()));
+    let entries = std::fs::read_dir(real).unwrap_or_else(|e| panic!("{}: {e}", real.display()));
+    for entry in entries.flatten() {
+        if entry.file_name() == "work" {
+            continue;
+        }
+        let link = home.join(entry.file_name());
+        std::os::unix::fs::symlink(entry.path(), &link)
+            .unwrap_or_else(|e| panic!("symlink {}: {e}", link.display()));
+    }
+    home
+}
+
 /// Runs `python <script> <args>` from the venv with the Spark environment the tests need; kills the
 /// whole process group (python, its py4j JVM and the executor JVMs) at `timeout`.
 pub fn run_python(script_name: &str, args: &[String], timeout: Duration) -> PyRun {
@@ -924,6 +964,9 @@ pub fn run_python(script_name: &str, args: &[String], timeout: Duration) -> PyRu
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let out_path = dir.path().join("stdout");
     let err_path = dir.path().join("stderr");
+    let local_dirs = dir.path().join("local");
+    std::fs::create_dir_all(&local_dirs)
+        .unwrap_or_else(|e| panic!("{}: {e}", local_dirs.display()));
     let out =
         std::fs::File::create(&out_path).unwrap_or_else(|e| panic!("{}: {e}", out_path.display()));
     let err =
@@ -932,11 +975,15 @@ pub fn run_python(script_name: &str, args: &[String], timeout: Duration) -> PyRu
     let mut child = Command::new(&python)
         .arg(script(script_name))
         .args(args)
-        .env("SPARK_HOME", &spark_home)
+        .env("SPARK_HOME", private_spark_home(&spark_home, dir.path()))
         .env("SPARK_LOCAL_IP", "127.0.0.1")
+        .env("TMPDIR", dir.path())
         .env("PYSPARK_PYTHON", &python)
         .env("PYSPARK_DRIVER_PYTHON", &python)
         .env("PYTHONUNBUFFERED", "1")
+        // executors keep their shuffle files when a shuffle service is enabled: keep them in
+        // this run's temporary dir
+        .env("SPARK_LOCAL_DIRS", &local_dirs)
         .env_remove("SPARK_CONF_DIR")
         .env_remove("PYSPARK_SUBMIT_ARGS")
         .current_dir(dir.path())
@@ -963,11 +1010,7 @@ pub fn run_python(script_name: &str, args: &[String], timeout: Duration) -> PyRu
             }
         }
     };
-    // Leftover JVMs of the group (executors outliving a crashed driver) must not leak.
-    if pgid > 0 {
-        // SAFETY: as above; ESRCH when the group is already gone is fine.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    }
+    reap_group(pgid);
     let run = PyRun {
         status,
         stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
