@@ -87,7 +87,7 @@ fn spark_mesos_driver_cleanup_after_heartbeat_timeout() {
     // RpcResponse (without it Spark never starts heartbeating), heartbeats flowed on the same
     // connection, and the service never closed B's heartbeat connection.
     let requests = tap.requests();
-    for (app, timeout_ms, min_heartbeats) in [(&app_a, 3000, 3), (&app_b, 10000, 5)] {
+    for (app, timeout_ms, min_heartbeats) in [(&app_a, 4000, 4), (&app_b, 10000, 5)] {
         let (reg, _) = requests
             .iter()
             .find(|(_, b)| matches!(b, Btm::RegisterDriver { app: a, .. } if a == app))

@@ -5,7 +5,7 @@ Usage: python mesos_driver.py <shuffle-service-port> <work-dir>
 Uses the classes a Spark 3.5.7 driver on Mesos uses (spark-mesos / spark-network-shuffle jars from
 pyspark), through a py4j gateway JVM; no SparkContext is needed:
 
-  app A  MesosExternalBlockStoreClient.registerDriverWithShuffleService(timeout 3 s, heartbeat 1 s),
+  app A  MesosExternalBlockStoreClient.registerDriverWithShuffleService(timeout 4 s, heartbeat 1 s),
          one executor registered (a separate ExternalBlockStoreClient, as Spark's executors do) with
          a local dir holding shuffle files; then A's driver client is closed, so its heartbeats stop.
   app B  the same with timeout 10 s and a heartbeat every 4 s, kept alive to the end. The test starts
@@ -26,7 +26,7 @@ import uuid
 
 from pyspark.java_gateway import launch_gateway
 
-A_TIMEOUT_MS, A_INTERVAL_MS = 3000, 1000
+A_TIMEOUT_MS, A_INTERVAL_MS = 4000, 1000
 B_TIMEOUT_MS, B_INTERVAL_MS = 10000, 4000
 SUB_DIRS = 64
 MANAGER = "org.apache.spark.shuffle.sort.SortShuffleManager"
@@ -122,8 +122,8 @@ def main():
     b = App(gw, conf, port, "B", work, B_TIMEOUT_MS, B_INTERVAL_MS)
     b_registered = time.monotonic()
 
-    # A heartbeats every second with a 3 s timeout: after 5 s it must still be there.
-    time.sleep(5)
+    # A heartbeats every second with a 4 s timeout: after 6 s it must still be there.
+    time.sleep(6)
     expect("a_kept_while_heartbeating", a.present(), f"{a.local_dir} vanished while A heartbeated")
     expect("b_kept_while_heartbeating", b.present(), f"{b.local_dir} vanished")
 
