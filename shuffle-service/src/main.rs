@@ -79,11 +79,11 @@ fn main() -> anyhow::Result<()> {
                 shutdown.clone(),
             ));
         }
+        notify::ready(&format!("serving on {local}"));
         if let Some(interval) = notify::watchdog_interval() {
             tracing::info!("systemd watchdog: pinging every {:?}", interval / 2);
             tokio::spawn(notify::watchdog(interval, shutdown.clone()));
         }
-        notify::ready(&format!("serving on {local}"));
         let stop = shutdown.clone();
         tokio::spawn(async move {
             let sig = signals.wait().await;
