@@ -123,7 +123,7 @@ struct Ctx<'a> {
     owner: Option<Owner>,
     groups: Vec<u32>,
     cfg: &'a FetchConfig,
-    clients: Clients,
+    clients: std::sync::OnceLock<Clients>,
     cache: Option<Cache>,
 }
 
@@ -168,7 +168,7 @@ pub async fn fetch_all(
         )?);
     }
     let (owner, groups) = resolve_owner(user).map_err(|k| FetchError::new(&first_uri, k))?;
-    let clients = Clients::new(cfg).map_err(|k| FetchError::new(&first_uri, k))?;
+    let clients = std::sync::OnceLock::new();
     let cache = if cfg.cache_size > 0 && plans.iter().any(|p| p.cache) {
         let (dir, size, links) = (cfg.cache_dir.clone(), cfg.cache_size, cfg.cache_links);
         match blocking(move || Cache::open(&dir, size, links)).await {

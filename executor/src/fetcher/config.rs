@@ -202,3 +202,58 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
     }
     Ok(Duration::from_secs_f64(secs))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mesos_byte_syntax() {
+        assert_eq!(parse_bytes("2GB").unwrap(), 2 << 30);
+        assert_eq!(parse_bytes("512MB").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("1024").unwrap(), 1024);
+        assert_eq!(parse_bytes("1.5KB").unwrap(), 1536);
+        assert!(parse_bytes("12XB").is_err());
+        assert!(parse_bytes("GB").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60secs").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2mins").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn flags_override_env() {
+        let env = |k: &str| match k {
+            "CROUPIER_FETCHER_CACHE_DIR" => Some("/env/cache".to_string()),
+            "CROUPIER_FETCHER_CACHE_SIZE" => Some("1GB".to_string()),
+            "CROUPIER_FETCHER_CACHE_LINKS" => Some("1".to_string()),
+            _ => None,
+        };
+        let c = FetchConfig::from_lookup_and_flags(env, &["--other=1"]).unwrap();
+        assert_eq!(c.cache_dir, PathBuf::from("/env/cache"));
+        assert_eq!(c.cache_size, 1 << 30);
+        assert!(c.cache_links);
+        let c = FetchConfig::from_lookup_and_flags(
+            env,
+            &[
+                "--fetcher_cache_dir=/flag/cache",
+                "--fetcher_cache_size",
+                "512MB",
+                "--fetcher_stall_timeout=10secs",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.cache_dir, PathBuf::from("/flag/cache"));
+        assert_eq!(c.cache_size, 512 << 20);
+        assert_eq!(c.stall_timeout, Duration::from_secs(10));
+        let d = FetchConfig::from_lookup_and_flags(|_| None, &[] as &[&str]).unwrap();
+        assert_eq!(d, FetchConfig::default());
+        let e = FetchConfig::from_lookup_and_flags(|_| None, &["--fetcher_cache_size=lots"])
+            .unwrap_err();
+        assert!(e.to_string().contains("fetcher_cache_size"));
+    }
+}

@@ -77,7 +77,7 @@ fn classify_reqwest(e: &reqwest::Error) -> FetchErrorKind {
 /// Opens `source`: sends the request (HTTP), stats the file (local), or looks up the object.
 pub(crate) async fn open(
     source: &Source,
-    clients: &Clients,
+    clients: &std::sync::OnceLock<Clients>,
     user: Option<&str>,
     cfg: &FetchConfig,
 ) -> Result<Opened, FetchErrorKind> {
@@ -100,6 +100,16 @@ pub(crate) async fn open(
             })
         }
         Source::Http(url) => {
+            // Built on first use: a cache hit never pays for loading the CA roots.
+            let clients = match clients.get() {
+                Some(c) => c,
+                None => {
+                    let _ = clients.set(Clients::new(cfg)?);
+                    clients
+                        .get()
+                        .ok_or_else(|| FetchErrorKind::Internal("HTTP client not set".into()))?
+                }
+            };
             let send = clients.http.get(url).send();
             let resp = tokio::time::timeout(cfg.stall_timeout, send)
                 .await
