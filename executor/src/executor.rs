@@ -51,8 +51,31 @@ pub enum Input {
     },
     FetchDone {
         task_id: String,
-        result: Result<String, String>,
+        result: Result<FetchFigures, String>,
     },
+}
+
+/// What a task's URI fetch amounted to, for its summary line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FetchFigures {
+    pub uris: usize,
+    pub bytes: u64,
+    pub cache_hits: usize,
+    pub cache_misses: usize,
+    pub elapsed: Duration,
+}
+
+impl FetchFigures {
+    pub fn of(s: &fetcher::FetchSummary) -> FetchFigures {
+        let count = |o: fetcher::CacheOutcome| s.items.iter().filter(|i| i.cache == o).count();
+        FetchFigures {
+            uris: s.items.len(),
+            bytes: s.total_bytes(),
+            cache_hits: count(fetcher::CacheOutcome::Hit),
+            cache_misses: count(fetcher::CacheOutcome::Miss),
+            elapsed: s.items.iter().map(|i| i.elapsed).sum(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +102,10 @@ struct Task {
     killing: Option<Killing>,
     terminal_acked: bool,
     fetch: Option<JoinHandle<()>>,
+    /// When LAUNCH arrived (for the summary's duration).
+    launched: Instant,
+    fetched: FetchFigures,
+    exit: Option<process::Exit>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -521,6 +548,9 @@ impl Executor {
             state_name(state),
             message.map(|m| format!(" ({m})")).unwrap_or_default()
         );
+        if croupier_proto::is_terminal(state) {
+            self.log_summary(task_id, state);
+        }
         let update = call::Update { status };
         self.unacked.add_update(update.clone());
         if self.conn == Conn::Subscribed {
@@ -531,6 +561,38 @@ impl Executor {
         if croupier_proto::is_terminal(state) {
             self.rearm_ack_deadline();
         }
+    }
+
+    /// One line per task reaching a terminal state: state, how its process ended, how long it
+    /// took since LAUNCH, and what fetching its URIs amounted to.
+    fn log_summary(&self, task_id: &str, state: TaskState) {
+        let t = self.tasks.get(task_id);
+        let exit = match t.and_then(|t| t.exit) {
+            Some(process::Exit::Code(c)) => format!("status:{c}"),
+            Some(process::Exit::Signal {
+                signal,
+                core_dumped,
+            }) => format!(
+                "signal:{signal}({}{})",
+                process::strsignal(signal),
+                if core_dumped { ", core dumped" } else { "" }
+            ),
+            None => "none".into(),
+        };
+        let duration = t.map(|t| t.launched.elapsed()).unwrap_or_default();
+        let f = t.map(|t| t.fetched).unwrap_or_default();
+        tracing::info!(
+            task_id = %task_id,
+            state = %state_name(state),
+            exit = %exit,
+            duration_secs = %format_args!("{:.3}", duration.as_secs_f64()),
+            fetch_uris = f.uris,
+            fetch_bytes = f.bytes,
+            fetch_secs = %format_args!("{:.3}", f.elapsed.as_secs_f64()),
+            cache_hits = f.cache_hits,
+            cache_misses = f.cache_misses,
+            "task summary"
+        );
     }
 
     fn rearm_ack_deadline(&mut self) {
@@ -630,6 +692,9 @@ impl Executor {
                 killing: None,
                 terminal_acked: false,
                 fetch: None,
+                launched: Instant::now(),
+                fetched: FetchFigures::default(),
+                exit: None,
             },
         );
         self.update(&id, TaskState::TaskStarting, None, None);
@@ -681,7 +746,7 @@ impl Executor {
             // The one call into the fetcher (custom mode; the agent fetched drop-in URIs).
             let result = fetcher::fetch_all(&uris, &dir, user.as_deref(), &fetch_cfg)
                 .await
-                .map(|s| format!("{} URI(s), {} bytes", s.items.len(), s.total_bytes()))
+                .map(|s| FetchFigures::of(&s))
                 .map_err(|e| e.to_string());
             let _ = tx.send(Input::FetchDone { task_id, result });
         });
@@ -690,7 +755,7 @@ impl Executor {
         }
     }
 
-    fn fetched(&mut self, id: &str, result: Result<String, String>) {
+    fn fetched(&mut self, id: &str, result: Result<FetchFigures, String>) {
         let Some(t) = self.tasks.get_mut(id) else {
             return;
         };
@@ -699,8 +764,13 @@ impl Executor {
             return;
         }
         match result {
-            Ok(summary) => {
-                tracing::info!("task {id}: fetched URIs ({summary})");
+            Ok(figures) => {
+                t.fetched = figures;
+                tracing::info!(
+                    "task {id}: fetched URIs ({} URI(s), {} bytes)",
+                    figures.uris,
+                    figures.bytes
+                );
                 self.spawn_task(id);
             }
             Err(e) => self.finish_task(
@@ -1013,7 +1083,10 @@ impl Executor {
     }
 
     fn task_exited(&mut self, id: &str, exit: Exit) {
-        let Some(t) = self.tasks.get(id) else { return };
+        let Some(t) = self.tasks.get_mut(id) else {
+            return;
+        };
+        t.exit = Some(exit);
         let state = if t.killed {
             TaskState::TaskKilled
         } else if exit.success() {

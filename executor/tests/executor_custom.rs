@@ -174,5 +174,36 @@ async fn custom_mode_fetches_task_uris_into_the_task_directory() {
         .recorded()
         .states("fetch-missing")
         .contains(&TaskState::TaskRunning));
+    // One summary line per task, with its fetch figures and how it ended.
+    let log = agent.executor_stderr();
+    let summary = |id: &str| -> String {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("task summary") && l.contains(&format!("task_id={id} ")))
+            .collect();
+        assert_eq!(lines.len(), 1, "one summary line for {id}:\n{log}");
+        lines[0].to_string()
+    };
+    let ok_line = summary("fetch-ok");
+    for field in [
+        "state=TASK_FINISHED",
+        "exit=status:0",
+        "fetch_uris=1",
+        "fetch_bytes=14",
+        "cache_hits=0",
+        "cache_misses=0",
+        "duration_secs=",
+    ] {
+        assert!(ok_line.contains(field), "{field} in {ok_line}");
+    }
+    let failed_line = summary("fetch-missing");
+    for field in [
+        "state=TASK_FAILED",
+        "exit=none",
+        "fetch_uris=0",
+        "fetch_bytes=0",
+    ] {
+        assert!(failed_line.contains(field), "{field} in {failed_line}");
+    }
     shutdown_ok(&mut agent).await;
 }
