@@ -14,7 +14,34 @@ use std::time::Duration;
 #[command(
     name = "croupier-shuffle-service",
     version,
-    about = "Spark 3.5 external shuffle service (Mesos flavour)"
+    about = "Spark 3.5 external shuffle service (Mesos flavour)",
+    long_about = "Spark 3.5 external shuffle service (Mesos flavour): a drop-in for Spark's \
+MesosExternalShuffleService. Spark executors register with it and fetch shuffle blocks over \
+Spark's own protocol; Mesos drivers register and heartbeat, and an application's shuffle files \
+are deleted once its heartbeats stop for longer than its timeout.",
+    after_long_help = "SETTINGS (Spark keys; lowest precedence first: --properties-file, else \
+$SPARK_CONF_DIR/spark-defaults.conf; then -Dkey=value items of $SPARK_SHUFFLE_OPTS; then --conf; \
+then --host/--port)
+  spark.shuffle.service.port               7337   port Spark executors and drivers connect to
+  spark.shuffle.cleaner.interval           30s    how often silent drivers' files are looked for
+  spark.shuffle.service.index.cache.size   100m   memory bound of the index-file cache
+  spark.shuffle.maxChunksBeingTransferred  unlimited  cap on chunks in flight
+  spark.shuffle.service.fetch.rdd.enabled  false  serve cached RDD blocks
+  spark.shuffle.io.serverThreads           cores  worker threads
+  croupier.admin.address                   off    host:port for /healthz and /metrics (Prometheus)
+Unknown keys are logged once; the effective settings are logged at start-up.
+
+ENVIRONMENT
+  SPARK_SHUFFLE_OPTS   e.g. \"-Dspark.shuffle.service.port=7337 -Dspark.shuffle.cleaner.interval=10s\"
+  SPARK_CONF_DIR       where spark-defaults.conf is looked for when no --properties-file is given
+  RUST_LOG             log filter (default info); logs go to stderr
+  NOTIFY_SOCKET        set by systemd (Type=notify): READY=1 once listening, watchdog pings
+
+EXAMPLES
+  croupier-shuffle-service                                     # port 7337, all defaults
+  croupier-shuffle-service --port 7337 --conf croupier.admin.address=127.0.0.1:7338
+  SPARK_SHUFFLE_OPTS=-Dspark.shuffle.cleaner.interval=10s croupier-shuffle-service
+  croupier-shuffle-service --properties-file /etc/croupier/shuffle-service.conf"
 )]
 pub struct Cli {
     /// Address to bind (Spark binds the wildcard address).
