@@ -37,6 +37,9 @@ pub fn spark_home() -> PathBuf {
         .find(|p| p.join("jars").is_dir());
     match found {
         Some(p) => p,
-        None => panic!("no pyspark with jars/ under {}: run scripts/setup-venv.sh", lib.display()),
+        None => panic!(
+            "no pyspark with jars/ under {}: run scripts/setup-venv.sh",
+            lib.display()
+        ),
     }
 }
