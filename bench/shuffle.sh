@@ -48,7 +48,7 @@ OURS="$PWD/target/release/croupier-shuffle-service"
 BENCH="$PWD/target/release/croupier-shuffle-bench"
 
 mkdir -p "$DATA"
-[ -n "$RESULTS" ] || RESULTS="$DATA/results-$(date +%Y%m%d-%H%M%S)$([ $QUICK = 1 ] && echo -quick).txt"
+[ -n "$RESULTS" ] || RESULTS="$DATA/results-$(date +%Y%m%d-%H%M%S)$([ $QUICK = 1 ] && echo -quick || true).txt"
 : > "$RESULTS"
 LOGS="$DATA/logs"; mkdir -p "$LOGS"
 
@@ -61,7 +61,7 @@ if [ $QUICK = 1 ]; then
   SETS=("${SETS_QUICK[@]}")
   CONNS=(64)             # fetch mode at 32 KiB; 8 MiB runs at 16 only (the summary cells)
   EXTRA_MODES=()         # batch/open cells
-  REPEAT=5; DUR=1; STARTUP_RUNS_OURS=5; STARTUP_RUNS_JAVA=1; JAVA_WARM=4; WARM=0.5
+  REPEAT=5; DUR=1; STARTUP_RUNS_OURS=5; STARTUP_RUNS_JAVA=1; JAVA_WARM=10; WARM=0.5
 else
   SETS=("${SETS_FULL[@]}")
   CONNS=(1 16 64 256)
@@ -112,6 +112,8 @@ startup_cmd() { # label port -> command words
 
 LABELS=(ours java raw)
 T0=$SECONDS
+echo "# machine: nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\" mem_kb=$(awk '/MemTotal/{print $2}' /proc/meminfo) kernel=$(uname -r)" | tee -a "$RESULTS" >&2
+echo "# loadavg at start: $(cat /proc/loadavg)" | tee -a "$RESULTS" >&2
 echo "== cold start-up (spawn -> first accepted connection)" >&2
 for label in "${LABELS[@]}"; do
   port=$(free_port)
@@ -165,6 +167,7 @@ for label in "${LABELS[@]}"; do
   echo "rss server=$label idle_mb=${IDLE[$label]} load_mb=$("$BENCH" mem --pid "${PID[$label]}" --peak)" | tee -a "$RESULTS"
 done
 stop_servers
+echo "# loadavg at end: $(cat /proc/loadavg)" | tee -a "$RESULTS" >&2
 echo "== done in $((SECONDS - T0)) s (after the build)" >&2
 
 echo
