@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::index_cache::IndexError;
 use crate::metrics::ErrorKind;
@@ -146,6 +146,55 @@ pub fn resolve(shared: &Shared, chunk: &ChunkRef) -> Result<Segment, ChunkError>
     }
 }
 
+/// Where a resolved chunk's bytes are: `offset..offset+len` of [`Sender`]'s open file.
+#[derive(Debug, Clone, Copy)]
+pub struct Seg {
+    pub offset: u64,
+    pub len: u64,
+    /// Reduce partitions covered (for the blockTransferRate metric).
+    pub blocks: u64,
+}
+
+/// Resolves and sends the chunks of one blocking job, holding at most one data file open.
+pub struct Sender<'a> {
+    shared: &'a Shared,
+    cur: Option<Segment>,
+}
+
+impl<'a> Sender<'a> {
+    pub fn new(shared: &'a Shared) -> Self {
+        Sender { shared, cur: None }
+    }
+
+    /// Resolves `chunk` and leaves its data file open for [`Sender::send`]. Blocking.
+    pub fn resolve(&mut self, chunk: &ChunkRef) -> Result<Seg, ChunkError> {
+        self.cur = None;
+        let seg = resolve(self.shared, chunk)?;
+        let r = Seg {
+            offset: seg.offset,
+            len: seg.len,
+            blocks: seg.blocks,
+        };
+        self.cur = Some(seg);
+        Ok(r)
+    }
+
+    /// The path of the file last resolved (for messages).
+    pub fn path(&self) -> &Path {
+        self.cur
+            .as_ref()
+            .map_or(Path::new(""), |s| s.path.as_path())
+    }
+
+    /// `sendfile`s `seg` from the file last resolved. Blocking.
+    pub fn send(&self, sock: BorrowedFd<'_>, seg: &Seg) -> io::Result<()> {
+        match &self.cur {
+            Some(open) => send_range(sock, &open.file, &open.path, seg.offset, seg.len),
+            None => Err(io::Error::other("no data file open")),
+        }
+    }
+}
+
 /// Waits until `fd` is writable (or errored). Returns an error on poll failure.
 fn wait_writable(fd: RawFd) -> io::Result<()> {
     let mut p = libc::pollfd {
@@ -203,20 +252,26 @@ fn sock_raw(sock: BorrowedFd<'_>) -> RawFd {
     sock.as_raw_fd()
 }
 
-/// `sendfile`s the whole segment. A short file (truncated while we send) is an error: the frame
-/// header already promised `len` bytes, so the caller must close the connection.
-pub fn send_segment(sock: BorrowedFd<'_>, seg: &Segment) -> io::Result<()> {
-    let mut off = seg.offset as i64;
-    let end = (seg.offset + seg.len) as i64;
+/// `sendfile`s `len` bytes of `file` from `offset`. A short file (truncated while we send) is an
+/// error: the frame header already promised `len` bytes, so the caller must close the connection.
+fn send_range(
+    sock: BorrowedFd<'_>,
+    file: &File,
+    path: &Path,
+    offset: u64,
+    len: u64,
+) -> io::Result<()> {
+    let mut off = offset as i64;
+    let end = (offset + len) as i64;
     while off < end {
         let want = ((end - off) as usize).min(1 << 30);
-        match nix::sys::sendfile::sendfile64(sock, seg.file.as_fd(), Some(&mut off), want) {
+        match nix::sys::sendfile::sendfile64(sock, file.as_fd(), Some(&mut off), want) {
             Ok(0) => {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!(
                         "data file {} ended at byte {off} while sending up to {end}",
-                        seg.path.display()
+                        path.display()
                     ),
                 ))
             }

@@ -1,12 +1,15 @@
 //! Accept loop and per-connection tasks.
 //!
 //! Each connection has a reader task (decodes frames, answers RPCs, registers streams, queues
-//! chunk sends in request order) and a writer task (writes frames; for chunks, resolves and
-//! `sendfile`s on the blocking pool). RPC handling never touches the disk on a reactor thread.
+//! chunk sends in request order) and a writer task. The writer writes lone frames itself; when a
+//! chunk is queued it hands the write half and the queue to one blocking-pool job, which
+//! resolves and `sendfile`s that chunk and every item queued behind it, in order, then hands
+//! them back. RPC handling never touches the disk on a reactor thread and never waits for a
+//! send: the reader keeps answering while the writer's job runs.
 //! Connections are never closed for being idle.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -393,6 +396,10 @@ fn check_in_flight(shared: &Shared) -> Result<(), Stop> {
     Ok(())
 }
 
+/// Most queued items one blocking job sends before handing its thread back (fairness between
+/// connections when the pool is busy).
+const MAX_ITEMS_PER_JOB: usize = 64;
+
 async fn writer_loop(
     shared: Arc<Shared>,
     mut wr: OwnedWriteHalf,
@@ -401,22 +408,35 @@ async fn writer_loop(
 ) {
     while let Some(out) = rx.recv().await {
         let r = match out {
+            // A lone frame (an RPC answer) is written from here: no blocking-pool hand-off.
             Out::Frame(b) => wr
                 .write_all(&b)
                 .await
                 .map_err(|e| format!("write error: {e}")),
-            Out::Chunk {
-                id,
-                chunk,
-                received,
-                _guard,
-            } => send_chunk(&shared, &mut wr, chunk, Kind::Chunk(id), received).await,
-            Out::Stream {
-                stream_id,
-                chunk,
-                received,
-                _guard,
-            } => send_chunk(&shared, &mut wr, chunk, Kind::Stream(stream_id), received).await,
+            first => {
+                // One blocking job takes the write half and the queue, and keeps sending while
+                // items are queued (the client pipelines every chunk of a stream), so the
+                // hand-off to the pool is paid per burst, not per chunk.
+                let sh = shared.clone();
+                let job = move || {
+                    let r = send_queued(&sh, &wr, first, &mut rx);
+                    (wr, rx, r)
+                };
+                match tokio::task::spawn_blocking(job).await {
+                    Ok((w, q, r)) => {
+                        wr = w;
+                        rx = q;
+                        r
+                    }
+                    Err(e) => {
+                        // The write half and the queue went with the job: the reader sees the
+                        // queue closed and stops.
+                        shared.metrics.error(ErrorKind::Io);
+                        tracing::warn!(%peer, "closing connection: send task failed: {e}");
+                        return;
+                    }
+                }
+            }
         };
         if let Err(why) = r {
             shared.metrics.error(ErrorKind::Io);
@@ -432,104 +452,118 @@ async fn writer_loop(
     let _ = wr.shutdown().await;
 }
 
-enum Kind {
+/// Blocking: sends `first`, then whatever is already queued (up to [`MAX_ITEMS_PER_JOB`]), in
+/// order. An error means the connection is unusable.
+fn send_queued(
+    shared: &Shared,
+    wr: &OwnedWriteHalf,
+    first: Out,
+    rx: &mut mpsc::Receiver<Out>,
+) -> Result<(), String> {
+    let sock = wr.as_ref().as_fd();
+    let mut sender = send::Sender::new(shared);
+    let mut next = Some(first);
+    let mut sent = 0;
+    while let Some(out) = next.take() {
+        match out {
+            Out::Frame(b) => {
+                send::write_all(sock, &b, false).map_err(|e| format!("write error: {e}"))?
+            }
+            Out::Chunk {
+                id,
+                chunk,
+                received,
+                _guard,
+            } => send_chunk(shared, &mut sender, sock, &chunk, Kind::Chunk(id), received)?,
+            Out::Stream {
+                stream_id,
+                chunk,
+                received,
+                _guard,
+            } => send_chunk(
+                shared,
+                &mut sender,
+                sock,
+                &chunk,
+                Kind::Stream(&stream_id),
+                received,
+            )?,
+        }
+        sent += 1;
+        if sent < MAX_ITEMS_PER_JOB {
+            next = rx.try_recv().ok();
+        }
+    }
+    Ok(())
+}
+
+enum Kind<'a> {
     Chunk(StreamChunkId),
-    Stream(String),
+    Stream(&'a str),
 }
 
-/// Outcome of the blocking part.
-enum Sent {
-    Done {
-        bytes: u64,
-        blocks: u64,
-    },
-    /// Nothing written: answer with a failure frame.
-    Failed(ErrorKind, String),
-    /// Partially written: the connection is unusable.
-    Broken(String),
-}
-
-async fn send_chunk(
-    shared: &Arc<Shared>,
-    wr: &mut OwnedWriteHalf,
-    chunk: ChunkRef,
-    kind: Kind,
+/// Blocking: resolves one chunk, writes its header, then `sendfile`s its segment. A chunk that
+/// cannot be resolved is answered with a failure frame; `Err` means the connection is broken
+/// (something was partially written, or the socket failed).
+fn send_chunk(
+    shared: &Shared,
+    sender: &mut send::Sender<'_>,
+    sock: BorrowedFd<'_>,
+    chunk: &ChunkRef,
+    kind: Kind<'_>,
     received: Instant,
 ) -> Result<(), String> {
-    // The write half stays borrowed (and the fd open) until the blocking job returns.
-    let fd = wr.as_ref().as_raw_fd();
-    let sh = shared.clone();
-    let header_for = {
-        let kind = match &kind {
-            Kind::Chunk(id) => Kind::Chunk(*id),
-            Kind::Stream(s) => Kind::Stream(s.clone()),
-        };
-        move |len: u64| -> Vec<u8> {
-            match kind {
-                Kind::Chunk(id) => frame::chunk_success_header(id, len).to_vec(),
-                Kind::Stream(stream_id) => Message::StreamResponse {
-                    stream_id,
-                    byte_count: len as i64,
-                }
-                .to_bytes()
-                .to_vec(),
-            }
-        }
-    };
-    let framed = matches!(kind, Kind::Chunk(_));
-    let job = move || -> Sent {
-        let seg = match send::resolve(&sh, &chunk) {
-            Ok(s) => s,
-            Err(e) => return Sent::Failed(e.error_kind(), e.to_string()),
-        };
+    let failure = match sender.resolve(chunk) {
+        Err(e) => Some((e.error_kind(), e.to_string())),
         // Spark's frame decoder refuses frames of 2 GiB and more; only the StreamRequest path
         // (raw bytes after the frame) can carry such a chunk.
-        if framed
-            && seg.len + (frame::CHUNK_SUCCESS_HEADER - frame::LEN_FIELD) as u64
-                >= frame::SPARK_MAX_FRAME
+        Ok(seg)
+            if matches!(kind, Kind::Chunk(_))
+                && seg.len + (frame::CHUNK_SUCCESS_HEADER - frame::LEN_FIELD) as u64
+                    >= frame::SPARK_MAX_FRAME =>
         {
-            return Sent::Failed(ErrorKind::BadRequest, format!(
+            Some((ErrorKind::BadRequest, format!(
                 "chunk of {} bytes from {} does not fit in a Spark frame (< 2 GiB); fetch it to disk with a \
                  StreamRequest (lower spark.network.maxRemoteBlockSizeFetchToMem)",
                 seg.len,
-                seg.path.display()
-            ));
+                sender.path().display()
+            )))
         }
-        // SAFETY: `fd` belongs to the socket whose write half the awaiting task holds borrowed
-        // for the whole duration of this job, so it stays open.
-        let sock = unsafe { BorrowedFd::borrow_raw(fd) };
-        let header = header_for(seg.len);
-        if let Err(e) = send::write_all(sock, &header, seg.len > 0) {
-            return Sent::Broken(format!("write error: {e}"));
-        }
-        match send::send_segment(sock, &seg) {
-            Ok(()) => Sent::Done {
-                bytes: seg.len,
-                blocks: seg.blocks,
-            },
-            Err(e) => Sent::Broken(format!("sendfile of {} failed: {e}", seg.path.display())),
+        Ok(seg) => {
+            let more = seg.len > 0;
+            let written = match kind {
+                Kind::Chunk(id) => {
+                    send::write_all(sock, &frame::chunk_success_header(id, seg.len), more)
+                }
+                Kind::Stream(stream_id) => {
+                    let header = Message::StreamResponse {
+                        stream_id: stream_id.to_owned(),
+                        byte_count: seg.len as i64,
+                    }
+                    .to_bytes();
+                    send::write_all(sock, &header, more)
+                }
+            };
+            written.map_err(|e| format!("write error: {e}"))?;
+            sender.send(sock, &seg).map_err(|e| {
+                format!("sendfile of {} failed: {e}", sender.path().display())
+            })?;
+            shared.metrics.record_transfer(seg.blocks, seg.len);
+            shared.metrics.fetch_latency.observe(received.elapsed());
+            None
         }
     };
-    let sent = tokio::task::spawn_blocking(job)
-        .await
-        .unwrap_or_else(|e| Sent::Broken(format!("send task failed: {e}")));
-    match sent {
-        Sent::Done { bytes, blocks } => {
-            shared.metrics.record_transfer(blocks, bytes);
-            shared.metrics.fetch_latency.observe(received.elapsed());
-            Ok(())
-        }
-        Sent::Failed(error_kind, error) => {
-            shared.metrics.error(error_kind);
-            tracing::info!("chunk fetch failed: {error}");
-            let m = match kind {
-                Kind::Chunk(id) => Message::ChunkFetchFailure { id, error },
-                Kind::Stream(stream_id) => Message::StreamFailure { stream_id, error },
-            };
-            wr.write_all(&m.to_bytes())
-                .await
-                .map_err(|e| format!("write error: {e}"))
-        }
-        Sent::Broken(why) => Err(why),
+    if let Some((error_kind, error)) = failure {
+        shared.metrics.error(error_kind);
+        tracing::info!("chunk fetch failed: {error}");
+        let m = match kind {
+            Kind::Chunk(id) => Message::ChunkFetchFailure { id, error },
+            Kind::Stream(stream_id) => Message::StreamFailure {
+                stream_id: stream_id.to_owned(),
+                error,
+            },
+        };
+        send::write_all(sock, &m.to_bytes(), false).map_err(|e| format!("write error: {e}"))?;
     }
+    Ok(())
 }
