@@ -2,7 +2,7 @@
 //! every executor process on the agent (spec: `mesos-executor-api.md` §6).
 //!
 //! # API (stable; the executor calls this before starting a custom-mode task)
-//! ```ignore
+//! ```text
 //! let cfg = FetchConfig::from_env_and_flags(&args)?;   // once, at start-up; log it
 //! let summary = fetcher::fetch_all(&command.uris, &work_dir, user.as_deref(), &cfg).await?;
 //! ```
