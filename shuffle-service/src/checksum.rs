@@ -94,8 +94,9 @@ pub fn diagnose(
                 },
             },
         };
-        let seg = crate::send::resolve(shared, &chunk).map_err(|e| e.to_string())?;
-        let mut file = &seg.file;
+        let mut sender = crate::send::Sender::new(shared);
+        let seg = sender.resolve(&chunk).map_err(|e| e.to_string())?;
+        let mut file = sender.file().ok_or("the data file is not open")?;
         file.seek(SeekFrom::Start(seg.offset))
             .map_err(|e| e.to_string())?;
         let mut left = seg.len;

@@ -180,8 +180,13 @@ pub fn rpc(shared: &Arc<Shared>, body: &[u8], peer: SocketAddr, conn: u64) -> Re
                     match std::fs::remove_file(&path) {
                         Ok(()) => {
                             removed += 1;
-                            if name.ends_with(".index") {
-                                shared.index_cache.invalidate(&path);
+                            if let Some(stem) = name.strip_suffix(".index") {
+                                if let Ok(BlockId::Shuffle {
+                                    shuffle_id, map_id, ..
+                                }) = BlockId::parse(stem)
+                                {
+                                    shared.index_cache.invalidate(&exec, shuffle_id, map_id);
+                                }
                             }
                         }
                         Err(e) => tracing::warn!("Failed to delete block: {}: {e}", path.display()),

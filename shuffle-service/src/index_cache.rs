@@ -1,12 +1,20 @@
-//! A byte-bounded LRU cache of parsed index files (`spark.shuffle.service.index.cache.size`).
+//! A byte-bounded LRU cache of resolved map outputs (`spark.shuffle.service.index.cache.size`):
+//! the parsed index file plus the index and data file paths, so that serving a chunk builds no
+//! path and hashes no string.
 //!
-//! Entries are weighed like Spark's `ShuffleIndexInformation` (8 bytes per offset plus a fixed
-//! overhead) plus the key. Loading reads and validates the file on the caller's thread, which is
-//! always a blocking-pool thread.
+//! Entries are keyed by `(registered executor, shuffle id, map id)`: the executor is the
+//! registry's `Arc<Executor>`, identified by address and kept alive by the entry itself, so a
+//! re-registered executor (a new `Arc`) never sees a stale entry and an address is never reused
+//! while a key holds it. Entries are weighed like Spark's `ShuffleIndexInformation` (8 bytes per
+//! offset plus a fixed overhead) plus the two paths. Loading reads and validates the file on the
+//! caller's thread, which is always a blocking-pool thread.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+use crate::resolver::Executor;
 
 /// Per-entry bookkeeping overhead counted against the budget (Spark uses 176).
 const ENTRY_OVERHEAD: u64 = 176;
@@ -120,22 +128,84 @@ impl Index {
         let (a, b) = (self.offsets[start as usize], self.offsets[end as usize]);
         Ok((a as u64, (b - a) as u64))
     }
+}
 
-    fn weight(&self, key: &Path) -> u64 {
-        8 * self.offsets.len() as u64 + ENTRY_OVERHEAD + key.as_os_str().len() as u64
+/// One map output of a registered executor, resolved.
+#[derive(Debug)]
+pub struct MapOutput {
+    /// The registration the paths were computed from (also keeps the key's address alive).
+    pub exec: Arc<Executor>,
+    pub shuffle_id: i32,
+    pub map_id: i64,
+    pub index: Index,
+    pub index_path: PathBuf,
+    pub data_path: PathBuf,
+}
+
+impl MapOutput {
+    fn weight(&self) -> u64 {
+        8 * self.index.offsets.len() as u64
+            + ENTRY_OVERHEAD
+            + self.index_path.as_os_str().len() as u64
+            + self.data_path.as_os_str().len() as u64
+    }
+}
+
+/// `(address of the registry's Arc<Executor>, shuffle id, map id)`.
+type Key = (usize, i32, i64);
+
+fn key(exec: &Arc<Executor>, shuffle_id: i32, map_id: i64) -> Key {
+    (Arc::as_ptr(exec) as usize, shuffle_id, map_id)
+}
+
+/// A multiply-rotate hasher for the small integer keys (FxHash's mixing step): the keys are
+/// not attacker-chosen strings (an address and ids of files that exist), so SipHash's
+/// flooding resistance buys nothing here.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl KeyHasher {
+    fn add(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.add(u64::from(b));
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.add(u64::from(v));
+    }
+    fn write_i32(&mut self, v: i32) {
+        self.add(v as u32 as u64);
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.add(v);
+    }
+    fn write_i64(&mut self, v: i64) {
+        self.add(v as u64);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.add(v as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
 struct Entry {
-    index: Arc<Index>,
+    output: Arc<MapOutput>,
     tick: u64,
     weight: u64,
 }
 
 #[derive(Default)]
 struct State {
-    map: HashMap<PathBuf, Entry>,
-    lru: BTreeMap<u64, PathBuf>,
+    map: HashMap<Key, Entry, BuildHasherDefault<KeyHasher>>,
+    lru: BTreeMap<u64, Key>,
     tick: u64,
     bytes: u64,
 }
@@ -154,27 +224,43 @@ impl IndexCache {
         }
     }
 
-    /// Returns the index at `path`, reading it (blocking) on a miss.
-    pub fn get(&self, path: &Path) -> Result<Arc<Index>, IndexError> {
+    /// Returns map output `(shuffle_id, map_id)` of `exec`, reading its index file (blocking)
+    /// on a miss.
+    pub fn get(
+        &self,
+        exec: &Arc<Executor>,
+        shuffle_id: i32,
+        map_id: i64,
+    ) -> Result<Arc<MapOutput>, IndexError> {
+        let k = key(exec, shuffle_id, map_id);
         {
             let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
             s.tick += 1;
             let tick = s.tick;
-            if let Some(e) = s.map.get_mut(path) {
+            if let Some(e) = s.map.get_mut(&k) {
                 let old = std::mem::replace(&mut e.tick, tick);
-                let index = e.index.clone();
+                let output = e.output.clone();
                 s.lru.remove(&old);
-                s.lru.insert(tick, path.to_owned());
-                return Ok(index);
+                s.lru.insert(tick, k);
+                return Ok(output);
             }
         }
-        let index = Arc::new(load(path)?);
-        self.insert(path, index.clone());
-        Ok(index)
+        let index_path = exec.index_path(shuffle_id, map_id);
+        let index = load(&index_path)?;
+        let output = Arc::new(MapOutput {
+            exec: exec.clone(),
+            shuffle_id,
+            map_id,
+            index,
+            index_path,
+            data_path: exec.data_path(shuffle_id, map_id),
+        });
+        self.insert(k, output.clone());
+        Ok(output)
     }
 
-    fn insert(&self, path: &Path, index: Arc<Index>) {
-        let weight = index.weight(path);
+    fn insert(&self, k: Key, output: Arc<MapOutput>) {
+        let weight = output.weight();
         if weight > self.capacity {
             return;
         }
@@ -182,9 +268,9 @@ impl IndexCache {
         s.tick += 1;
         let tick = s.tick;
         if let Some(old) = s.map.insert(
-            path.to_owned(),
+            k,
             Entry {
-                index,
+                output,
                 tick,
                 weight,
             },
@@ -192,7 +278,7 @@ impl IndexCache {
             s.lru.remove(&old.tick);
             s.bytes -= old.weight;
         }
-        s.lru.insert(tick, path.to_owned());
+        s.lru.insert(tick, k);
         s.bytes += weight;
         while s.bytes > self.capacity {
             let Some((_, victim)) = s.lru.pop_first() else {
@@ -204,10 +290,10 @@ impl IndexCache {
         }
     }
 
-    /// Forgets `path` (after its file was deleted through RemoveBlocks).
-    pub fn invalidate(&self, path: &Path) {
+    /// Forgets a map output (after its index file was deleted through RemoveBlocks).
+    pub fn invalidate(&self, exec: &Arc<Executor>, shuffle_id: i32, map_id: i64) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = s.map.remove(path) {
+        if let Some(e) = s.map.remove(&key(exec, shuffle_id, map_id)) {
             s.lru.remove(&e.tick);
             s.bytes -= e.weight;
         }
@@ -254,9 +340,22 @@ fn load(path: &Path) -> Result<Index, IndexError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::ExecutorShuffleInfo;
 
-    fn write_index(dir: &Path, name: &str, offs: &[i64]) -> PathBuf {
-        let p = dir.join(name);
+    /// An executor with one local dir and one sub-dir: files live in `<dir>/00/`.
+    fn executor(dir: &Path) -> Arc<Executor> {
+        std::fs::create_dir_all(dir.join("00")).unwrap();
+        Arc::new(Executor {
+            info: ExecutorShuffleInfo {
+                local_dirs: vec![dir.to_str().unwrap().to_owned()],
+                sub_dirs_per_local_dir: 1,
+                shuffle_manager: "sort".into(),
+            },
+        })
+    }
+
+    fn write_index(exec: &Executor, map_id: i64, offs: &[i64]) -> PathBuf {
+        let p = exec.index_path(0, map_id);
         let raw: Vec<u8> = offs.iter().flat_map(|o| o.to_be_bytes()).collect();
         std::fs::write(&p, raw).unwrap();
         p
@@ -265,39 +364,61 @@ mod tests {
     #[test]
     fn validates_and_segments() {
         let d = tempfile::tempdir().unwrap();
+        let e = executor(d.path());
         let c = IndexCache::new(1 << 20);
-        let p = write_index(d.path(), "a", &[0, 10, 10, 30]);
-        let i = c.get(&p).unwrap();
+        let p = write_index(&e, 1, &[0, 10, 10, 30]);
+        let o = c.get(&e, 0, 1).unwrap();
+        assert_eq!(o.index_path, p);
+        assert_eq!(o.data_path, d.path().join("00/shuffle_0_1_0.data"));
+        let i = &o.index;
         assert_eq!(i.segment(&p, 0, 1).unwrap(), (0, 10));
         assert_eq!(i.segment(&p, 1, 2).unwrap(), (10, 0));
         assert_eq!(i.segment(&p, 0, 3).unwrap(), (0, 30));
         assert!(i.segment(&p, 2, 4).is_err());
-        let bad = write_index(d.path(), "b", &[0, 10, 5]);
-        assert!(matches!(c.get(&bad), Err(IndexError::NotMonotonic { .. })));
-        let short = d.path().join("c");
-        std::fs::write(&short, [0u8; 12]).unwrap();
-        assert!(matches!(c.get(&short), Err(IndexError::BadSize { .. })));
+        write_index(&e, 2, &[0, 10, 5]);
         assert!(matches!(
-            c.get(&d.path().join("missing")),
-            Err(IndexError::Io { .. })
+            c.get(&e, 0, 2),
+            Err(IndexError::NotMonotonic { .. })
         ));
+        std::fs::write(e.index_path(0, 3), [0u8; 12]).unwrap();
+        assert!(matches!(c.get(&e, 0, 3), Err(IndexError::BadSize { .. })));
+        assert!(matches!(c.get(&e, 0, 4), Err(IndexError::Io { .. })));
     }
 
     #[test]
     fn bounded_by_bytes() {
         let d = tempfile::tempdir().unwrap();
+        let e = executor(d.path());
         let offs: Vec<i64> = (0..=100).collect();
         let one = 8 * 101 + ENTRY_OVERHEAD;
         let c = IndexCache::new(3 * (one + 200));
         for i in 0..10 {
-            let p = write_index(d.path(), &format!("f{i}"), &offs);
-            c.get(&p).unwrap();
+            write_index(&e, i, &offs);
+            c.get(&e, 0, i).unwrap();
             assert!(c.weight() <= 3 * (one + 200));
         }
         assert_eq!(c.len(), 3);
         // Most recently used survive.
-        let p9 = d.path().join("f9");
-        std::fs::remove_file(&p9).unwrap();
-        c.get(&p9).unwrap();
+        std::fs::remove_file(e.index_path(0, 9)).unwrap();
+        c.get(&e, 0, 9).unwrap();
+        // Until invalidated.
+        c.invalidate(&e, 0, 9);
+        assert!(c.get(&e, 0, 9).is_err());
+        assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn a_new_registration_never_sees_old_entries() {
+        let d0 = tempfile::tempdir().unwrap();
+        let d1 = tempfile::tempdir().unwrap();
+        let (old, new) = (executor(d0.path()), executor(d1.path()));
+        write_index(&old, 1, &[0, 3]);
+        write_index(&new, 1, &[0, 7]);
+        let c = IndexCache::new(1 << 20);
+        assert_eq!(c.get(&old, 0, 1).unwrap().index.partitions(), 1);
+        let o = c.get(&new, 0, 1).unwrap();
+        assert_eq!(o.index_path, new.index_path(0, 1));
+        assert_eq!(o.index.segment(&o.index_path, 0, 1).unwrap(), (0, 7));
+        assert_eq!(c.len(), 2);
     }
 }

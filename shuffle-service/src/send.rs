@@ -1,6 +1,6 @@
 //! Zero-copy chunk transmission on a blocking-pool thread: resolve the chunk (registry, index
-//! cache, data file opened now and closed right after), write the frame header, then `sendfile`
-//! the data-file segment straight from the page cache to the socket.
+//! cache, data file opened now and closed right after its chunks are sent), write the frame
+//! header, then `sendfile` the data-file segment straight from the page cache to the socket.
 //!
 //! The socket is non-blocking (owned by tokio); when its buffer is full we `poll` for
 //! writability on this blocking thread, never on a reactor thread. Disk reads inside `sendfile`
@@ -10,10 +10,11 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::index_cache::IndexError;
+use crate::index_cache::{IndexError, MapOutput};
 use crate::metrics::ErrorKind;
-use crate::resolver::ResolveError;
+use crate::resolver::{Executor, ResolveError};
 use crate::server::Shared;
 use crate::streams::{ChunkRef, ChunkWhat};
 
@@ -69,83 +70,6 @@ impl ChunkError {
     }
 }
 
-/// A resolved segment, file open.
-pub struct Segment {
-    pub file: File,
-    pub path: PathBuf,
-    pub offset: u64,
-    pub len: u64,
-    /// Reduce partitions covered (for the blockTransferRate metric).
-    pub blocks: u64,
-}
-
-/// Resolves a chunk to an open data-file segment. Blocking.
-pub fn resolve(shared: &Shared, chunk: &ChunkRef) -> Result<Segment, ChunkError> {
-    let exec = shared.registry.get(&chunk.app_id, &chunk.exec_id)?;
-    match chunk.what {
-        ChunkWhat::Shuffle { shuffle_id, range } => {
-            let index_path = exec.index_path(shuffle_id, range.map_id);
-            let index = shared.index_cache.get(&index_path)?;
-            let (offset, len) = index.segment(&index_path, range.start, range.end)?;
-            let path = exec.data_path(shuffle_id, range.map_id);
-            let file = File::open(&path).map_err(|source| ChunkError::Open {
-                path: path.clone(),
-                source,
-            })?;
-            let size = file
-                .metadata()
-                .map_err(|source| ChunkError::Open {
-                    path: path.clone(),
-                    source,
-                })?
-                .len();
-            if offset.saturating_add(len) > size {
-                return Err(ChunkError::PastEof {
-                    index: index_path,
-                    data: path,
-                    offset,
-                    end: offset + len,
-                    size,
-                });
-            }
-            Ok(Segment {
-                file,
-                path,
-                offset,
-                len,
-                blocks: (range.end - range.start) as u64,
-            })
-        }
-        ChunkWhat::Rdd { rdd_id, split } => {
-            if !shared.config.fetch_rdd_enabled {
-                return Err(ChunkError::RddDisabled);
-            }
-            let path = exec.rdd_path(rdd_id, split);
-            let file = match File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(ChunkError::RddMissing { path })
-                }
-                Err(source) => return Err(ChunkError::Open { path, source }),
-            };
-            let len = file
-                .metadata()
-                .map_err(|source| ChunkError::Open {
-                    path: path.clone(),
-                    source,
-                })?
-                .len();
-            Ok(Segment {
-                file,
-                path,
-                offset: 0,
-                len,
-                blocks: 1,
-            })
-        }
-    }
-}
-
 /// Where a resolved chunk's bytes are: `offset..offset+len` of [`Sender`]'s open file.
 #[derive(Debug, Clone, Copy)]
 pub struct Seg {
@@ -155,44 +79,160 @@ pub struct Seg {
     pub blocks: u64,
 }
 
-/// Resolves and sends the chunks of one blocking job, holding at most one data file open.
+/// The data file a [`Sender`] holds open.
+struct Open {
+    file: File,
+    /// Its size when opened.
+    size: u64,
+    what: OpenWhat,
+}
+
+enum OpenWhat {
+    Shuffle(Arc<MapOutput>),
+    Rdd(PathBuf),
+}
+
+impl Open {
+    fn path(&self) -> &Path {
+        match &self.what {
+            OpenWhat::Shuffle(m) => &m.data_path,
+            OpenWhat::Rdd(p) => p,
+        }
+    }
+}
+
+/// Resolves and sends the chunks of one blocking job. It holds at most one data file open:
+/// consecutive chunks of the same map output share one `open`; the file is closed when the
+/// next chunk needs another one, or when the job ends (the sender is dropped). Executor
+/// lookups are reused across the chunks of one stream.
 pub struct Sender<'a> {
     shared: &'a Shared,
-    cur: Option<Segment>,
+    /// The last `(appId, execId)` looked up (the stream's own `Arc`s) and its registration.
+    exec: Option<(Arc<str>, Arc<str>, Arc<Executor>)>,
+    open: Option<Open>,
 }
 
 impl<'a> Sender<'a> {
     pub fn new(shared: &'a Shared) -> Self {
-        Sender { shared, cur: None }
+        Sender {
+            shared,
+            exec: None,
+            open: None,
+        }
+    }
+
+    fn executor(&mut self, chunk: &ChunkRef) -> Result<Arc<Executor>, ResolveError> {
+        if let Some((app, ex, e)) = &self.exec {
+            if Arc::ptr_eq(app, &chunk.app_id) && Arc::ptr_eq(ex, &chunk.exec_id) {
+                return Ok(e.clone());
+            }
+        }
+        let e = self.shared.registry.get(&chunk.app_id, &chunk.exec_id)?;
+        self.exec = Some((chunk.app_id.clone(), chunk.exec_id.clone(), e.clone()));
+        Ok(e)
     }
 
     /// Resolves `chunk` and leaves its data file open for [`Sender::send`]. Blocking.
     pub fn resolve(&mut self, chunk: &ChunkRef) -> Result<Seg, ChunkError> {
-        self.cur = None;
-        let seg = resolve(self.shared, chunk)?;
-        let r = Seg {
-            offset: seg.offset,
-            len: seg.len,
-            blocks: seg.blocks,
-        };
-        self.cur = Some(seg);
-        Ok(r)
+        let exec = self.executor(chunk)?;
+        match chunk.what {
+            ChunkWhat::Shuffle { shuffle_id, range } => {
+                let reuse = matches!(&self.open, Some(Open { what: OpenWhat::Shuffle(m), .. })
+                    if m.map_id == range.map_id && m.shuffle_id == shuffle_id && Arc::ptr_eq(&m.exec, &exec));
+                if !reuse {
+                    self.open = None;
+                    let m = self
+                        .shared
+                        .index_cache
+                        .get(&exec, shuffle_id, range.map_id)?;
+                    let (file, size) = open(&m.data_path)?;
+                    self.open = Some(Open {
+                        file,
+                        size,
+                        what: OpenWhat::Shuffle(m),
+                    });
+                }
+                let Some(Open {
+                    size,
+                    what: OpenWhat::Shuffle(m),
+                    ..
+                }) = &self.open
+                else {
+                    unreachable!("a shuffle data file was opened above")
+                };
+                let (offset, len) = m.index.segment(&m.index_path, range.start, range.end)?;
+                if offset.saturating_add(len) > *size {
+                    return Err(ChunkError::PastEof {
+                        index: m.index_path.clone(),
+                        data: m.data_path.clone(),
+                        offset,
+                        end: offset + len,
+                        size: *size,
+                    });
+                }
+                Ok(Seg {
+                    offset,
+                    len,
+                    blocks: (range.end - range.start) as u64,
+                })
+            }
+            ChunkWhat::Rdd { rdd_id, split } => {
+                self.open = None;
+                if !self.shared.config.fetch_rdd_enabled {
+                    return Err(ChunkError::RddDisabled);
+                }
+                let path = exec.rdd_path(rdd_id, split);
+                let (file, size) = match open(&path) {
+                    Ok(f) => f,
+                    Err(ChunkError::Open { path, source })
+                        if source.kind() == io::ErrorKind::NotFound =>
+                    {
+                        return Err(ChunkError::RddMissing { path })
+                    }
+                    Err(e) => return Err(e),
+                };
+                self.open = Some(Open {
+                    file,
+                    size,
+                    what: OpenWhat::Rdd(path),
+                });
+                Ok(Seg {
+                    offset: 0,
+                    len: size,
+                    blocks: 1,
+                })
+            }
+        }
+    }
+
+    /// The file last resolved, if it opened.
+    pub fn file(&self) -> Option<&File> {
+        self.open.as_ref().map(|o| &o.file)
     }
 
     /// The path of the file last resolved (for messages).
     pub fn path(&self) -> &Path {
-        self.cur
-            .as_ref()
-            .map_or(Path::new(""), |s| s.path.as_path())
+        self.open.as_ref().map_or(Path::new(""), Open::path)
     }
 
     /// `sendfile`s `seg` from the file last resolved. Blocking.
     pub fn send(&self, sock: BorrowedFd<'_>, seg: &Seg) -> io::Result<()> {
-        match &self.cur {
-            Some(open) => send_range(sock, &open.file, &open.path, seg.offset, seg.len),
+        match &self.open {
+            Some(open) => send_range(sock, &open.file, open.path(), seg.offset, seg.len),
             None => Err(io::Error::other("no data file open")),
         }
     }
+}
+
+/// Opens a data file and reads its size.
+fn open(path: &Path) -> Result<(File, u64), ChunkError> {
+    let err = |source| ChunkError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(err)?;
+    let size = file.metadata().map_err(err)?.len();
+    Ok((file, size))
 }
 
 /// Waits until `fd` is writable (or errored). Returns an error on poll failure.
