@@ -80,6 +80,8 @@ impl FetchFigures {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Launched, its process not started yet: fetching URIs, or waiting for TASK_STARTING to
+    /// be on the wire.
     Fetching,
     Running,
     Done,
@@ -152,6 +154,9 @@ pub struct Executor {
     ack_deadline: Option<Instant>,
     idle_since: Option<Instant>,
     drop_in_launched: bool,
+    /// Tasks whose process is to be started once their TASK_STARTING update is on the wire
+    /// (see [`Executor::spawn_pending`]).
+    pending_spawns: Vec<String>,
     base_env: Vec<(String, String)>,
 }
 
@@ -217,6 +222,7 @@ impl Executor {
             ack_deadline: None,
             idle_since,
             drop_in_launched: false,
+            pending_spawns: Vec::new(),
             base_env: std::env::vars().collect(),
             fetch_cfg,
             cfg,
@@ -245,6 +251,13 @@ impl Executor {
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {}
                 _ = tick.tick() => self.reap(),
+            }
+            if !self.pending_spawns.is_empty() {
+                // Forking and waiting for exec takes a while; let the call loop (and the
+                // connection task under it) write the queued TASK_STARTING updates first. On
+                // the current_thread runtime this yield runs every ready task before we resume.
+                tokio::task::yield_now().await;
+                self.spawn_pending();
             }
             self.on_timers();
             if let Some(code) = self.exit_code() {
@@ -718,25 +731,25 @@ impl Executor {
                 return;
             }
         };
-        if drop_in.is_none() {
-            if let Err(e) = prepare_task_dir(&dir, cmd.user.as_deref()) {
-                self.finish_task(
-                    &id,
-                    TaskState::TaskFailed,
-                    Some(task_status::Reason::CommandExecutorFailed),
-                    e,
-                );
-                return;
-            }
-        }
         let uris = cmd.uris.clone();
         let user = cmd.user.clone();
         if let Some(t) = self.tasks.get_mut(&id) {
             t.command = Some(cmd);
         }
         // Drop-in: the agent already fetched the URIs (they are in the generated ExecutorInfo).
+        // Without URIs to fetch, the task directory is made with the process, after
+        // TASK_STARTING has left (see `spawn_pending`).
         if drop_in.is_some() || uris.is_empty() {
-            self.spawn_task(&id);
+            self.pending_spawns.push(id);
+            return;
+        }
+        if let Err(e) = prepare_task_dir(&dir, user.as_deref()) {
+            self.finish_task(
+                &id,
+                TaskState::TaskFailed,
+                Some(task_status::Reason::CommandExecutorFailed),
+                e,
+            );
             return;
         }
         let tx = self.tx.clone();
@@ -827,6 +840,33 @@ impl Executor {
             env.set(process::TASK_MARKER_ENV, id);
         }
         env.into_vec()
+    }
+
+    /// Start the processes of the tasks launched by the last input (making a custom-mode task's
+    /// directory first), unless they were killed (or the executor began shutting down) in the
+    /// meantime.
+    fn spawn_pending(&mut self) {
+        for id in std::mem::take(&mut self.pending_spawns) {
+            let Some(t) = self.tasks.get(&id) else {
+                continue;
+            };
+            if t.phase != Phase::Fetching || t.pid.is_some() {
+                continue;
+            }
+            if !self.cfg.is_drop_in() {
+                let user = t.command.as_ref().and_then(|c| c.user.clone());
+                if let Err(e) = prepare_task_dir(&t.dir, user.as_deref()) {
+                    self.finish_task(
+                        &id,
+                        TaskState::TaskFailed,
+                        Some(task_status::Reason::CommandExecutorFailed),
+                        e,
+                    );
+                    continue;
+                }
+            }
+            self.spawn_task(&id);
+        }
     }
 
     fn spawn_task(&mut self, id: &str) {

@@ -190,7 +190,18 @@ pub fn become_subreaper() -> std::io::Result<()> {
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    SUBREAPER.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(())
+}
+
+/// Set once [`become_subreaper`] succeeded.
+static SUBREAPER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Can there be no process left of any task? True when this process is a child subreaper and
+/// has no child at all (see [`has_children`]); without the subreaper role, orphans go to init
+/// and only a scan of the process table can find them.
+fn nothing_left() -> bool {
+    SUBREAPER.load(std::sync::atomic::Ordering::Relaxed) && !has_children()
 }
 
 /// How a process ended.
@@ -268,8 +279,29 @@ pub struct ProcInfo {
 }
 
 /// Read `/proc/<pid>/stat` (fields after the parenthesised command name).
+///
+/// One `open` and (usually) one `read` into a stack buffer: [`snapshot`] does this for every
+/// process on the host, and `read_to_string` would add a `statx` and four growing reads each.
 pub fn proc_info(pid: i32) -> Option<ProcInfo> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    use std::io::Read;
+    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    // The line is a few hundred bytes (the command name is at most 64); 4 KiB is ample.
+    let mut buf = [0u8; 4096];
+    let mut len = 0;
+    while len < buf.len() {
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n;
+                if buf[len - 1] == b'\n' {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    }
+    let s = std::str::from_utf8(&buf[..len]).ok()?;
     let rest = &s[s.rfind(')')? + 1..];
     let mut it = rest.split_whitespace();
     let state = it.next()?;
@@ -364,10 +396,36 @@ pub fn members(scope: &TaskScope, procs: &HashMap<i32, ProcInfo>) -> BTreeSet<i3
     set
 }
 
+/// Does this process have any child (running, stopped or an unreaped zombie)? Nothing is
+/// reaped (`WNOWAIT`).
+///
+/// As a child subreaper, every live process descended from a task is a descendant of the
+/// executor (orphans are re-parented to us), and every descendant has a live ancestor chain
+/// through one of our children: with no child there is nothing of any task left to find.
+pub fn has_children() -> bool {
+    use nix::sys::wait::{waitid, Id};
+    loop {
+        match waitid(
+            Id::All,
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+        ) {
+            Err(Errno::EINTR) => continue,
+            Err(Errno::ECHILD) => return false,
+            // A status, StillAlive, or an unexpected error: assume there may be some.
+            _ => return true,
+        }
+    }
+}
+
 /// Signal every process of the task with `sig`. The tree is frozen first (SIGSTOP, repeated
 /// until no new process appears) so nothing can fork away mid-kill, then signalled, then
 /// resumed (SIGCONT) so a pending SIGTERM is delivered. Returns the pids signalled.
 pub fn kill_task(scope: &TaskScope, sig: Signal) -> Vec<i32> {
+    if nothing_left() {
+        // The common end of a task: its process was reaped and left nothing behind. Skip
+        // reading the whole process table.
+        return Vec::new();
+    }
     let mut frozen: BTreeSet<i32> = BTreeSet::new();
     for _ in 0..20 {
         let found = members(scope, &snapshot());
@@ -393,6 +451,9 @@ pub fn kill_task(scope: &TaskScope, sig: Signal) -> Vec<i32> {
 
 /// Every live descendant of this process (used as a last sweep before exiting).
 pub fn all_descendants() -> BTreeSet<i32> {
+    if nothing_left() {
+        return BTreeSet::new();
+    }
     let me = std::process::id() as i32;
     let procs = snapshot();
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
@@ -453,6 +514,45 @@ mod tests {
             .describe(),
             "terminated with signal Killed"
         );
+    }
+
+    #[test]
+    fn has_children_sees_running_and_zombie_children_without_reaping() {
+        // Other tests of this binary may have children of their own; only assert what ours
+        // guarantee.
+        let mut child = Command::new("sleep").arg("0.2").spawn().unwrap();
+        let pid = child.id() as i32;
+        assert!(has_children());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !proc_info(pid).is_some_and(|p| p.zombie) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sleep 0.2 did not exit"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // A zombie: still a child, and still waitable afterwards (WNOWAIT reaps nothing).
+        assert!(has_children());
+        let status = child.wait().unwrap();
+        assert!(status.success());
+    }
+
+    #[test]
+    fn proc_info_of_a_child_with_an_odd_name() {
+        // A command name with spaces and a ')' must not confuse the field parsing.
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("a b) c");
+        // A symlink (the kernel names the process after the path it executed) rather than a
+        // copy: a copy's write descriptor could leak into a concurrent fork (ETXTBSY).
+        std::os::unix::fs::symlink("/bin/sleep", &exe).unwrap();
+        let mut child = Command::new(&exe).arg("5").spawn().unwrap();
+        let pid = child.id() as i32;
+        let p = proc_info(pid).unwrap();
+        assert_eq!(p.pid, pid);
+        assert_eq!(p.ppid, std::process::id() as i32);
+        assert!(!p.zombie);
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>
         let Ok((tcp, _peer)) = listener.accept().await else {
             continue;
         };
+        // As the real agent (libprocess turns Nagle off on every accepted TCP socket): without
+        // it a small event queued right after another can wait for the executor's delayed ACK.
+        let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
         let mut drop_rx = shared.drop_connections.subscribe();
         drop_rx.borrow_and_update();

@@ -177,6 +177,7 @@ async fn main() -> anyhow::Result<()> {
         None => croupier_testkit::env::python(),
     };
 
+    let load_before = loadavg();
     let croupier = measure(
         "croupier-executor",
         AgentConfig::new(&executor),
@@ -213,11 +214,36 @@ async fn main() -> anyhow::Result<()> {
         ratio(croupier.median.as_secs_f64(), pymesos.median.as_secs_f64()),
         ratio(croupier.p90.as_secs_f64(), pymesos.p90.as_secs_f64()),
     ));
+    table.push_str(&format!(
+        "\nmachine: {} CPUs ({}), load average (1/5/15 min) {} before, {} after\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model(),
+        load_before,
+        loadavg(),
+    ));
     print!("{table}");
     if let Some(out) = &args.out {
         write_out(out, &table)?;
     }
     Ok(())
+}
+
+/// The first three fields of /proc/loadavg.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|r| r.trim_start_matches([' ', '\t', ':']).trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
 }
 
 fn write_out(path: &Path, table: &str) -> anyhow::Result<()> {
