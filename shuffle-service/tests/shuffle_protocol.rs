@@ -1025,3 +1025,54 @@ fn cli_and_environment_configuration() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("spark.shuffle.cleaner.interval"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_chunks_across_files_and_streams_arrive_in_order() {
+    // The writer sends queued chunks in bursts on one blocking job that keeps a data file open
+    // across consecutive chunks of the same map output: interleave maps, a broken file, two
+    // streams and RPCs on one connection, all pipelined, and check every byte and answer.
+    let ess = Ess::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (c, dirs) = registered(&ess, tmp.path(), APP, "0").await;
+    let block = |m: i64, r: i32| format!("map {m} reduce {r} ").repeat(1 + r as usize * 100);
+    for m in [1i64, 2] {
+        let parts: Vec<String> = (0..4).map(|r| block(m, r)).collect();
+        let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+        dirs.write_map_output(3, m, &refs);
+    }
+    let (data9, _) = dirs.write_map_output(3, 9, &[b"gone"]);
+    std::fs::remove_file(&data9).unwrap();
+    let ids_a = [
+        "shuffle_3_1_0",
+        "shuffle_3_1_1",
+        "shuffle_3_2_0",
+        "shuffle_3_9_0",
+        "shuffle_3_1_2",
+        "shuffle_3_1_3",
+        "shuffle_3_2_3",
+        "shuffle_3_2_1",
+    ];
+    let ids_b = ["shuffle_3_2_2", "shuffle_3_1_3", "shuffle_3_2_2"];
+    let ha = c.open_blocks(APP, "0", &ids_a).await.unwrap();
+    let hb = c.open_blocks(APP, "0", &ids_b).await.unwrap();
+    let (got_a, got_b, rpc) = tokio::join!(
+        c.fetch_all_chunks(ha),
+        c.fetch_all_chunks(hb),
+        c.register_driver("pipelined-app", 60_000)
+    );
+    rpc.unwrap();
+    for (ids, got) in [(&ids_a[..], got_a), (&ids_b[..], got_b)] {
+        assert_eq!(got.len(), ids.len());
+        for (id, r) in ids.iter().zip(got) {
+            let parts: Vec<i64> = id.split('_').skip(2).map(|s| s.parse().unwrap()).collect();
+            if parts[0] == 9 {
+                let m = server_msg(r);
+                assert!(m.contains("Failed to open data file"), "{id}: {m}");
+            } else {
+                let want = block(parts[0], parts[1] as i32);
+                assert_eq!(r.unwrap(), Bytes::from(want), "{id}");
+            }
+        }
+    }
+    assert!(c.is_closed().is_none());
+}
