@@ -1,0 +1,789 @@
+//! A scripted HDFS peer for the fetcher tests: a fake NameNode (Hadoop IPC, SIMPLE auth, no
+//! SASL) and a fake DataNode (data transfer protocol version 28, READ_BLOCK only) on 127.0.0.1.
+//!
+//! This is NOT a real HDFS. It speaks just enough of both protocols for a client read: the
+//! NameNode answers `getBlockLocations` and `getServerDefaults` (any other method gets an RPC
+//! error naming it, and is recorded so a test can see what the client asked), the DataNode
+//! serves the requested byte range of a block as packets carrying CRC32C checksums.
+//! Message and field numbers follow Hadoop's ClientNamenodeProtocol.proto, hdfs.proto,
+//! datatransfer.proto, RpcHeader.proto, IpcConnectionContext.proto and ProtobufRpcEngine.proto
+//! (as vendored by the `hdfs-native` crate).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost::Message;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Every read from a client is bounded by this.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest RPC frame / delimited message the fake accepts.
+const MAX_FRAME: usize = 1 << 20;
+
+// ---- RpcHeader.proto / ProtobufRpcEngine.proto ----
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcRequestHeaderProto {
+    #[prost(int32, optional, tag = "1")]
+    rpc_kind: Option<i32>,
+    #[prost(int32, optional, tag = "2")]
+    rpc_op: Option<i32>,
+    #[prost(sint32, tag = "3")]
+    call_id: i32,
+    #[prost(bytes = "vec", tag = "4")]
+    client_id: Vec<u8>,
+    #[prost(sint32, optional, tag = "5")]
+    retry_count: Option<i32>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RequestHeaderProto {
+    #[prost(string, tag = "1")]
+    method_name: String,
+    #[prost(string, tag = "2")]
+    declaring_class_protocol_name: String,
+    #[prost(uint64, tag = "3")]
+    client_protocol_version: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcResponseHeaderProto {
+    #[prost(uint32, required, tag = "1")]
+    call_id: u32,
+    /// SUCCESS = 0, ERROR = 1, FATAL = 2.
+    #[prost(int32, required, tag = "2")]
+    status: i32,
+    #[prost(uint32, optional, tag = "3")]
+    server_ipc_version_num: Option<u32>,
+    #[prost(string, optional, tag = "4")]
+    exception_class_name: Option<String>,
+    #[prost(string, optional, tag = "5")]
+    error_msg: Option<String>,
+    /// ERROR_APPLICATION = 1, ERROR_NO_SUCH_METHOD = 2.
+    #[prost(int32, optional, tag = "6")]
+    error_detail: Option<i32>,
+    #[prost(bytes = "vec", optional, tag = "7")]
+    client_id: Option<Vec<u8>>,
+}
+
+// ---- IpcConnectionContext.proto ----
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct UserInformationProto {
+    #[prost(string, optional, tag = "1")]
+    effective_user: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    real_user: Option<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct IpcConnectionContextProto {
+    #[prost(message, optional, tag = "2")]
+    user_info: Option<UserInformationProto>,
+    #[prost(string, optional, tag = "3")]
+    protocol: Option<String>,
+}
+
+// ---- Security.proto / hdfs.proto ----
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct TokenProto {
+    #[prost(bytes = "vec", required, tag = "1")]
+    identifier: Vec<u8>,
+    #[prost(bytes = "vec", required, tag = "2")]
+    password: Vec<u8>,
+    #[prost(string, required, tag = "3")]
+    kind: String,
+    #[prost(string, required, tag = "4")]
+    service: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ExtendedBlockProto {
+    #[prost(string, required, tag = "1")]
+    pool_id: String,
+    #[prost(uint64, required, tag = "2")]
+    block_id: u64,
+    #[prost(uint64, required, tag = "3")]
+    generation_stamp: u64,
+    #[prost(uint64, optional, tag = "4")]
+    num_bytes: Option<u64>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct DatanodeIdProto {
+    #[prost(string, required, tag = "1")]
+    ip_addr: String,
+    #[prost(string, required, tag = "2")]
+    host_name: String,
+    #[prost(string, required, tag = "3")]
+    datanode_uuid: String,
+    #[prost(uint32, required, tag = "4")]
+    xfer_port: u32,
+    #[prost(uint32, required, tag = "5")]
+    info_port: u32,
+    #[prost(uint32, required, tag = "6")]
+    ipc_port: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct DatanodeInfoProto {
+    #[prost(message, required, tag = "1")]
+    id: DatanodeIdProto,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct LocatedBlockProto {
+    #[prost(message, required, tag = "1")]
+    b: ExtendedBlockProto,
+    #[prost(uint64, required, tag = "2")]
+    offset: u64,
+    #[prost(message, repeated, tag = "3")]
+    locs: Vec<DatanodeInfoProto>,
+    #[prost(bool, required, tag = "4")]
+    corrupt: bool,
+    #[prost(message, required, tag = "5")]
+    block_token: TokenProto,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct LocatedBlocksProto {
+    #[prost(uint64, required, tag = "1")]
+    file_length: u64,
+    #[prost(message, repeated, tag = "2")]
+    blocks: Vec<LocatedBlockProto>,
+    #[prost(bool, required, tag = "3")]
+    under_construction: bool,
+    #[prost(message, optional, tag = "4")]
+    last_block: Option<LocatedBlockProto>,
+    #[prost(bool, required, tag = "5")]
+    is_last_block_complete: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct FsServerDefaultsProto {
+    #[prost(uint64, required, tag = "1")]
+    block_size: u64,
+    #[prost(uint32, required, tag = "2")]
+    bytes_per_checksum: u32,
+    #[prost(uint32, required, tag = "3")]
+    write_packet_size: u32,
+    #[prost(uint32, required, tag = "4")]
+    replication: u32,
+    #[prost(uint32, required, tag = "5")]
+    file_buffer_size: u32,
+    #[prost(bool, optional, tag = "6")]
+    encrypt_data_transfer: Option<bool>,
+    #[prost(uint64, optional, tag = "7")]
+    trash_interval: Option<u64>,
+    /// ChecksumTypeProto: CHECKSUM_NULL = 0, CHECKSUM_CRC32 = 1, CHECKSUM_CRC32C = 2.
+    #[prost(int32, optional, tag = "8")]
+    checksum_type: Option<i32>,
+}
+
+// ---- ClientNamenodeProtocol.proto ----
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct GetBlockLocationsRequestProto {
+    #[prost(string, required, tag = "1")]
+    src: String,
+    #[prost(uint64, required, tag = "2")]
+    offset: u64,
+    #[prost(uint64, required, tag = "3")]
+    length: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct GetBlockLocationsResponseProto {
+    #[prost(message, optional, tag = "1")]
+    locations: Option<LocatedBlocksProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct GetServerDefaultsResponseProto {
+    #[prost(message, required, tag = "1")]
+    server_defaults: FsServerDefaultsProto,
+}
+
+// ---- datatransfer.proto ----
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct BaseHeaderProto {
+    #[prost(message, required, tag = "1")]
+    block: ExtendedBlockProto,
+    #[prost(message, optional, tag = "2")]
+    token: Option<TokenProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ClientOperationHeaderProto {
+    #[prost(message, required, tag = "1")]
+    base_header: BaseHeaderProto,
+    #[prost(string, required, tag = "2")]
+    client_name: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct OpReadBlockProto {
+    #[prost(message, required, tag = "1")]
+    header: ClientOperationHeaderProto,
+    #[prost(uint64, required, tag = "2")]
+    offset: u64,
+    #[prost(uint64, required, tag = "3")]
+    len: u64,
+    #[prost(bool, optional, tag = "4")]
+    send_checksums: Option<bool>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ChecksumProto {
+    #[prost(int32, required, tag = "1")]
+    r#type: i32,
+    #[prost(uint32, required, tag = "2")]
+    bytes_per_checksum: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ReadOpChecksumInfoProto {
+    #[prost(message, required, tag = "1")]
+    checksum: ChecksumProto,
+    #[prost(uint64, required, tag = "2")]
+    chunk_offset: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct BlockOpResponseProto {
+    /// Status: SUCCESS = 0, ERROR = 1, ..., CHECKSUM_OK = 6.
+    #[prost(int32, required, tag = "1")]
+    status: i32,
+    #[prost(message, optional, tag = "4")]
+    read_op_checksum_info: Option<ReadOpChecksumInfoProto>,
+    #[prost(string, optional, tag = "5")]
+    message: Option<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PacketHeaderProto {
+    #[prost(sfixed64, required, tag = "1")]
+    offset_in_block: i64,
+    #[prost(sfixed64, required, tag = "2")]
+    seqno: i64,
+    #[prost(bool, required, tag = "3")]
+    last_packet_in_block: bool,
+    #[prost(sfixed32, required, tag = "4")]
+    data_len: i32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ClientReadStatusProto {
+    #[prost(int32, required, tag = "1")]
+    status: i32,
+}
+
+const DATA_TRANSFER_VERSION: u16 = 28;
+const OP_READ_BLOCK: u8 = 81;
+const STATUS_SUCCESS: i32 = 0;
+const STATUS_ERROR: i32 = 1;
+const STATUS_CHECKSUM_OK: i32 = 6;
+const CHECKSUM_CRC32C: i32 = 2;
+const POOL_ID: &str = "BP-fake-127.0.0.1";
+
+/// CRC32C (Castagnoli, reflected polynomial 0x82F63B78), bitwise; test data is small.
+pub fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// How the fake cuts files and packets.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    pub block_size: usize,
+    pub packet_data: usize,
+    pub bytes_per_checksum: usize,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout {
+            block_size: 64 * 1024,
+            packet_data: 16 * 1024,
+            bytes_per_checksum: 512,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    files: HashMap<String, Arc<Vec<u8>>>,
+    /// block id -> (file path, offset of the block in the file, length)
+    blocks: HashMap<u64, (String, usize, usize)>,
+    next_block: u64,
+    /// Method names of every RPC call the NameNode received, in order.
+    calls: Vec<String>,
+    /// (protocol name, effective user) from each connection context.
+    contexts: Vec<(String, String)>,
+    /// (block id, offset, len) of every READ_BLOCK the DataNode served.
+    reads: Vec<(u64, u64, u64)>,
+    /// Packets sent by the DataNode (including the empty last ones).
+    packets: usize,
+    /// CHECKSUM_OK statuses received back from the client.
+    read_ok: usize,
+    /// Anything the fake did not understand.
+    errors: Vec<String>,
+}
+
+/// A running fake NameNode + DataNode pair. Dropping it stops both.
+pub struct FakeHdfs {
+    pub nn_port: u16,
+    pub dn_port: u16,
+    state: Arc<Mutex<State>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeHdfs {
+    pub fn start(layout: Layout) -> FakeHdfs {
+        let state = Arc::new(Mutex::new(State {
+            next_block: 1_073_741_825,
+            ..Default::default()
+        }));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let st = state.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("fake HDFS runtime");
+            rt.block_on(async move {
+                let nn = TcpListener::bind("127.0.0.1:0").await.expect("bind nn");
+                let dn = TcpListener::bind("127.0.0.1:0").await.expect("bind dn");
+                let nn_port = nn.local_addr().expect("nn addr").port();
+                let dn_port = dn.local_addr().expect("dn addr").port();
+                addr_tx.send((nn_port, dn_port)).expect("send ports");
+                let nn_loop = {
+                    let st = st.clone();
+                    async move {
+                        loop {
+                            let Ok((s, _)) = nn.accept().await else {
+                                continue;
+                            };
+                            let st = st.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = namenode_conn(s, st.clone(), layout, dn_port).await
+                                {
+                                    note_eof_or_error(&st, "namenode", e);
+                                }
+                            });
+                        }
+                    }
+                };
+                let dn_loop = {
+                    let st = st.clone();
+                    async move {
+                        loop {
+                            let Ok((s, _)) = dn.accept().await else {
+                                continue;
+                            };
+                            let st = st.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = datanode_conn(s, st.clone(), layout).await {
+                                    note_eof_or_error(&st, "datanode", e);
+                                }
+                            });
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = nn_loop => {}
+                    _ = dn_loop => {}
+                    _ = stop_rx => {}
+                }
+            });
+            rt.shutdown_timeout(Duration::from_secs(2));
+        });
+        let (nn_port, dn_port) = addr_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("fake HDFS ports");
+        FakeHdfs {
+            nn_port,
+            dn_port,
+            state,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stores a file at `path`, cut into blocks of the layout's block size.
+    pub fn put(&self, path: &str, data: Vec<u8>, layout: Layout) {
+        let mut st = self.state.lock().unwrap();
+        let len = data.len();
+        st.files.insert(path.to_string(), Arc::new(data));
+        let mut off = 0;
+        while off < len {
+            let n = layout.block_size.min(len - off);
+            let id = st.next_block;
+            st.next_block += 1;
+            st.blocks.insert(id, (path.to_string(), off, n));
+            off += n;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("hdfs://127.0.0.1:{}{}", self.nn_port, path)
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.state.lock().unwrap().calls.clone()
+    }
+    pub fn contexts(&self) -> Vec<(String, String)> {
+        self.state.lock().unwrap().contexts.clone()
+    }
+    pub fn reads(&self) -> Vec<(u64, u64, u64)> {
+        self.state.lock().unwrap().reads.clone()
+    }
+    pub fn packets(&self) -> usize {
+        self.state.lock().unwrap().packets
+    }
+    pub fn read_ok(&self) -> usize {
+        self.state.lock().unwrap().read_ok
+    }
+    pub fn errors(&self) -> Vec<String> {
+        self.state.lock().unwrap().errors.clone()
+    }
+}
+
+impl Drop for FakeHdfs {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn note_eof_or_error(st: &Arc<Mutex<State>>, who: &str, e: std::io::Error) {
+    if e.kind() != std::io::ErrorKind::UnexpectedEof {
+        st.lock().unwrap().errors.push(format!("{who}: {e}"));
+    }
+}
+
+fn bad(msg: impl Into<String>) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.into())
+}
+
+async fn read_exact_t<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(IO_TIMEOUT, r.read_exact(buf)).await {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "fake HDFS: client silent",
+        )),
+    }
+}
+
+/// Reads a varint-length-delimited message from a socket.
+async fn read_delimited<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Vec<u8>> {
+    let mut len: u64 = 0;
+    for i in 0..10 {
+        let mut b = [0u8; 1];
+        read_exact_t(r, &mut b).await?;
+        len |= ((b[0] & 0x7f) as u64) << (7 * i);
+        if b[0] < 0x80 {
+            break;
+        }
+    }
+    if len as usize > MAX_FRAME {
+        return Err(bad(format!("delimited message of {len} bytes")));
+    }
+    let mut buf = vec![0u8; len as usize];
+    read_exact_t(r, &mut buf).await?;
+    Ok(buf)
+}
+
+async fn namenode_conn(
+    mut s: TcpStream,
+    st: Arc<Mutex<State>>,
+    layout: Layout,
+    dn_port: u16,
+) -> std::io::Result<()> {
+    let mut head = [0u8; 7];
+    read_exact_t(&mut s, &mut head).await?;
+    if &head[..4] != b"hrpc" || head[4] != 9 || head[5] != 0 || head[6] != 0 {
+        return Err(bad(format!("connection header {head:?}")));
+    }
+    loop {
+        let mut lenb = [0u8; 4];
+        read_exact_t(&mut s, &mut lenb).await?;
+        let len = u32::from_be_bytes(lenb) as usize;
+        if len > MAX_FRAME {
+            return Err(bad(format!("RPC frame of {len} bytes")));
+        }
+        let mut frame = vec![0u8; len];
+        read_exact_t(&mut s, &mut frame).await?;
+        let mut buf = &frame[..];
+        let rpc = RpcRequestHeaderProto::decode_length_delimited(&mut buf)
+            .map_err(|e| bad(format!("RpcRequestHeaderProto: {e}")))?;
+        if rpc.call_id == -3 {
+            let ctx = IpcConnectionContextProto::decode_length_delimited(&mut buf)
+                .map_err(|e| bad(format!("IpcConnectionContextProto: {e}")))?;
+            let user = ctx
+                .user_info
+                .and_then(|u| u.effective_user)
+                .unwrap_or_default();
+            st.lock()
+                .unwrap()
+                .contexts
+                .push((ctx.protocol.unwrap_or_default(), user));
+            continue;
+        }
+        let req = RequestHeaderProto::decode_length_delimited(&mut buf)
+            .map_err(|e| bad(format!("RequestHeaderProto: {e}")))?;
+        st.lock().unwrap().calls.push(req.method_name.clone());
+        let answer = answer_call(&req.method_name, buf, &st, layout, dn_port);
+        let mut out = Vec::new();
+        match answer {
+            Ok(body) => {
+                RpcResponseHeaderProto {
+                    call_id: rpc.call_id as u32,
+                    status: 0,
+                    server_ipc_version_num: Some(9),
+                    client_id: Some(rpc.client_id.clone()),
+                    ..Default::default()
+                }
+                .encode_length_delimited(&mut out)
+                .map_err(|e| bad(e.to_string()))?;
+                out.extend_from_slice(&body);
+            }
+            Err((class, msg, detail)) => {
+                RpcResponseHeaderProto {
+                    call_id: rpc.call_id as u32,
+                    status: 1,
+                    server_ipc_version_num: Some(9),
+                    exception_class_name: Some(class),
+                    error_msg: Some(msg),
+                    error_detail: Some(detail),
+                    client_id: Some(rpc.client_id.clone()),
+                }
+                .encode_length_delimited(&mut out)
+                .map_err(|e| bad(e.to_string()))?;
+            }
+        }
+        s.write_all(&(out.len() as u32).to_be_bytes()).await?;
+        s.write_all(&out).await?;
+        s.flush().await?;
+    }
+}
+
+type RpcFailure = (String, String, i32);
+
+fn answer_call(
+    method: &str,
+    mut body: &[u8],
+    st: &Arc<Mutex<State>>,
+    layout: Layout,
+    dn_port: u16,
+) -> Result<Vec<u8>, RpcFailure> {
+    match method {
+        "getBlockLocations" => {
+            let req =
+                GetBlockLocationsRequestProto::decode_length_delimited(&mut body).map_err(|e| {
+                    (
+                        "java.io.IOException".to_string(),
+                        format!("bad request: {e}"),
+                        1,
+                    )
+                })?;
+            let st = st.lock().unwrap();
+            let Some(data) = st.files.get(&req.src) else {
+                // What a real NameNode does for a path that does not exist.
+                return Err((
+                    "java.io.FileNotFoundException".to_string(),
+                    format!("File does not exist: {}", req.src),
+                    1,
+                ));
+            };
+            let mut blocks: Vec<LocatedBlockProto> = st
+                .blocks
+                .iter()
+                .filter(|(_, (p, _, _))| *p == req.src)
+                .map(|(id, (_, off, n))| LocatedBlockProto {
+                    b: ExtendedBlockProto {
+                        pool_id: POOL_ID.to_string(),
+                        block_id: *id,
+                        generation_stamp: 1001,
+                        num_bytes: Some(*n as u64),
+                    },
+                    offset: *off as u64,
+                    locs: vec![DatanodeInfoProto {
+                        id: DatanodeIdProto {
+                            ip_addr: "127.0.0.1".to_string(),
+                            host_name: "localhost".to_string(),
+                            datanode_uuid: format!("fake-dn-{dn_port}"),
+                            xfer_port: dn_port as u32,
+                            info_port: 0,
+                            ipc_port: 0,
+                        },
+                    }],
+                    corrupt: false,
+                    block_token: TokenProto::default(),
+                })
+                .collect();
+            blocks.sort_by_key(|b| b.offset);
+            let last = blocks.last().cloned();
+            let resp = GetBlockLocationsResponseProto {
+                locations: Some(LocatedBlocksProto {
+                    file_length: data.len() as u64,
+                    blocks,
+                    under_construction: false,
+                    last_block: last,
+                    is_last_block_complete: true,
+                }),
+            };
+            Ok(resp.encode_length_delimited_to_vec())
+        }
+        "getServerDefaults" => Ok(GetServerDefaultsResponseProto {
+            server_defaults: FsServerDefaultsProto {
+                block_size: layout.block_size as u64,
+                bytes_per_checksum: layout.bytes_per_checksum as u32,
+                write_packet_size: 64 * 1024,
+                replication: 1,
+                file_buffer_size: 4096,
+                encrypt_data_transfer: Some(false),
+                trash_interval: Some(0),
+                checksum_type: Some(CHECKSUM_CRC32C),
+            },
+        }
+        .encode_length_delimited_to_vec()),
+        other => Err((
+            "org.apache.hadoop.ipc.RpcNoSuchMethodException".to_string(),
+            format!("fake NameNode does not implement {other}"),
+            2,
+        )),
+    }
+}
+
+async fn datanode_conn(
+    mut s: TcpStream,
+    st: Arc<Mutex<State>>,
+    layout: Layout,
+) -> std::io::Result<()> {
+    // The client keeps DataNode connections for reuse: serve ops until it closes.
+    loop {
+        let mut vb = [0u8; 2];
+        read_exact_t(&mut s, &mut vb).await?;
+        let version = u16::from_be_bytes(vb);
+        let mut op = [0u8; 1];
+        read_exact_t(&mut s, &mut op).await?;
+        if version != DATA_TRANSFER_VERSION || op[0] != OP_READ_BLOCK {
+            return Err(bad(format!(
+                "data transfer version {version}, op {}",
+                op[0]
+            )));
+        }
+        let msg = read_delimited(&mut s).await?;
+        let req = OpReadBlockProto::decode(&msg[..])
+            .map_err(|e| bad(format!("OpReadBlockProto: {e}")))?;
+        let block = req.header.base_header.block.block_id;
+        let found = {
+            let mut g = st.lock().unwrap();
+            g.reads.push((block, req.offset, req.len));
+            g.blocks
+                .get(&block)
+                .cloned()
+                .and_then(|(p, off, n)| g.files.get(&p).map(|d| (d.clone(), off, n)))
+        };
+        let Some((data, boff, blen)) = found else {
+            let resp = BlockOpResponseProto {
+                status: STATUS_ERROR,
+                message: Some(format!("fake DataNode has no block {block}")),
+                ..Default::default()
+            };
+            s.write_all(&resp.encode_length_delimited_to_vec()).await?;
+            return Ok(());
+        };
+        let start = req.offset as usize;
+        let end = (start + req.len as usize).min(blen);
+        if start > end {
+            return Err(bad(format!("read of block {block} at {start} past {blen}")));
+        }
+        let resp = BlockOpResponseProto {
+            status: STATUS_SUCCESS,
+            read_op_checksum_info: Some(ReadOpChecksumInfoProto {
+                checksum: ChecksumProto {
+                    r#type: CHECKSUM_CRC32C,
+                    bytes_per_checksum: layout.bytes_per_checksum as u32,
+                },
+                chunk_offset: start as u64,
+            }),
+            message: None,
+        };
+        s.write_all(&resp.encode_length_delimited_to_vec()).await?;
+        let bytes = &data[boff + start..boff + end];
+        let mut seqno = 0i64;
+        let mut pos = start;
+        for chunk in bytes.chunks(layout.packet_data) {
+            write_packet(&mut s, pos as i64, seqno, false, chunk, layout).await?;
+            st.lock().unwrap().packets += 1;
+            pos += chunk.len();
+            seqno += 1;
+        }
+        write_packet(&mut s, pos as i64, seqno, true, &[], layout).await?;
+        st.lock().unwrap().packets += 1;
+        s.flush().await?;
+        let status = read_delimited(&mut s).await?;
+        let status = ClientReadStatusProto::decode(&status[..])
+            .map_err(|e| bad(format!("ClientReadStatusProto: {e}")))?;
+        if status.status == STATUS_CHECKSUM_OK {
+            st.lock().unwrap().read_ok += 1;
+        } else {
+            return Err(bad(format!("client read status {}", status.status)));
+        }
+    }
+}
+
+async fn write_packet(
+    s: &mut TcpStream,
+    offset_in_block: i64,
+    seqno: i64,
+    last: bool,
+    data: &[u8],
+    layout: Layout,
+) -> std::io::Result<()> {
+    let header = PacketHeaderProto {
+        offset_in_block,
+        seqno,
+        last_packet_in_block: last,
+        data_len: data.len() as i32,
+    }
+    .encode_to_vec();
+    let mut sums = Vec::new();
+    for c in data.chunks(layout.bytes_per_checksum) {
+        sums.extend_from_slice(&crc32c(c).to_be_bytes());
+    }
+    // The payload length counts itself (4 bytes), the checksums and the data.
+    let payload_len = (4 + sums.len() + data.len()) as u32;
+    let mut out = Vec::with_capacity(6 + header.len() + sums.len() + data.len());
+    out.extend_from_slice(&payload_len.to_be_bytes());
+    out.extend_from_slice(&(header.len() as u16).to_be_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&sums);
+    out.extend_from_slice(data);
+    s.write_all(&out).await
+}
