@@ -18,8 +18,14 @@ pub enum FetchErrorKind {
     Connect(String),
     #[error("download stalled: no data received for {0:?}")]
     Stalled(Duration),
-    #[error("truncated body: received {got} bytes, expected {expected}")]
-    Truncated { got: u64, expected: u64 },
+    #[error("truncated body: received {got} bytes, expected {expected}{}", cause_suffix(.cause))]
+    Truncated {
+        got: u64,
+        expected: u64,
+        /// What ended the stream early, when the transport said (a reset, a checksum error, a
+        /// DataNode gone); `None` when the body simply ended short.
+        cause: Option<String>,
+    },
     #[error("transfer failed: {0}")]
     Transfer(String),
     #[error("not found: {0}")]
@@ -46,6 +52,13 @@ pub enum FetchErrorKind {
     Remote(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+fn cause_suffix(cause: &Option<String>) -> String {
+    match cause {
+        Some(c) => format!(" ({c})"),
+        None => String::new(),
+    }
 }
 
 /// A failed URI: `Display` reads `failed to fetch '<uri>': <cause>`.

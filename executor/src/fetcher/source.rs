@@ -252,8 +252,12 @@ pub(crate) async fn transfer(
                     }
                     Some(Err(e)) => {
                         failure = Some(match (expected, e) {
-                            (Some(exp), FetchErrorKind::Transfer(_)) if got < exp => {
-                                FetchErrorKind::Truncated { got, expected: exp }
+                            (Some(exp), FetchErrorKind::Transfer(cause)) if got < exp => {
+                                FetchErrorKind::Truncated {
+                                    got,
+                                    expected: exp,
+                                    cause: Some(cause),
+                                }
                             }
                             (_, e) => e,
                         });
@@ -274,6 +278,7 @@ pub(crate) async fn transfer(
                     return Err(FetchErrorKind::Truncated {
                         got: n,
                         expected: exp,
+                        cause: None,
                     });
                 }
             }
