@@ -137,37 +137,41 @@ impl<'a> Sender<'a> {
         let exec = self.executor(chunk)?;
         match chunk.what {
             ChunkWhat::Shuffle { shuffle_id, range } => {
-                let reuse = matches!(&self.open, Some(Open { what: OpenWhat::Shuffle(m), .. })
-                    if m.map_id == range.map_id && m.shuffle_id == shuffle_id && Arc::ptr_eq(&m.exec, &exec));
-                if !reuse {
-                    self.open = None;
-                    let m = self
-                        .shared
-                        .index_cache
-                        .get(&exec, shuffle_id, range.map_id)?;
-                    let (file, size) = open(&m.data_path)?;
-                    self.open = Some(Open {
-                        file,
+                let (m, size) = match &self.open {
+                    // Same map output as the previous chunk: its file is already open.
+                    Some(Open {
                         size,
                         what: OpenWhat::Shuffle(m),
-                    });
-                }
-                let Some(Open {
-                    size,
-                    what: OpenWhat::Shuffle(m),
-                    ..
-                }) = &self.open
-                else {
-                    unreachable!("a shuffle data file was opened above")
+                        ..
+                    }) if m.map_id == range.map_id
+                        && m.shuffle_id == shuffle_id
+                        && Arc::ptr_eq(&m.exec, &exec) =>
+                    {
+                        (m.clone(), *size)
+                    }
+                    _ => {
+                        self.open = None;
+                        let m = self
+                            .shared
+                            .index_cache
+                            .get(&exec, shuffle_id, range.map_id)?;
+                        let (file, size) = open(&m.data_path)?;
+                        self.open = Some(Open {
+                            file,
+                            size,
+                            what: OpenWhat::Shuffle(m.clone()),
+                        });
+                        (m, size)
+                    }
                 };
                 let (offset, len) = m.index.segment(&m.index_path, range.start, range.end)?;
-                if offset.saturating_add(len) > *size {
+                if offset.saturating_add(len) > size {
                     return Err(ChunkError::PastEof {
                         index: m.index_path.clone(),
                         data: m.data_path.clone(),
                         offset,
                         end: offset + len,
-                        size: *size,
+                        size,
                     });
                 }
                 Ok(Seg {

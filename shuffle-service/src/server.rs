@@ -4,8 +4,9 @@
 //! chunk sends in request order) and a writer task. The writer writes lone frames itself; when a
 //! chunk is queued it hands the write half and the queue to one blocking-pool job, which
 //! resolves and `sendfile`s that chunk and every item queued behind it, in order, then hands
-//! them back. RPC handling never touches the disk on a reactor thread and never waits for a
-//! send: the reader keeps answering while the writer's job runs.
+//! them back. RPC handling never touches the disk on a reactor thread, and the reader keeps
+//! decoding and answering RPCs while the writer's job runs (an answer on the same connection is
+//! queued behind that connection's earlier chunks, in order; other connections are unaffected).
 //! Connections are never closed for being idle.
 
 use std::net::SocketAddr;
