@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Rebuilds BENCHMARKS.md: bench/summary.md (the targets, hand-kept from the latest runs)
+# followed by every per-area results file that the benchmark scripts write.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+{
+  cat bench/summary.md
+  for f in results-executor results-fetcher results-shuffle-startup results-shuffle; do
+    echo
+    echo "---"
+    echo
+    echo "<!-- copied from bench/$f.md by bench/assemble.sh -->"
+    # demote the file's headings one level under this document's title
+    sed -e 's/^#/##/' "bench/$f.md"
+  done
+} > BENCHMARKS.md
+echo "BENCHMARKS.md: $(wc -l < BENCHMARKS.md) lines"
