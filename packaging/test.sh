@@ -39,6 +39,10 @@ for f in /etc/croupier/shuffle-service.conf /etc/default/croupier-shuffle-servic
   if grep -qx "$f" <<<"$conff"; then ok "conffile $f"; else bad "conffile $f"; fi
 done
 
+# --- Marathon app: AppDefinition constraints and what one-per-agent needs
+if out="$("$py" packaging/validate_marathon.py packaging/marathon/croupier-shuffle-service.json 2>&1)"; then
+  ok "Marathon app valid: $out"; else bad "Marathon app: $out"; fi
+
 # --- systemd unit
 unit_out="$(systemd-analyze verify systemd/croupier-shuffle-service.service 2>&1)"
 if [ -z "$unit_out" ]; then ok "systemd-analyze verify (no warnings)"; else
