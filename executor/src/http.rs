@@ -129,6 +129,23 @@ impl Endpoint {
             })
     }
 
+    /// POST `call` on `sender`, bounded by the request timeout.
+    async fn send(
+        &self,
+        sender: &mut SendRequest<Full<Bytes>>,
+        call: &Call,
+    ) -> Result<hyper::Response<Incoming>, AgentError> {
+        tokio::time::timeout(REQUEST_TIMEOUT, sender.send_request(self.request(call)))
+            .await
+            .map_err(|_| AgentError::Timeout {
+                endpoint: self.address.clone(),
+            })?
+            .map_err(|source| AgentError::Http {
+                endpoint: self.address.clone(),
+                source,
+            })
+    }
+
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, AgentError> {
         let endpoint = self.address.clone();
         let stream = tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(&self.address))
@@ -170,15 +187,7 @@ async fn error_body(resp: hyper::Response<Incoming>) -> String {
 pub async fn subscribe(endpoint: &Endpoint, call: &Call) -> Result<EventStream, AgentError> {
     let addr = endpoint.address.clone();
     let mut sender = endpoint.connect().await?;
-    let resp = tokio::time::timeout(REQUEST_TIMEOUT, sender.send_request(endpoint.request(call)))
-        .await
-        .map_err(|_| AgentError::Timeout {
-            endpoint: addr.clone(),
-        })?
-        .map_err(|source| AgentError::Http {
-            endpoint: addr.clone(),
-            source,
-        })?;
+    let resp = endpoint.send(&mut sender, call).await?;
     let status = resp.status();
     if status != StatusCode::OK {
         let body = error_body(resp).await;
@@ -302,18 +311,7 @@ impl Caller {
                 endpoint: addr.clone(),
                 source,
             })?;
-            let resp = tokio::time::timeout(
-                REQUEST_TIMEOUT,
-                sender.send_request(self.endpoint.request(call)),
-            )
-            .await
-            .map_err(|_| AgentError::Timeout {
-                endpoint: addr.clone(),
-            })?
-            .map_err(|source| AgentError::Http {
-                endpoint: addr.clone(),
-                source,
-            })?;
+            let resp = self.endpoint.send(sender, call).await?;
             let status = resp.status();
             if status.is_success() {
                 // Drain the (empty) body so the connection can be reused.
