@@ -96,7 +96,12 @@ fn outcome<T: std::fmt::Debug>(r: Result<T, ClientError>) -> String {
 }
 
 /// Runs the scenario; returns the transcript.
-async fn scenario(addr: SocketAddr, root: &Path) -> Vec<String> {
+/// `check_cleanup`: also wait for the timed-out app's directories to go (and the live app's to
+/// stay). Only asserted against our service: Spark's own JVM Mesos service failed to delete a
+/// timed-out app's directories within 30 s (or at all) in several runs on this machine, which is
+/// its behaviour, not the protocol's. Our cleaner is also covered with Spark's real driver
+/// client in `spark_mesos.rs`.
+async fn scenario(addr: SocketAddr, root: &Path, check_cleanup: bool) -> Vec<String> {
     let mut t = Vec::new();
     let app = "app-both-sides";
     let live_app = "app-still-alive";
@@ -193,6 +198,10 @@ async fn scenario(addr: SocketAddr, root: &Path) -> Vec<String> {
     ));
 
     // Heartbeats: the live app keeps beating, the other app stops; its dirs go after 2 s.
+    if !check_cleanup {
+        drop(driver);
+        return t;
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         live_driver.heartbeat(live_app).await.unwrap();
@@ -223,9 +232,9 @@ async fn scenario(addr: SocketAddr, root: &Path) -> Vec<String> {
     t
 }
 
-fn expected() -> Vec<String> {
+fn expected(with_cleanup: bool) -> Vec<String> {
     let s = |x: &str| x.to_string();
-    vec![
+    let mut t = vec![
         s("()"),
         s("()"),
         s("()"),
@@ -249,9 +258,12 @@ fn expected() -> Vec<String> {
         s("1"),
         s("FAIL"),
         s("connection usable: 1"),
-        s("timed-out app cleaned"),
-        s("live app kept: true"),
-    ]
+    ];
+    if with_cleanup {
+        t.push(s("timed-out app cleaned"));
+        t.push(s("live app kept: true"));
+    }
+    t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,16 +275,22 @@ async fn same_transcript_from_sparks_jvm_service_and_ours() {
     std::fs::create_dir_all(&ours_root).unwrap();
 
     let jvm = JvmEss::start(work.path());
-    let spark = scenario(jvm.addr, &spark_root).await;
+    let spark = scenario(jvm.addr, &spark_root, false).await;
     let jvm_log = jvm.log_text();
     drop(jvm);
     assert_eq!(
         spark,
-        expected(),
+        expected(false),
         "Spark's JVM service; its log:\n{jvm_log}"
     );
 
     let ess = Ess::start(&[("spark.shuffle.cleaner.interval", "1s")]);
-    let ours = scenario(ess.addr, &ours_root).await;
-    assert_eq!(ours, spark, "ours vs Spark's; our log: {:?}", ess.log());
+    let ours = scenario(ess.addr, &ours_root, true).await;
+    assert_eq!(
+        ours[..spark.len()],
+        spark[..],
+        "ours vs Spark's; our log: {:?}",
+        ess.log()
+    );
+    assert_eq!(ours, expected(true), "our log: {:?}", ess.log());
 }
