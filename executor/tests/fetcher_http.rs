@@ -202,6 +202,57 @@ fn connection_refused_is_a_retryable_connect_error() {
     assert!(e.retryable());
 }
 
+/// Runs `fetch` on a thread of its own in a new, empty network namespace (only a loopback
+/// interface, down; no routes), so a name lookup really goes to the system resolver
+/// (`/etc/hosts`, then the `nameserver` of `/etc/resolv.conf`) and really fails, while no packet
+/// can leave this host. Threads started from there (the resolver's blocking pool) inherit the
+/// namespace; the rest of the test process keeps its own. Needs root (CAP_SYS_ADMIN), as CI has.
+fn fetch_without_network(
+    uris: Vec<Uri>,
+    tmp: std::path::PathBuf,
+) -> croupier_executor::fetcher::FetchError {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this test makes a network namespace and must run as root (CI runs scripts/test.sh as root)"
+    );
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .expect("unshare(CLONE_NEWNET) as root");
+        // Proof that this thread has no way out: no route at all.
+        assert!(!has_route(), "the new network namespace has a route");
+        fetch(&uris, &tmp).expect_err("a fetch with no network must fail")
+    })
+    .join()
+    .expect("fetch thread")
+}
+
+/// Whether any IPv4 route exists in the calling thread's network namespace.
+fn has_route() -> bool {
+    std::fs::read_to_string("/proc/thread-self/net/route")
+        .map(|t| t.lines().count() > 1)
+        .unwrap_or(true)
+}
+
+#[test]
+fn unresolvable_host_is_a_dns_error_naming_host_and_uri() {
+    let t = tempdir();
+    let u = "http://croupier-no-such-host.invalid:8080/dist/spark-3.5.7.tgz".to_string();
+    let e = fetch_without_network(vec![uri(&u)], t.path().to_path_buf());
+    assert!(matches!(e.kind, FetchErrorKind::Dns(_)), "{e}");
+    let msg = e.to_string();
+    eprintln!("{msg}");
+    assert!(msg.contains(&u), "{msg}");
+    assert!(msg.contains("DNS resolution failed"), "{msg}");
+    assert!(msg.contains("croupier-no-such-host.invalid"), "{msg}");
+    // A resolver that cannot be reached may come back: retrying is right.
+    assert!(e.retryable(), "{msg}");
+    // Nothing was left behind in the sandbox.
+    let left: Vec<_> = std::fs::read_dir(t.path().join("sandbox"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 #[test]
 fn empty_basename_is_refused() {
     let t = tempdir();

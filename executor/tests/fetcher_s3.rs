@@ -180,3 +180,150 @@ fn s3_missing_key_is_not_found() {
     assert!(matches!(e.kind, FetchErrorKind::NotFound(_)), "{e}");
     assert!(e.to_string().contains("s3://bucket2/absent.jar"), "{e}");
 }
+
+/// moto with authentication ON: after `no_auth` unauthenticated requests (used to make an IAM
+/// user, its access key and its policy), every request must carry a valid SigV4 signature made
+/// with that key's secret, else 403. `setup` is a Python/boto3 script run against it; its
+/// stdout is returned (the created key as `id secret`).
+fn start_moto_with_auth(no_auth: u32, setup: &str) -> (Moto, String) {
+    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let v = venv();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(v.join("bin/moto_server"))
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .env("INITIAL_NO_AUTH_ACTION_COUNT", no_auth.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto_server");
+    let moto = Moto {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+        _serial: serial,
+    };
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "moto_server did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = Command::new(v.join("bin/python"))
+        .arg("-c")
+        .arg(setup)
+        .env("ENDPOINT", &moto.endpoint)
+        .env_remove("AWS_PROFILE")
+        .env("AWS_ACCESS_KEY_ID", "bootstrap")
+        .env("AWS_SECRET_ACCESS_KEY", "bootstrap")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .output()
+        .expect("run the boto3 set-up script");
+    assert!(
+        out.status.success(),
+        "boto3 set-up failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        moto,
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    )
+}
+
+/// Makes IAM user `spark` with S3 rights (3 unauthenticated calls), then, signing with the new
+/// key, a bucket and an object; prints the key.
+const IAM_SETUP: &str = r#"
+import os, boto3, json
+ep = os.environ["ENDPOINT"]
+iam = boto3.client("iam", endpoint_url=ep)
+iam.create_user(UserName="spark")
+iam.put_user_policy(UserName="spark", PolicyName="s3", PolicyDocument=json.dumps(
+    {"Version": "2012-10-17",
+     "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+k = iam.create_access_key(UserName="spark")["AccessKey"]
+s3 = boto3.client("s3", endpoint_url=ep, region_name="us-east-1",
+                  aws_access_key_id=k["AccessKeyId"], aws_secret_access_key=k["SecretAccessKey"])
+s3.create_bucket(Bucket="secured")
+s3.put_object(Bucket="secured", Key="jars/app.jar", Body=b"signed bytes " * 1000)
+# Authentication is really on: the bootstrap key is refused now.
+anon = boto3.client("s3", endpoint_url=ep, region_name="us-east-1",
+                    aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+try:
+    anon.get_object(Bucket="secured", Key="jars/app.jar")
+    raise SystemExit("moto did not enforce authentication")
+except anon.exceptions.ClientError as e:
+    assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 403, e
+print(k["AccessKeyId"], k["SecretAccessKey"])
+"#;
+
+/// Credentials from the shared credentials file, in the profile `AWS_PROFILE` names (else
+/// `default`), with no `AWS_ACCESS_KEY_ID` in the environment; a profile holding a wrong
+/// secret is refused by the server and the error names the URI.
+#[test]
+fn s3_credentials_come_from_the_aws_profile() {
+    let (moto, key) = start_moto_with_auth(3, IAM_SETUP);
+    let (id, secret) = key.split_once(' ').expect("set-up prints `id secret`");
+    let t = tempdir();
+    let creds = t.path().join("credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "# written by the test\n[default]\naws_access_key_id = {id}\naws_secret_access_key = not-the-secret\n\n\
+             [spark-prod]\naws_access_key_id={id}\naws_secret_access_key={secret}\n"
+        ),
+    )
+    .unwrap();
+    std::env::remove_var("AWS_ACCESS_KEY_ID");
+    std::env::remove_var("AWS_SECRET_ACCESS_KEY");
+    std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", &creds);
+    std::env::set_var("AWS_ENDPOINT_URL", &moto.endpoint);
+    let u = "s3://secured/jars/app.jar";
+    let run = |profile: Option<&str>, dir: &str| {
+        match profile {
+            Some(p) => std::env::set_var("AWS_PROFILE", p),
+            None => std::env::remove_var("AWS_PROFILE"),
+        }
+        let sb = t.path().join(dir);
+        std::fs::create_dir_all(&sb).unwrap();
+        let r = rt().block_on(fetch_all(
+            &[uri(u)],
+            &sb,
+            None,
+            &config(&t.path().join("c")),
+        ));
+        (r, sb)
+    };
+    // The named profile has the right secret.
+    let (r, sb) = run(Some("spark-prod"), "good");
+    r.unwrap();
+    assert_eq!(
+        std::fs::read(sb.join("app.jar")).unwrap(),
+        b"signed bytes ".repeat(1000)
+    );
+    // No AWS_PROFILE: `default`, whose secret is wrong; the server refuses the signature.
+    let (r, sb) = run(None, "bad");
+    let e = r.unwrap_err();
+    let msg = e.to_string();
+    eprintln!("{msg}");
+    assert!(msg.contains(u), "{msg}");
+    assert!(
+        matches!(e.kind, FetchErrorKind::PermissionDenied(_)),
+        "{msg}"
+    );
+    assert!(!e.retryable(), "{msg}");
+    assert!(msg.contains("SignatureDoesNotMatch"), "{msg}");
+    // The operator is told which credentials were used.
+    assert!(
+        msg.contains(&format!("profile 'default' of {}", creds.display())),
+        "{msg}"
+    );
+    assert!(!sb.join("app.jar").exists());
+    std::env::remove_var("AWS_PROFILE");
+    std::env::remove_var("AWS_SHARED_CREDENTIALS_FILE");
+}

@@ -20,7 +20,9 @@
 //!   exclusive *without waiting*, i.e. unreferenced ones; least recently used first.
 //! - A `.part` file whose entry lock is free belongs to a dead process and is removed.
 //!
-//! Nothing is wiped at start-up: the cache survives executor and agent restarts.
+//! Nothing is wiped at start-up: the cache survives executor and agent restarts. So that it
+//! also survives a power loss, a download's data is flushed (`fdatasync`) before it is renamed
+//! into `entries/`, and the directory is flushed after.
 
 use std::fs::{self, File, TryLockError};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -213,6 +215,12 @@ impl Cache {
         if size > self.capacity {
             return Ok(false);
         }
+        // Durable before visible: an entry outlives executor and agent restarts, so a power
+        // loss must not leave a complete-looking name over blocks that never reached the disk.
+        // Flushed before taking the global lock, which other executors wait on.
+        File::open(part)
+            .and_then(|f| f.sync_data())
+            .map_err(|e| io_kind(part, e))?;
         let _global = self.global_lock()?;
         // Our own reservation is part of the usage: count the entry instead.
         let fits = self.make_room_excluding(size, &key.hash, Some(part))?;
@@ -223,6 +231,12 @@ impl Cache {
         fs::set_permissions(part, fs::Permissions::from_mode(mode))
             .map_err(|e| io_kind(part, e))?;
         fs::rename(part, &key.entry).map_err(|e| io_kind(&key.entry, e))?;
+        // The rename itself is durable once the directory holding the entry is flushed.
+        if let Some(dir) = key.entry.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_kind(dir, e))?;
+        }
         if let Ok(f) = Self::open_lock(&key.lock) {
             let _ = f.set_modified(SystemTime::now());
         }

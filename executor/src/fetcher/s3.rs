@@ -45,10 +45,15 @@ fn home() -> Option<PathBuf> {
 pub(crate) async fn open(bucket: &str, key: &str) -> Result<(u64, ByteStream), FetchErrorKind> {
     let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
     let profile = env("AWS_PROFILE").unwrap_or_else(|| "default".to_string());
+    // Where the credentials came from, for an operator reading a refusal.
+    let mut creds_from = "the environment (AWS_ACCESS_KEY_ID)".to_string();
     if env("AWS_ACCESS_KEY_ID").is_none() {
         let creds = env("AWS_SHARED_CREDENTIALS_FILE")
             .map(PathBuf::from)
             .or_else(|| home().map(|h| h.join(".aws/credentials")));
+        creds_from =
+            "instance or container metadata (no AWS_ACCESS_KEY_ID, no shared credentials file)"
+                .to_string();
         if let Some(file) = creds {
             let sec = [profile.clone()];
             if let (Some(id), Some(secret)) = (
@@ -59,6 +64,12 @@ pub(crate) async fn open(bucket: &str, key: &str) -> Result<(u64, ByteStream), F
                 if let Some(tok) = ini_value(&file, &sec, "aws_session_token") {
                     b = b.with_token(tok);
                 }
+                creds_from = format!("profile '{profile}' of {}", file.display());
+            } else {
+                creds_from = format!(
+                    "instance or container metadata (no AWS_ACCESS_KEY_ID, no profile '{profile}' with keys in {})",
+                    file.display()
+                );
             }
         }
     }
@@ -102,6 +113,10 @@ pub(crate) async fn open(bucket: &str, key: &str) -> Result<(u64, ByteStream), F
         object_store::Error::NotFound { .. } => {
             FetchErrorKind::NotFound(format!("s3 object {bucket}/{key}"))
         }
+        object_store::Error::PermissionDenied { source, .. }
+        | object_store::Error::Unauthenticated { source, .. } => FetchErrorKind::PermissionDenied(
+            format!("S3 GET {bucket}/{key} refused with credentials from {creds_from}: {source}"),
+        ),
         other => FetchErrorKind::Remote(format!("S3 GET {bucket}/{key}: {other}")),
     })?;
     let size = got.meta.size;
