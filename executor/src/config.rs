@@ -42,6 +42,7 @@ const FETCHER_FLAGS: &[&str] = &[
     "fetcher_stall_timeout",
     "fetcher_cache_links",
     "fetcher_ca_file",
+    "fetcher_progress_interval",
     "frameworks_home",
 ];
 
@@ -389,8 +390,25 @@ ENVIRONMENT (Croupier)
   CROUPIER_EXECUTOR_IDLE_TIMEOUT            custom mode: exit after this long without a task
                                             (Mesos duration, e.g. 10mins; unset = never)
   CROUPIER_EXECUTOR_ACK_TIMEOUT             wait at most this long for terminal ACKs (60secs)
-  CROUPIER_FETCHER_*                        fetcher cache settings (see the README)
   RUST_LOG                                  log filter (default info); logs go to stderr
+FETCHER (custom mode; pass these through the agent's --executor_environment_variables, or as
+the flag in brackets on the executor's command line, which wins)
+  CROUPIER_FETCHER_CACHE_DIR                cache shared by every executor on the host
+    [--fetcher_cache_dir]                   (/var/cache/croupier/fetcher)
+  CROUPIER_FETCHER_CACHE_SIZE               cap, Mesos bytes syntax, e.g. 2GB (2GB); least
+    [--fetcher_cache_size]                  recently used unreferenced entries are evicted
+  CROUPIER_FETCHER_CACHE_LINKS              1 = hardlink read-only entries into sandboxes
+    [--fetcher_cache_links]                 instead of copying (reflink where possible)
+  CROUPIER_FETCHER_STALL_TIMEOUT            fail a download that sends nothing this long
+    [--fetcher_stall_timeout]               (60secs)
+  CROUPIER_FETCHER_PROGRESS_INTERVAL        log a long download's progress this often (10secs)
+    [--fetcher_progress_interval]
+  CROUPIER_FETCHER_CA_FILE                  extra PEM CAs trusted for https:// URIs
+    [--fetcher_ca_file]
+  MESOS_FRAMEWORKS_HOME [--frameworks_home] base for relative local paths
+  AWS_ACCESS_KEY_ID, AWS_PROFILE, ...       s3:// credentials (env, then ~/.aws profile, then
+  AWS_REGION, AWS_ENDPOINT_URL              instance metadata); region; non-AWS endpoint
+  HADOOP_CONF_DIR                           hdfs:// nameservices (core-site.xml, hdfs-site.xml)
 
 Durations use the Mesos syntax: a number and one of ns, us, ms, secs, mins, hrs, days, weeks.
 "#

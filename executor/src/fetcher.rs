@@ -12,7 +12,9 @@
 //!   stall timeout (default 60secs, `CROUPIER_FETCHER_STALL_TIMEOUT`,
 //!   `--fetcher_stall_timeout`), hardlink mode (`CROUPIER_FETCHER_CACHE_LINKS=1`,
 //!   `--fetcher_cache_links`), extra CA bundle for https (`CROUPIER_FETCHER_CA_FILE`,
-//!   `--fetcher_ca_file`). Flags override the environment.
+//!   `--fetcher_ca_file`), progress log interval for long downloads (default 10secs,
+//!   `CROUPIER_FETCHER_PROGRESS_INTERVAL`, `--fetcher_progress_interval`). Flags override the
+//!   environment.
 //! - [`fetch_all`]: fetches every URI in order, stops at the first failure and returns a
 //!   [`FetchError`] whose `Display` is `failed to fetch '<uri>': <cause>` (HTTP status, DNS,
 //!   disk full, bad archive, ...) and whose [`FetchError::retryable`] says whether to try again.

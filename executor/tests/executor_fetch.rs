@@ -164,3 +164,52 @@ async fn drop_in_mode_fetches_nothing() {
     assert!(fetched_lines(&agent).is_empty());
     assert_eq!(agent.wait_executor_exit(T).await.unwrap().code(), Some(0));
 }
+
+#[tokio::test]
+async fn a_long_download_logs_its_progress() {
+    let srv = Server::start();
+    // About 1.2 s: 2 MiB in 64 KiB chunks, 40 ms apart.
+    srv.route(
+        "/slow/app.jar",
+        Route::Slow {
+            body: Arc::new(bytes(2 << 20, 3)),
+            chunk: 64 << 10,
+            delay: Duration::from_millis(40),
+        },
+    );
+    let mut c = cfg();
+    c.extra_env
+        .push(("CROUPIER_FETCHER_PROGRESS_INTERVAL".into(), "200ms".into()));
+    let mut agent = start(c).await;
+    let url = srv.url("/slow/app.jar");
+    let st = run_with_uri(
+        &agent,
+        "slow",
+        Uri {
+            value: url.clone(),
+            ..Default::default()
+        },
+        "test $(wc -c < app.jar) -eq 2097152",
+    )
+    .await;
+    assert_eq!(st, TaskState::TaskFinished, "{}", agent.executor_stderr());
+    let log = agent.executor_stderr();
+    let progress: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("fetch progress"))
+        .collect();
+    assert!(progress.len() >= 3, "progress lines:\n{log}");
+    for l in &progress {
+        for field in [url.as_str(), "bytes=", "total=Some(2097152)", "rate_mib_s="] {
+            assert!(l.contains(field), "{field} in {l}");
+        }
+    }
+    let fetched = fetched_lines(&agent);
+    assert!(
+        fetched.len() == 1
+            && fetched[0].contains("bytes=2097152")
+            && fetched[0].contains("cache=off"),
+        "{fetched:?}"
+    );
+    shutdown_ok(&mut agent).await;
+}

@@ -30,7 +30,8 @@ pub struct FetchConfig {
     pub ca_file: Option<PathBuf>,
     /// Base for relative local paths (`--frameworks_home` / `MESOS_FRAMEWORKS_HOME`).
     pub frameworks_home: Option<PathBuf>,
-    /// How often a long download logs its progress.
+    /// How often a long download logs its progress (`CROUPIER_FETCHER_PROGRESS_INTERVAL`,
+    /// `--fetcher_progress_interval`; default 10 seconds).
     pub progress_interval: Duration,
 }
 
@@ -77,6 +78,10 @@ impl FetchConfig {
             ("CROUPIER_FETCHER_STALL_TIMEOUT", "fetcher_stall_timeout"),
             ("CROUPIER_FETCHER_CACHE_LINKS", "fetcher_cache_links"),
             ("CROUPIER_FETCHER_CA_FILE", "fetcher_ca_file"),
+            (
+                "CROUPIER_FETCHER_PROGRESS_INTERVAL",
+                "fetcher_progress_interval",
+            ),
             ("MESOS_FRAMEWORKS_HOME", "frameworks_home"),
         ] {
             if let Some(v) = env(env_name) {
@@ -93,6 +98,7 @@ impl FetchConfig {
                     "fetcher_stall_timeout",
                     "fetcher_cache_links",
                     "fetcher_ca_file",
+                    "fetcher_progress_interval",
                     "frameworks_home",
                 ];
                 if let Some((k, v)) = rest.split_once('=') {
@@ -126,6 +132,13 @@ impl FetchConfig {
                     cfg.stall_timeout = parse_duration(&v).map_err(|r| bad(&r))?
                 }
                 "fetcher_cache_links" => cfg.cache_links = parse_bool(&v).map_err(|r| bad(&r))?,
+                "fetcher_progress_interval" => {
+                    let d = parse_duration(&v).map_err(|r| bad(&r))?;
+                    if d.is_zero() {
+                        return Err(bad("must be more than zero"));
+                    }
+                    cfg.progress_interval = d
+                }
                 "fetcher_ca_file" => cfg.ca_file = (!v.is_empty()).then(|| PathBuf::from(&v)),
                 "frameworks_home" => {
                     cfg.frameworks_home = (!v.is_empty()).then(|| PathBuf::from(&v))
@@ -255,5 +268,19 @@ mod tests {
         let e = FetchConfig::from_lookup_and_flags(|_| None, &["--fetcher_cache_size=lots"])
             .unwrap_err();
         assert!(e.to_string().contains("fetcher_cache_size"));
+    }
+
+    #[test]
+    fn progress_interval_from_env_or_flag_and_never_zero() {
+        let env =
+            |k: &str| (k == "CROUPIER_FETCHER_PROGRESS_INTERVAL").then(|| "30secs".to_string());
+        let c = FetchConfig::from_lookup_and_flags(env, &[] as &[&str]).unwrap();
+        assert_eq!(c.progress_interval, Duration::from_secs(30));
+        let c = FetchConfig::from_lookup_and_flags(env, &["--fetcher_progress_interval=2secs"])
+            .unwrap();
+        assert_eq!(c.progress_interval, Duration::from_secs(2));
+        let e = FetchConfig::from_lookup_and_flags(|_| None, &["--fetcher_progress_interval=0ms"])
+            .unwrap_err();
+        assert!(e.to_string().contains("fetcher_progress_interval"), "{e}");
     }
 }
