@@ -2,7 +2,9 @@
 //! operator does it (the agent's `--executor_environment_variables` passing
 //! `CROUPIER_FETCHER_CACHE_DIR` / `CROUPIER_FETCHER_CACHE_SIZE`), shared by executors that run
 //! at the same time and kept across executor restarts; and the drop-in mode, where the agent
-//! has fetched already and the executor fetches nothing.
+//! has fetched already and the executor fetches nothing. And the races with real
+//! executor processes: 8 executors wanting one URI at once, and an executor SIGKILLed half way
+//! through a download.
 
 mod common;
 mod fetcher_support;
@@ -212,4 +214,165 @@ async fn a_long_download_logs_its_progress() {
         "{fetched:?}"
     );
     shutdown_ok(&mut agent).await;
+}
+
+#[tokio::test]
+async fn eight_executors_racing_for_one_uri_download_it_once() {
+    let srv = Server::start();
+    let body = bytes(6 << 20, 77);
+    srv.route(
+        "/race/app.bin",
+        Route::Slow {
+            body: Arc::new(body.clone()),
+            chunk: 512 << 10,
+            delay: Duration::from_millis(40),
+        },
+    );
+    let url = srv.url("/race/app.bin");
+    let cache = tempfile::tempdir().unwrap();
+    let agents = futures_util::future::join_all(
+        (0..8).map(|i| start(with_cache(cache.path(), &format!("race-{i}")))),
+    )
+    .await;
+    let uri = Uri {
+        value: url.clone(),
+        cache: Some(true),
+        ..Default::default()
+    };
+    let states = futures_util::future::join_all(
+        agents
+            .iter()
+            .map(|a| run_with_uri(a, "t", uri.clone(), "test -s app.bin")),
+    )
+    .await;
+    for (a, st) in agents.iter().zip(&states) {
+        assert_eq!(*st, TaskState::TaskFinished, "{}", a.executor_stderr());
+        // Every task got the same bytes, in a file of its own.
+        let got = std::fs::read(task_dir(a, "t").join("app.bin")).unwrap();
+        assert!(
+            got == body,
+            "task of {} got different bytes",
+            a.config().executor_id
+        );
+    }
+    assert_eq!(srv.hits("/race/app.bin"), 1, "8 executors, one download");
+    let misses = agents
+        .iter()
+        .flat_map(fetched_lines)
+        .filter(|l| l.contains("cache=miss"))
+        .count();
+    assert_eq!(misses, 1);
+    for mut a in agents {
+        shutdown_ok(&mut a).await;
+    }
+}
+
+/// Every `.part` file (a download in flight) under the cache.
+fn part_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "part") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn sigkill_of_an_executor_mid_download_then_a_new_one_fetches() {
+    let srv = Server::start();
+    let body = bytes(8 << 20, 5);
+    // About 2.5 s in total: plenty of time to kill the first executor half way.
+    srv.route(
+        "/kill/app.bin",
+        Route::Slow {
+            body: Arc::new(body.clone()),
+            chunk: 256 << 10,
+            delay: Duration::from_millis(80),
+        },
+    );
+    let url = srv.url("/kill/app.bin");
+    let cache = tempfile::tempdir().unwrap();
+    let uri = Uri {
+        value: url.clone(),
+        cache: Some(true),
+        ..Default::default()
+    };
+    let mut a = start(with_cache(cache.path(), "victim")).await;
+    let mut task = a.command_task("t", "test -s app.bin");
+    if let Some(c) = task.command.as_mut() {
+        c.uris = vec![uri.clone()];
+    }
+    a.launch(task).unwrap();
+    // Wait until the download is under way: a .part file with some bytes in it.
+    let started = std::time::Instant::now();
+    loop {
+        let parts = part_files(cache.path());
+        if parts
+            .iter()
+            .any(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < T,
+            "no download started:\n{}",
+            a.executor_stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = a.executor_pid().expect("executor pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let st = a.wait_executor_exit(T).await.unwrap();
+    assert!(
+        std::os::unix::process::ExitStatusExt::signal(&st) == Some(9),
+        "{st:?}"
+    );
+    assert!(a.recorded().terminal_updates("t").is_empty());
+    // The half-written download is not an entry.
+    let entries = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        let mut v = Vec::new();
+        for user in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let e = user.path().join("entries");
+            v.extend(
+                std::fs::read_dir(e)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        }
+        v
+    };
+    assert!(entries(cache.path()).is_empty());
+    drop(a);
+
+    // A new executor fetches the same URI: it downloads again, and the cache is consistent.
+    let mut b = start(with_cache(cache.path(), "successor")).await;
+    let st = run_with_uri(&b, "t2", uri, "test -s app.bin").await;
+    assert_eq!(st, TaskState::TaskFinished, "{}", b.executor_stderr());
+    assert_eq!(
+        std::fs::read(task_dir(&b, "t2").join("app.bin")).unwrap(),
+        body
+    );
+    assert_eq!(srv.hits("/kill/app.bin"), 2);
+    let e = entries(cache.path());
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(std::fs::read(&e[0]).unwrap(), body);
+    assert!(
+        part_files(cache.path()).is_empty(),
+        "{:?}",
+        part_files(cache.path())
+    );
+    shutdown_ok(&mut b).await;
 }
