@@ -376,3 +376,80 @@ async fn sigkill_of_an_executor_mid_download_then_a_new_one_fetches() {
     );
     shutdown_ok(&mut b).await;
 }
+
+#[tokio::test]
+async fn uris_of_launch_group_tasks_and_of_commands_in_data_are_fetched() {
+    use croupier_proto::v1::CommandInfo;
+    let srv = Server::start();
+    srv.route(
+        "/conf.tgz",
+        Route::Ok(Arc::new(gzip(
+            &RawTar::new()
+                .file("conf/spark-defaults.conf", b"spark.master mesos://zk\n")
+                .finish(),
+        ))),
+    );
+    srv.route(
+        "/run.sh",
+        Route::Ok(Arc::new(b"#!/bin/sh\necho ran\n".to_vec())),
+    );
+    srv.route("/lib.jar", Route::Ok(Arc::new(b"jar bytes".to_vec())));
+    let cache = tempfile::tempdir().unwrap();
+    let mut agent = start(with_cache(cache.path(), "kinds")).await;
+    let plain = |path: &str| Uri {
+        value: srv.url(path),
+        ..Default::default()
+    };
+    // LAUNCH_GROUP: each task's own command.uris, into its own directory.
+    let mut g1 = agent.command_task("g1", "grep -q mesos conf/spark-defaults.conf");
+    let mut g2 = agent.command_task("g2", "test \"$(./run.sh)\" = ran");
+    if let Some(c) = g1.command.as_mut() {
+        c.uris = vec![Uri {
+            extract: Some(true),
+            ..plain("/conf.tgz")
+        }];
+    }
+    if let Some(c) = g2.command.as_mut() {
+        c.uris = vec![Uri {
+            executable: Some(true),
+            ..plain("/run.sh")
+        }];
+    }
+    agent.launch_group(vec![g1, g2]).unwrap();
+    // LAUNCH with the CommandInfo in TaskInfo.data: as protobuf, and as Mesos JSON.
+    let pb = CommandInfo {
+        value: Some("test \"$(cat lib.jar)\" = 'jar bytes'".into()),
+        shell: Some(true),
+        uris: vec![plain("/lib.jar")],
+        ..Default::default()
+    };
+    agent.launch(agent.data_task("pb", &pb)).unwrap();
+    let mut js = agent.data_task("js", &CommandInfo::default());
+    js.data = Some(
+        format!(
+            r#"{{"value":"test \"$(cat lib.jar)\" = 'jar bytes'","shell":true,"uris":[{{"value":"{}","cache":true}}]}}"#,
+            srv.url("/lib.jar")
+        )
+        .into_bytes(),
+    );
+    agent.launch(js).unwrap();
+    for id in ["g1", "g2", "pb", "js"] {
+        let done = agent.wait_terminal(id, T).await.unwrap();
+        assert_eq!(
+            done.state,
+            TaskState::TaskFinished as i32,
+            "{id}: {done:?}\n{}",
+            agent.executor_stderr()
+        );
+    }
+    // Each task fetched into its own directory only.
+    assert!(task_dir(&agent, "g1")
+        .join("conf/spark-defaults.conf")
+        .exists());
+    assert!(!task_dir(&agent, "g2").join("conf").exists());
+    assert!(!agent.sandbox().join("lib.jar").exists());
+    assert_eq!(srv.hits("/conf.tgz"), 1);
+    assert_eq!(srv.hits("/run.sh"), 1);
+    assert_eq!(srv.hits("/lib.jar"), 2);
+    shutdown_ok(&mut agent).await;
+}
