@@ -41,7 +41,8 @@ impl Drop for Moto {
     }
 }
 
-fn start_moto() -> Moto {
+/// Starts `moto_server` on an ephemeral port of 127.0.0.1 with `env` added, and waits for it.
+fn spawn_moto(env: &[(&str, &str)]) -> Moto {
     let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let bin = venv().join("bin/moto_server");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -51,6 +52,7 @@ fn start_moto() -> Moto {
         .port();
     let child = Command::new(bin)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -68,6 +70,12 @@ fn start_moto() -> Moto {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    moto
+}
+
+/// moto as most tests use it: no authentication, any credentials accepted.
+fn start_moto() -> Moto {
+    let moto = spawn_moto(&[]);
     // SAFETY (edition 2021: safe fn): every test in this binary sets the same values.
     std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
@@ -186,33 +194,8 @@ fn s3_missing_key_is_not_found() {
 /// with that key's secret, else 403. `setup` is a Python/boto3 script run against it; its
 /// stdout is returned (the created key as `id secret`).
 fn start_moto_with_auth(no_auth: u32, setup: &str) -> (Moto, String) {
-    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let moto = spawn_moto(&[("INITIAL_NO_AUTH_ACTION_COUNT", &no_auth.to_string())]);
     let v = venv();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(v.join("bin/moto_server"))
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .env("INITIAL_NO_AUTH_ACTION_COUNT", no_auth.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start moto_server");
-    let moto = Moto {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}"),
-        _serial: serial,
-    };
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "moto_server did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let out = Command::new(v.join("bin/python"))
         .arg("-c")
         .arg(setup)
