@@ -421,6 +421,37 @@ async fn place_entry(
     .await
 }
 
+/// A cache download in flight (`.part`) that is removed unless the download is handed on:
+/// when a fetch is abandoned (its task killed, the executor shutting down, the future dropped),
+/// nothing is left taking space under the cache's `tmp/`.
+struct PartFile {
+    path: Option<PathBuf>,
+}
+
+impl PartFile {
+    /// The download was committed or moved: the path is no longer ours to remove.
+    fn handed_on(mut self) {
+        self.path = None;
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        let Some(p) = self.path.take() else { return };
+        // Off the reactor when there is one; a drop outside a runtime unlinks in place.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn_blocking(move || {
+                    let _ = std::fs::remove_file(p);
+                });
+            }
+            Err(_) => {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
 async fn fetch_cached(
     plan: &Plan,
     ctx: &Ctx<'_>,
@@ -483,6 +514,9 @@ async fn fetch_cached(
                 return Ok((n, CacheOutcome::Bypass, None));
             }
         };
+        let part_file = PartFile {
+            path: Some(part.clone()),
+        };
         let overflow = opened
             .size
             .is_none()
@@ -498,7 +532,7 @@ async fn fetch_cached(
         let (n, landed) = match source::transfer(opened, sink, ctx.cfg, &progress).await {
             Ok(r) => r,
             Err(e) => {
-                let _ = std::fs::remove_file(&part);
+                drop(part_file);
                 let _ = std::fs::remove_file(dest);
                 return Err(e);
             }
@@ -515,6 +549,7 @@ async fn fetch_cached(
         };
         match committed {
             Ok(true) => {
+                part_file.handed_on();
                 let method = place_entry(plan, ctx, &key.entry, dest, cache.links).await?;
                 drop(lock);
                 return Ok((n, CacheOutcome::Miss, method));

@@ -453,3 +453,65 @@ async fn uris_of_launch_group_tasks_and_of_commands_in_data_are_fetched() {
     assert_eq!(srv.hits("/lib.jar"), 2);
     shutdown_ok(&mut agent).await;
 }
+
+#[tokio::test]
+async fn a_task_killed_while_fetching_ends_at_once_and_the_uri_stays_fetchable() {
+    let srv = Server::start();
+    let body = bytes(8 << 20, 11);
+    // About 5 s in total.
+    srv.route(
+        "/big/app.bin",
+        Route::Slow {
+            body: Arc::new(body.clone()),
+            chunk: 128 << 10,
+            delay: Duration::from_millis(80),
+        },
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let mut agent = start(with_cache(cache.path(), "killer")).await;
+    let uri = Uri {
+        value: srv.url("/big/app.bin"),
+        cache: Some(true),
+        ..Default::default()
+    };
+    let mut task = agent.command_task("k", "test -s app.bin");
+    if let Some(c) = task.command.as_mut() {
+        c.uris = vec![uri.clone()];
+    }
+    agent.launch(task).unwrap();
+    let started = std::time::Instant::now();
+    while !part_files(cache.path())
+        .iter()
+        .any(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false))
+    {
+        assert!(started.elapsed() < T, "no download started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let killed_at = std::time::Instant::now();
+    agent.kill("k", None).unwrap();
+    let done = agent.wait_terminal("k", T).await.unwrap();
+    assert_eq!(done.state, TaskState::TaskKilled as i32, "{done:?}");
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(2),
+        "the kill waited for the download: {:?}",
+        killed_at.elapsed()
+    );
+    assert!(!agent
+        .recorded()
+        .states("k")
+        .contains(&TaskState::TaskRunning));
+    // The same URI for a new task: fetched whole, and it becomes one complete entry.
+    let st = run_with_uri(&agent, "k2", uri, "test $(wc -c < app.bin) -eq 8388608").await;
+    assert_eq!(st, TaskState::TaskFinished, "{}", agent.executor_stderr());
+    assert_eq!(
+        std::fs::read(task_dir(&agent, "k2").join("app.bin")).unwrap(),
+        body
+    );
+    assert_eq!(srv.hits("/big/app.bin"), 2);
+    assert!(
+        part_files(cache.path()).is_empty(),
+        "{:?}",
+        part_files(cache.path())
+    );
+    shutdown_ok(&mut agent).await;
+}
