@@ -26,7 +26,48 @@ use std::time::Duration;
 
 use croupier_executor::fetcher::{fetch_all, CacheOutcome, FetchErrorKind};
 use fetcher_support::*;
-use hdfs_fake::{FakeHdfs, Layout};
+use hdfs_fake::{DataNodeRole, DnOp, FakeHdfs, Layout, NameNodeRole, NnCall};
+
+/// `hdfs-native` reads the Hadoop configuration from `HADOOP_CONF_DIR` (else
+/// `HADOOP_HOME/etc/hadoop`) each time a client is built, i.e. at every fetch. Every test here
+/// that fetches holds this lock for the fetch, with the variables set as it needs, so a test
+/// pointing `HADOOP_CONF_DIR` at an HA configuration never leaks into another's fetch.
+static HADOOP_ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds [`HADOOP_ENV`]; puts `HADOOP_CONF_DIR` and `HADOOP_HOME` back on drop.
+struct HadoopEnv {
+    _lock: std::sync::MutexGuard<'static, ()>,
+    saved: Vec<(&'static str, Option<std::ffi::OsString>)>,
+}
+
+/// Locks the Hadoop environment: `HADOOP_CONF_DIR` is `conf_dir` (or unset) and `HADOOP_HOME`
+/// unset until the guard is dropped.
+fn hadoop_env(conf_dir: Option<&std::path::Path>) -> HadoopEnv {
+    // A test that failed while holding the lock leaves nothing to repair: the guard restored
+    // the variables while unwinding.
+    let lock = HADOOP_ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let saved = ["HADOOP_CONF_DIR", "HADOOP_HOME"]
+        .into_iter()
+        .map(|k| (k, std::env::var_os(k)))
+        .collect();
+    std::env::remove_var("HADOOP_HOME");
+    match conf_dir {
+        Some(d) => std::env::set_var("HADOOP_CONF_DIR", d),
+        None => std::env::remove_var("HADOOP_CONF_DIR"),
+    }
+    HadoopEnv { _lock: lock, saved }
+}
+
+impl Drop for HadoopEnv {
+    fn drop(&mut self) {
+        for (k, v) in &self.saved {
+            match v {
+                Some(v) => std::env::set_var(k, v),
+                None => std::env::remove_var(k),
+            }
+        }
+    }
+}
 
 #[test]
 fn hdfs_namenode_down_is_a_retryable_error_naming_the_uri() {
@@ -38,6 +79,7 @@ fn hdfs_namenode_down_is_a_retryable_error_naming_the_uri() {
     let t = tempdir();
     let sb = sandbox(t.path());
     let u = format!("hdfs://127.0.0.1:{port}/apps/spark.tgz");
+    let _env = hadoop_env(None);
     let e = rt()
         .block_on(fetch_all(
             &[uri(&u)],
@@ -77,6 +119,7 @@ fn hdfs_peer_that_is_not_a_namenode_fails_cleanly() {
     let u = format!("hdfs://127.0.0.1:{port}/x.jar");
     let mut cfg = config(&t.path().join("c"));
     cfg.stall_timeout = Duration::from_secs(3);
+    let _env = hadoop_env(None);
     let e = rt()
         .block_on(async {
             tokio::time::timeout(
@@ -94,12 +137,24 @@ fn hdfs_peer_that_is_not_a_namenode_fails_cleanly() {
     assert_eq!(&head, b"hrpc", "the native client spoke Hadoop RPC");
 }
 
-/// Runs `fetch_all`, bounded so a misbehaving client or fake fails the test instead of hanging.
+/// Runs `fetch_all` with no Hadoop configuration, bounded so a misbehaving client or fake fails
+/// the test instead of hanging.
 fn fetch_bounded(
     uris: &[croupier_executor::fetcher::Uri],
     sb: &std::path::Path,
     cfg: &croupier_executor::fetcher::FetchConfig,
 ) -> Result<croupier_executor::fetcher::FetchSummary, croupier_executor::fetcher::FetchError> {
+    fetch_bounded_with_conf(None, uris, sb, cfg)
+}
+
+/// [`fetch_bounded`] with `HADOOP_CONF_DIR` set to `conf_dir` for the fetch.
+fn fetch_bounded_with_conf(
+    conf_dir: Option<&std::path::Path>,
+    uris: &[croupier_executor::fetcher::Uri],
+    sb: &std::path::Path,
+    cfg: &croupier_executor::fetcher::FetchConfig,
+) -> Result<croupier_executor::fetcher::FetchSummary, croupier_executor::fetcher::FetchError> {
+    let _env = hadoop_env(conf_dir);
     rt().block_on(async {
         tokio::time::timeout(Duration::from_secs(60), fetch_all(uris, sb, None, cfg))
             .await
@@ -511,4 +566,407 @@ fn hdfs_fake_is_read_identically_by_hadoops_own_client_and_ours() {
         "Hadoop's client sent CHECKSUM_OK after every block read"
     );
     assert!(fake.errors().is_empty(), "{:?}", fake.errors());
+}
+
+// ---- HA nameservice ----
+
+/// Writes `core-site.xml` (`fs.defaultFS = hdfs://<ns>`) and `hdfs-site.xml` (the nameservice,
+/// its NameNodes `nn1`, `nn2`... at `127.0.0.1:<port>` in the order given, Hadoop's
+/// ConfiguredFailoverProxyProvider, and `extra`) into `dir`, as an operator's HADOOP_CONF_DIR
+/// holds them.
+fn write_hadoop_conf(dir: &std::path::Path, ns: &str, namenodes: &[u16], extra: &[(&str, &str)]) {
+    fn site(props: &[(String, String)]) -> String {
+        let mut x = String::from("<?xml version=\"1.0\"?>\n<configuration>\n");
+        for (k, v) in props {
+            x.push_str(&format!(
+                "  <property>\n    <name>{k}</name>\n    <value>{v}</value>\n  </property>\n"
+            ));
+        }
+        x.push_str("</configuration>\n");
+        x
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let core = [("fs.defaultFS".to_string(), format!("hdfs://{ns}"))];
+    std::fs::write(dir.join("core-site.xml"), site(&core)).unwrap();
+    let ids: Vec<String> = (1..=namenodes.len()).map(|i| format!("nn{i}")).collect();
+    let mut hdfs = vec![
+        ("dfs.nameservices".to_string(), ns.to_string()),
+        (format!("dfs.ha.namenodes.{ns}"), ids.join(",")),
+        (
+            format!("dfs.client.failover.proxy.provider.{ns}"),
+            "org.apache.hadoop.hdfs.server.namenode.ha.ConfiguredFailoverProxyProvider".to_string(),
+        ),
+    ];
+    for (id, port) in ids.iter().zip(namenodes) {
+        hdfs.push((
+            format!("dfs.namenode.rpc-address.{ns}.{id}"),
+            format!("127.0.0.1:{port}"),
+        ));
+    }
+    hdfs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    std::fs::write(dir.join("hdfs-site.xml"), site(&hdfs)).unwrap();
+}
+
+/// A Spark-like tarball spanning three 64 KiB blocks: (the .tgz, run.sh, the jar inside).
+fn spark_tgz() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let run = b"#!/bin/sh\nexec spark-class \"$@\"\n".to_vec();
+    let jar = bytes(150_000, 1234);
+    let tgz = gzip(
+        &RawTar::new()
+            .dir("spark/")
+            .file("spark/bin/run.sh", &run)
+            .file("spark/jars/spark-core.jar", &jar)
+            .finish(),
+    );
+    (tgz, run, jar)
+}
+
+/// `hdfs://nameservice1/apps/spark.tgz` with HADOOP_CONF_DIR naming two NameNodes: the first
+/// listed is a standby (every call answered with Hadoop's StandbyException), the second is
+/// active. hdfs-native (0.14.8, src/hdfs/proxy.rs `NameServiceProxy::call_inner`) starts with
+/// the first NameNode listed, treats `org.apache.hadoop.ipc.StandbyException` as retriable,
+/// moves to the next one at once (it sleeps only after a full round of failures) and then
+/// keeps the one that answered for the rest of that client's calls. Each fetch builds a new
+/// client, so each fetch asks the standby once before reaching the active NameNode.
+/// `hdfs:///path` (no authority) goes to `fs.defaultFS` from core-site.xml, the same
+/// nameservice.
+#[test]
+fn hdfs_ha_nameservice_fails_over_from_the_standby_to_the_active_namenode() {
+    let layout = Layout::default();
+    let fake = FakeHdfs::start_with(
+        layout,
+        &[NameNodeRole::Standby, NameNodeRole::Active],
+        &[DataNodeRole::Serve],
+    );
+    let (tgz, run, jar) = spark_tgz();
+    assert!(tgz.len() > 2 * layout.block_size, "{}", tgz.len());
+    fake.put("/apps/spark.tgz", tgz.clone(), layout);
+    let t = tempdir();
+    let conf = t.path().join("hadoop-conf");
+    write_hadoop_conf(&conf, "nameservice1", &fake.nn_ports, &[]);
+    let cfg = config(&t.path().join("c"));
+
+    let sb = sandbox(t.path());
+    let u = "hdfs://nameservice1/apps/spark.tgz";
+    let summary = fetch_bounded_with_conf(Some(&conf), &[uri(u)], &sb, &cfg)
+        .unwrap_or_else(|e| panic!("fetch {u}: {e}; fake saw {:?}", fake.namenode_calls()));
+    assert_eq!(std::fs::read(sb.join("spark.tgz")).unwrap(), tgz);
+    assert_eq!(std::fs::read(sb.join("spark/bin/run.sh")).unwrap(), run);
+    assert_eq!(
+        std::fs::read(sb.join("spark/jars/spark-core.jar")).unwrap(),
+        jar
+    );
+    assert!(summary.items[0].extracted);
+
+    let calls = fake.namenode_calls();
+    eprintln!("NameNode calls through the nameservice: {calls:?}");
+    assert_eq!(
+        calls[0],
+        NnCall {
+            namenode: 0,
+            method: "getBlockLocations".into(),
+            answer: "org.apache.hadoop.ipc.StandbyException".into(),
+        },
+        "the first NameNode listed (the standby) is asked first: {calls:?}"
+    );
+    assert!(
+        calls[1..]
+            .iter()
+            .all(|c| c.namenode == 1 && c.answer == "ok"),
+        "after the standby's answer, only the active NameNode is asked: {calls:?}"
+    );
+    assert_eq!(
+        calls[1].method, "getBlockLocations",
+        "the standby's refused call is retried on the active NameNode: {calls:?}"
+    );
+    let blocks = tgz.len().div_ceil(layout.block_size);
+    let ops = fake.datanode_ops();
+    assert_eq!(ops.len(), blocks, "{ops:?}");
+    assert!(ops.iter().all(|o| o.served), "{ops:?}");
+    assert_eq!(fake.read_ok(), blocks);
+    // Both NameNodes got a connection context from the client (the fake does no SASL).
+    assert_eq!(fake.contexts().len(), 2, "{:?}", fake.contexts());
+
+    // hdfs:///path: the nameservice named by fs.defaultFS.
+    let before = calls.len();
+    let sb2 = t.path().join("s2");
+    std::fs::create_dir_all(&sb2).unwrap();
+    let u2 = "hdfs:///apps/spark.tgz";
+    fetch_bounded_with_conf(Some(&conf), &[uri(u2)], &sb2, &cfg)
+        .unwrap_or_else(|e| panic!("fetch {u2}: {e}; fake saw {:?}", fake.namenode_calls()));
+    assert_eq!(std::fs::read(sb2.join("spark.tgz")).unwrap(), tgz);
+    let calls2 = fake.namenode_calls()[before..].to_vec();
+    assert_eq!(
+        calls2[0].answer, "org.apache.hadoop.ipc.StandbyException",
+        "a new fetch (a new client) starts again with the first NameNode listed: {calls2:?}"
+    );
+    assert!(
+        calls2[1..]
+            .iter()
+            .all(|c| c.namenode == 1 && c.answer == "ok"),
+        "{calls2:?}"
+    );
+    assert!(fake.errors().is_empty(), "{:?}", fake.errors());
+}
+
+/// Both NameNodes of the nameservice refuse connections. hdfs-native fails over between them
+/// `dfs.client.failover.max.attempts` times (default 15), sleeping after each full round
+/// (`dfs.client.failover.sleep.base.millis` 500 doubling, capped by `...sleep.max.millis`
+/// 15000), then returns the last connection error. Here the operator's hdfs-site.xml makes
+/// that short, so the error is hdfs-native's own: a retryable connection failure naming the
+/// URI and the nameservice (not the NameNode addresses: hdfs-native's error does not carry
+/// them).
+#[test]
+fn hdfs_ha_both_namenodes_down_is_a_retryable_error_naming_the_uri() {
+    let fake = FakeHdfs::start_with(
+        Layout::default(),
+        &[NameNodeRole::Down, NameNodeRole::Down],
+        &[DataNodeRole::Serve],
+    );
+    let t = tempdir();
+    let conf = t.path().join("hadoop-conf");
+    write_hadoop_conf(
+        &conf,
+        "nameservice1",
+        &fake.nn_ports,
+        &[
+            ("dfs.client.failover.max.attempts", "3"),
+            ("dfs.client.failover.sleep.base.millis", "10"),
+            ("dfs.client.failover.sleep.max.millis", "100"),
+        ],
+    );
+    let sb = sandbox(t.path());
+    let u = "hdfs://nameservice1/apps/spark.tgz";
+    let e = fetch_bounded_with_conf(Some(&conf), &[uri(u)], &sb, &config(&t.path().join("c")))
+        .unwrap_err();
+    let msg = e.to_string();
+    eprintln!("both NameNodes down: {msg}");
+    assert!(msg.contains(u), "{msg}");
+    assert!(matches!(e.kind, FetchErrorKind::Connect(_)), "{msg}");
+    assert!(msg.contains("hdfs://nameservice1"), "{msg}");
+    assert!(msg.contains("Connection refused"), "{msg}");
+    assert!(e.retryable(), "{msg}");
+    assert!(fake.calls().is_empty());
+    assert!(!sb.join("spark.tgz").exists());
+}
+
+/// The same with hdfs-native's default failover settings: it would go on for about a minute
+/// (15 attempts with sleeps of 1, 2, 4, 8 and 15 s between rounds), so it is our stall timeout
+/// that ends the fetch, with a retryable error naming the URI and the nameservice.
+#[test]
+fn hdfs_ha_both_namenodes_down_with_default_failover_is_bounded_by_the_stall_timeout() {
+    // Ports that refuse connections, kept reserved for the rest of the test binary: the HDFS
+    // client's abandoned retries go on after this test and must never reach another test's
+    // fake NameNode on a reused port.
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            let (socket, port) = hdfs_fake::refusing_port();
+            std::mem::forget(socket);
+            port
+        })
+        .collect();
+    let t = tempdir();
+    let conf = t.path().join("hadoop-conf");
+    write_hadoop_conf(&conf, "nameservice1", &ports, &[]);
+    let sb = sandbox(t.path());
+    let mut cfg = config(&t.path().join("c"));
+    cfg.stall_timeout = Duration::from_secs(2);
+    let u = "hdfs://nameservice1/apps/spark.tgz";
+    let e = fetch_bounded_with_conf(Some(&conf), &[uri(u)], &sb, &cfg).unwrap_err();
+    let msg = e.to_string();
+    eprintln!("both NameNodes down, default failover: {msg}");
+    assert!(msg.contains(u), "{msg}");
+    assert!(matches!(e.kind, FetchErrorKind::Connect(_)), "{msg}");
+    assert!(
+        msg.contains("HDFS NameNode hdfs://nameservice1 gave no usable answer within 2s"),
+        "{msg}"
+    );
+    assert!(e.retryable(), "{msg}");
+}
+
+/// hdfs-native takes an authority without a port as a nameservice name: with no
+/// `dfs.ha.namenodes.<host>` in the configuration there is no NameNode to ask
+/// (src/hdfs/proxy.rs `NameServiceProxy::new`: "No NameNode hosts found"). GAP: Hadoop's own
+/// client would use `<host>:8020`, so `hdfs://namenode-host/path` (no port, no HA) works with
+/// Spark's JVM but fails here; the operator must write the port. The fetcher classes this
+/// error as a remote (retryable) one although retrying cannot help.
+#[test]
+fn hdfs_host_without_port_is_taken_as_a_nameservice_and_refused_without_one() {
+    let t = tempdir();
+    let sb = sandbox(t.path());
+    let u = "hdfs://namenode.example.invalid/apps/spark.tgz";
+    let e = fetch_bounded(&[uri(u)], &sb, &config(&t.path().join("c"))).unwrap_err();
+    let msg = e.to_string();
+    eprintln!("host without port: {msg}");
+    assert!(msg.contains(u), "{msg}");
+    assert!(msg.contains("No NameNode hosts found"), "{msg}");
+}
+
+// ---- dead DataNodes ----
+
+/// Everything logged (WARN and up) by this test binary, `hdfs-native`'s `log` records included:
+/// the only trace of a DataNode connection that was refused.
+static LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        // Also installs the `log` -> `tracing` bridge (tracing-subscriber's tracing-log).
+        tracing_subscriber::fmt()
+            .with_writer(|| LogWriter)
+            .with_ansi(false)
+            .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+            .try_init()
+            .expect("the test binary's log capture is the only subscriber");
+    });
+}
+
+fn captured_log() -> String {
+    String::from_utf8_lossy(&LOG.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+}
+
+/// `getBlockLocations` lists two DataNodes for every block; the first refuses connections.
+/// hdfs-native (src/hdfs/block_reader.rs `ReplicatedBlockStream::select_next_datanode`) tries
+/// the replicas in the order listed; a failed connection marks that DataNode dead for the rest
+/// of the file (`DeadNodes`, shared by the file's blocks) and the next one is tried. So the
+/// first block costs one refused connection, later blocks go straight to the second DataNode.
+#[test]
+fn hdfs_datanode_refusing_connections_the_block_is_read_from_the_next_replica() {
+    capture_logs();
+    let layout = Layout::default();
+    let fake = FakeHdfs::start_with(
+        layout,
+        &[NameNodeRole::Active],
+        &[DataNodeRole::Down, DataNodeRole::Serve],
+    );
+    let data = bytes(3 * layout.block_size - 1000, 5);
+    fake.put("/jars/dep.jar", data.clone(), layout);
+    let t = tempdir();
+    let sb = sandbox(t.path());
+    let u = fake.url("/jars/dep.jar");
+    fetch_bounded(&[uri(&u)], &sb, &config(&t.path().join("c")))
+        .unwrap_or_else(|e| panic!("fetch {u}: {e}; fake saw {:?}", fake.errors()));
+    assert_eq!(std::fs::read(sb.join("dep.jar")).unwrap(), data);
+
+    let ops = fake.datanode_ops();
+    eprintln!("READ_BLOCKs: {ops:?}");
+    assert_eq!(ops.len(), 3, "{ops:?}");
+    assert!(
+        ops.iter().all(|o| o.datanode == 1 && o.served),
+        "every block served by the second DataNode: {ops:?}"
+    );
+    assert_eq!(fake.read_ok(), 3);
+    // The refused connection is seen only in hdfs-native's warning, which names the DataNode.
+    let dead = fake.dn_ports[0];
+    let log = captured_log();
+    let tried: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("Failed to connect to DataNode") && l.contains(&format!("fake-dn-{dead}"))
+        })
+        .collect();
+    assert_eq!(
+        tried.len(),
+        1,
+        "the dead DataNode was tried once, for the first block only:\n{log}"
+    );
+    assert!(fake.errors().is_empty(), "{:?}", fake.errors());
+}
+
+/// The first DataNode listed answers READ_BLOCK with status ERROR (its replica is gone, as a
+/// real DataNode answers then); hdfs-native logs it, marks that DataNode dead for the file and
+/// reads the block from the second one, in that order; later blocks skip the first.
+#[test]
+fn hdfs_datanode_answering_error_the_block_is_read_from_the_next_replica() {
+    capture_logs();
+    let layout = Layout::default();
+    let fake = FakeHdfs::start_with(
+        layout,
+        &[NameNodeRole::Active],
+        &[DataNodeRole::ReplicaMissing, DataNodeRole::Serve],
+    );
+    let data = bytes(3 * layout.block_size - 1000, 6);
+    fake.put("/jars/dep.jar", data.clone(), layout);
+    let t = tempdir();
+    let sb = sandbox(t.path());
+    let u = fake.url("/jars/dep.jar");
+    fetch_bounded(&[uri(&u)], &sb, &config(&t.path().join("c")))
+        .unwrap_or_else(|e| panic!("fetch {u}: {e}; fake saw {:?}", fake.errors()));
+    assert_eq!(std::fs::read(sb.join("dep.jar")).unwrap(), data);
+
+    let ops = fake.datanode_ops();
+    eprintln!("READ_BLOCKs: {ops:?}");
+    let first_block = ops[0].block;
+    let summary: Vec<(usize, bool)> = ops.iter().map(|o| (o.datanode, o.served)).collect();
+    assert_eq!(
+        summary,
+        [(0, false), (1, true), (1, true), (1, true)],
+        "first block: the first DataNode (ERROR) then the second; then only the second: {ops:?}"
+    );
+    assert_eq!(ops[1].block, first_block, "{ops:?}");
+    assert_eq!(
+        ops[1],
+        DnOp {
+            datanode: 1,
+            block: first_block,
+            offset: 0,
+            len: layout.block_size as u64,
+            served: true,
+        }
+    );
+    assert_eq!(fake.read_ok(), 3);
+    let log = captured_log();
+    assert!(
+        log.lines().any(
+            |l| l.contains("Read operation did not succeed for DataNode")
+                && l.contains(&format!("fake-dn-{}", fake.dn_ports[0]))
+                && l.contains("ReplicaNotFoundException")
+        ),
+        "hdfs-native logs the DataNode and its message:\n{log}"
+    );
+    assert!(fake.errors().is_empty(), "{:?}", fake.errors());
+}
+
+/// No replica can be read (the first answers ERROR, the second refuses connections): a
+/// retryable error naming the URI and hdfs-native's "All DataNodes failed" with the DataNodes
+/// listed for the block (as Debug-printed protobufs: long, but they name every address).
+#[test]
+fn hdfs_every_replica_dead_is_a_retryable_error_naming_the_uri_and_the_datanodes() {
+    let layout = Layout::default();
+    let fake = FakeHdfs::start_with(
+        layout,
+        &[NameNodeRole::Active],
+        &[DataNodeRole::ReplicaMissing, DataNodeRole::Down],
+    );
+    fake.put("/jars/dep.jar", bytes(100_000, 8), layout);
+    let t = tempdir();
+    let sb = sandbox(t.path());
+    let u = fake.url("/jars/dep.jar");
+    let e = fetch_bounded(&[uri(&u)], &sb, &config(&t.path().join("c"))).unwrap_err();
+    let msg = e.to_string();
+    eprintln!("every replica dead: {msg}");
+    assert!(msg.contains(&u), "{msg}");
+    assert!(msg.contains("All DataNodes failed"), "{msg}");
+    for port in &fake.dn_ports {
+        assert!(msg.contains(&format!("xfer_port: {port}")), "{msg}");
+    }
+    assert!(e.retryable(), "{msg}");
+    assert!(!sb.join("dep.jar").exists());
+    let ops = fake.datanode_ops();
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert!(!ops[0].served);
 }

@@ -81,6 +81,9 @@ struct RpcResponseHeaderProto {
     error_detail: Option<i32>,
     #[prost(bytes = "vec", optional, tag = "7")]
     client_id: Option<Vec<u8>>,
+    /// Hadoop's server echoes the request's retry count (-1 when the client sent none).
+    #[prost(sint32, optional, tag = "8")]
+    retry_count: Option<i32>,
 }
 
 // ---- IpcConnectionContext.proto ----
@@ -394,6 +397,53 @@ impl Default for Layout {
     }
 }
 
+/// What one fake NameNode does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameNodeRole {
+    /// Answers client calls.
+    Active,
+    /// Answers every call with the RPC error a standby NameNode sends (see
+    /// [`standby_error_msg`]): status ERROR, ERROR_APPLICATION,
+    /// `org.apache.hadoop.ipc.StandbyException`.
+    Standby,
+    /// A port that refuses connections (a socket bound, never listening).
+    Down,
+}
+
+/// What one fake DataNode does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataNodeRole {
+    /// Serves READ_BLOCK.
+    Serve,
+    /// Answers every READ_BLOCK with status ERROR, as a DataNode whose replica is gone does
+    /// (DataXceiver.readBlock: `opReadBlock <block> received exception ...`), then closes.
+    ReplicaMissing,
+    /// A port that refuses connections (a socket bound, never listening).
+    Down,
+}
+
+/// One RPC call a fake NameNode received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NnCall {
+    /// Index of the NameNode in the roles given to [`FakeHdfs::start_with`].
+    pub namenode: usize,
+    pub method: String,
+    /// `"ok"`, or the exception class name of the RPC error answered.
+    pub answer: String,
+}
+
+/// One READ_BLOCK a fake DataNode received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnOp {
+    /// Index of the DataNode in the roles given to [`FakeHdfs::start_with`].
+    pub datanode: usize,
+    pub block: u64,
+    pub offset: u64,
+    pub len: u64,
+    /// Whether the DataNode answered SUCCESS and sent the data.
+    pub served: bool,
+}
+
 #[derive(Default)]
 struct State {
     files: HashMap<String, Arc<Vec<u8>>>,
@@ -402,13 +452,17 @@ struct State {
     next_block: u64,
     /// file path -> inode id reported by getFileInfo
     file_ids: HashMap<String, u64>,
-    /// Method names of every RPC call the NameNode received, in order.
+    /// Method names of every RPC call the NameNodes received, in order.
     calls: Vec<String>,
+    /// The same calls with the NameNode that got each and what it answered.
+    nn_calls: Vec<NnCall>,
     /// (protocol name, effective user) from each connection context.
     contexts: Vec<(String, String)>,
-    /// (block id, offset, len) of every READ_BLOCK the DataNode served.
+    /// (block id, offset, len) of every READ_BLOCK the DataNodes received.
     reads: Vec<(u64, u64, u64)>,
-    /// Packets sent by the DataNode (including the empty last ones).
+    /// The same READ_BLOCKs with the DataNode that got each and whether it served it.
+    dn_ops: Vec<DnOp>,
+    /// Packets sent by the DataNodes (including the empty last ones).
     packets: usize,
     /// CHECKSUM_OK statuses received back from the client.
     read_ok: usize,
@@ -416,17 +470,44 @@ struct State {
     errors: Vec<String>,
 }
 
-/// A running fake NameNode + DataNode pair. Dropping it stops both.
+/// Running fake NameNodes and DataNodes sharing one namespace. Dropping it stops them all.
 pub struct FakeHdfs {
+    /// The first active NameNode.
     pub nn_port: u16,
+    /// The first serving DataNode.
     pub dn_port: u16,
+    /// Every NameNode's port, in the order of the roles given.
+    pub nn_ports: Vec<u16>,
+    /// Every DataNode's port, in the order of the roles given: the order in which
+    /// `getBlockLocations` lists them for every block.
+    pub dn_ports: Vec<u16>,
     state: Arc<Mutex<State>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// A socket for a peer that is down: bound (so no one else takes the port while the fake
+/// lives) and never listening, so connecting to it is refused.
+pub fn refusing_port() -> (tokio::net::TcpSocket, u16) {
+    let s = tokio::net::TcpSocket::new_v4().expect("socket");
+    s.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let port = s.local_addr().expect("local addr").port();
+    (s, port)
+}
+
 impl FakeHdfs {
+    /// One active NameNode and one serving DataNode.
     pub fn start(layout: Layout) -> FakeHdfs {
+        FakeHdfs::start_with(layout, &[NameNodeRole::Active], &[DataNodeRole::Serve])
+    }
+
+    /// NameNodes and DataNodes with the given roles. Every block is listed on every DataNode,
+    /// in the order given.
+    pub fn start_with(
+        layout: Layout,
+        namenodes: &[NameNodeRole],
+        datanodes: &[DataNodeRole],
+    ) -> FakeHdfs {
         let state = Arc::new(Mutex::new(State {
             next_block: 1_073_741_825,
             ..Default::default()
@@ -434,6 +515,8 @@ impl FakeHdfs {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let st = state.clone();
+        let nn_roles = namenodes.to_vec();
+        let dn_roles = datanodes.to_vec();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -441,58 +524,98 @@ impl FakeHdfs {
                 .build()
                 .expect("fake HDFS runtime");
             rt.block_on(async move {
-                let nn = TcpListener::bind("127.0.0.1:0").await.expect("bind nn");
-                let dn = TcpListener::bind("127.0.0.1:0").await.expect("bind dn");
-                let nn_port = nn.local_addr().expect("nn addr").port();
-                let dn_port = dn.local_addr().expect("dn addr").port();
-                addr_tx.send((nn_port, dn_port)).expect("send ports");
-                let nn_loop = {
+                // Held until the fake stops, so a down peer's port stays refused and taken.
+                let mut down = Vec::new();
+                let mut nn_listeners = Vec::new();
+                let mut nn_ports = Vec::new();
+                for role in &nn_roles {
+                    if *role == NameNodeRole::Down {
+                        let (s, port) = refusing_port();
+                        down.push(s);
+                        nn_ports.push(port);
+                    } else {
+                        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind nn");
+                        nn_ports.push(l.local_addr().expect("nn addr").port());
+                        nn_listeners.push((nn_ports.len() - 1, *role, l));
+                    }
+                }
+                let mut dn_listeners = Vec::new();
+                let mut dn_ports = Vec::new();
+                for role in &dn_roles {
+                    if *role == DataNodeRole::Down {
+                        let (s, port) = refusing_port();
+                        down.push(s);
+                        dn_ports.push(port);
+                    } else {
+                        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind dn");
+                        dn_ports.push(l.local_addr().expect("dn addr").port());
+                        dn_listeners.push((dn_ports.len() - 1, *role, l));
+                    }
+                }
+                addr_tx
+                    .send((nn_ports.clone(), dn_ports.clone()))
+                    .expect("send ports");
+                let dn_ports = Arc::new(dn_ports);
+                for (index, role, l) in nn_listeners {
                     let st = st.clone();
-                    async move {
+                    let dn_ports = dn_ports.clone();
+                    tokio::spawn(async move {
                         loop {
-                            let Ok((s, _)) = nn.accept().await else {
+                            let Ok((s, _)) = l.accept().await else {
                                 continue;
                             };
                             let st = st.clone();
+                            let dn_ports = dn_ports.clone();
                             tokio::spawn(async move {
-                                if let Err(e) = namenode_conn(s, st.clone(), layout, dn_port).await
-                                {
+                                let nn = NameNode {
+                                    index,
+                                    role,
+                                    layout,
+                                    dn_ports,
+                                };
+                                if let Err(e) = namenode_conn(s, st.clone(), nn).await {
                                     note_eof_or_error(&st, "namenode", e);
                                 }
                             });
                         }
-                    }
-                };
-                let dn_loop = {
+                    });
+                }
+                for (index, role, l) in dn_listeners {
                     let st = st.clone();
-                    async move {
+                    tokio::spawn(async move {
                         loop {
-                            let Ok((s, _)) = dn.accept().await else {
+                            let Ok((s, _)) = l.accept().await else {
                                 continue;
                             };
                             let st = st.clone();
                             tokio::spawn(async move {
-                                if let Err(e) = datanode_conn(s, st.clone(), layout).await {
+                                if let Err(e) =
+                                    datanode_conn(s, st.clone(), layout, index, role).await
+                                {
                                     note_eof_or_error(&st, "datanode", e);
                                 }
                             });
                         }
-                    }
-                };
-                tokio::select! {
-                    _ = nn_loop => {}
-                    _ = dn_loop => {}
-                    _ = stop_rx => {}
+                    });
                 }
+                let _ = stop_rx.await;
+                drop(down);
             });
             rt.shutdown_timeout(Duration::from_secs(2));
         });
-        let (nn_port, dn_port) = addr_rx
+        let (nn_ports, dn_ports): (Vec<u16>, Vec<u16>) = addr_rx
             .recv_timeout(Duration::from_secs(10))
             .expect("fake HDFS ports");
+        let first = |ports: &[u16], pick: &dyn Fn(usize) -> bool| {
+            (0..ports.len())
+                .find(|i| pick(*i))
+                .map_or(ports[0], |i| ports[i])
+        };
         FakeHdfs {
-            nn_port,
-            dn_port,
+            nn_port: first(&nn_ports, &|i| namenodes[i] == NameNodeRole::Active),
+            dn_port: first(&dn_ports, &|i| datanodes[i] == DataNodeRole::Serve),
+            nn_ports,
+            dn_ports,
             state,
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -528,6 +651,14 @@ impl FakeHdfs {
     }
     pub fn reads(&self) -> Vec<(u64, u64, u64)> {
         self.state.lock().unwrap().reads.clone()
+    }
+    /// Every RPC call with the NameNode that received it and its answer, in order.
+    pub fn namenode_calls(&self) -> Vec<NnCall> {
+        self.state.lock().unwrap().nn_calls.clone()
+    }
+    /// Every READ_BLOCK with the DataNode that received it and whether it served it, in order.
+    pub fn datanode_ops(&self) -> Vec<DnOp> {
+        self.state.lock().unwrap().dn_ops.clone()
     }
     pub fn packets(&self) -> usize {
         self.state.lock().unwrap().packets
@@ -590,11 +721,36 @@ async fn read_delimited<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Vec<
     Ok(buf)
 }
 
+/// One fake NameNode's settings, for each of its connections.
+struct NameNode {
+    index: usize,
+    role: NameNodeRole,
+    layout: Layout,
+    dn_ports: Arc<Vec<u16>>,
+}
+
+/// The class a standby NameNode names in its RPC error.
+pub const STANDBY_EXCEPTION: &str = "org.apache.hadoop.ipc.StandbyException";
+
+/// What a standby NameNode puts in `error_msg` for a client call (all the fake knows are READ
+/// operations). Hadoop's StandbyState.checkOperation throws
+/// `StandbyException("Operation category READ is not supported in state standby. Visit
+/// https://s.apache.org/sbnn-error")`; ipc.Server sends it with status ERROR, error detail
+/// ERROR_APPLICATION, the class name in `exception_class_name`, and the stringified exception
+/// (its message, then the server's stack trace) minus the leading `<class>: ` in `error_msg`.
+/// The fake sends the message line and a short trace.
+pub fn standby_error_msg() -> String {
+    "Operation category READ is not supported in state standby. \
+     Visit https://s.apache.org/sbnn-error\n\
+     \tat org.apache.hadoop.hdfs.server.namenode.ha.StandbyState.checkOperation(StandbyState.java)\n\
+     \tat org.apache.hadoop.hdfs.server.namenode.NameNode$NameNodeHAContext.checkOperation(NameNode.java)"
+        .to_string()
+}
+
 async fn namenode_conn(
     mut s: TcpStream,
     st: Arc<Mutex<State>>,
-    layout: Layout,
-    dn_port: u16,
+    nn: NameNode,
 ) -> std::io::Result<()> {
     let mut head = [0u8; 7];
     read_exact_t(&mut s, &mut head).await?;
@@ -628,8 +784,23 @@ async fn namenode_conn(
         }
         let req = RequestHeaderProto::decode_length_delimited(&mut buf)
             .map_err(|e| bad(format!("RequestHeaderProto: {e}")))?;
-        st.lock().unwrap().calls.push(req.method_name.clone());
-        let answer = answer_call(&req.method_name, buf, &st, layout, dn_port);
+        let answer = match nn.role {
+            NameNodeRole::Standby => Err((STANDBY_EXCEPTION.to_string(), standby_error_msg(), 1)),
+            _ => answer_call(&req.method_name, buf, &st, nn.layout, &nn.dn_ports),
+        };
+        {
+            let mut g = st.lock().unwrap();
+            g.calls.push(req.method_name.clone());
+            g.nn_calls.push(NnCall {
+                namenode: nn.index,
+                method: req.method_name.clone(),
+                answer: match &answer {
+                    Ok(_) => "ok".to_string(),
+                    Err((class, _, _)) => class.clone(),
+                },
+            });
+        }
+        let retry_count = Some(rpc.retry_count.unwrap_or(-1));
         let mut out = Vec::new();
         match answer {
             Ok(body) => {
@@ -638,6 +809,7 @@ async fn namenode_conn(
                     status: 0,
                     server_ipc_version_num: Some(9),
                     client_id: Some(rpc.client_id.clone()),
+                    retry_count,
                     ..Default::default()
                 }
                 .encode_length_delimited(&mut out)
@@ -653,6 +825,7 @@ async fn namenode_conn(
                     error_msg: Some(msg),
                     error_detail: Some(detail),
                     client_id: Some(rpc.client_id.clone()),
+                    retry_count,
                 }
                 .encode_length_delimited(&mut out)
                 .map_err(|e| bad(e.to_string()))?;
@@ -671,7 +844,7 @@ fn answer_call(
     mut body: &[u8],
     st: &Arc<Mutex<State>>,
     layout: Layout,
-    dn_port: u16,
+    dn_ports: &[u16],
 ) -> Result<Vec<u8>, RpcFailure> {
     match method {
         "getBlockLocations" => {
@@ -696,7 +869,7 @@ fn answer_call(
                 .blocks
                 .iter()
                 .filter(|(_, (p, _, _))| *p == req.src)
-                .map(|(id, (_, off, n))| located_block(*id, *off, *n, dn_port))
+                .map(|(id, (_, off, n))| located_block(*id, *off, *n, dn_ports))
                 .collect();
             all.sort_by_key(|b| b.offset);
             // Like a NameNode: the blocks overlapping [offset, offset + length), and always the
@@ -753,7 +926,7 @@ fn answer_call(
     }
 }
 
-fn located_block(id: u64, off: usize, n: usize, dn_port: u16) -> LocatedBlockProto {
+fn located_block(id: u64, off: usize, n: usize, dn_ports: &[u16]) -> LocatedBlockProto {
     LocatedBlockProto {
         b: ExtendedBlockProto {
             pool_id: POOL_ID.to_string(),
@@ -762,16 +935,19 @@ fn located_block(id: u64, off: usize, n: usize, dn_port: u16) -> LocatedBlockPro
             num_bytes: Some(n as u64),
         },
         offset: off as u64,
-        locs: vec![DatanodeInfoProto {
-            id: DatanodeIdProto {
-                ip_addr: "127.0.0.1".to_string(),
-                host_name: "localhost".to_string(),
-                datanode_uuid: format!("fake-dn-{dn_port}"),
-                xfer_port: dn_port as u32,
-                info_port: 0,
-                ipc_port: 0,
-            },
-        }],
+        locs: dn_ports
+            .iter()
+            .map(|dn_port| DatanodeInfoProto {
+                id: DatanodeIdProto {
+                    ip_addr: "127.0.0.1".to_string(),
+                    host_name: "localhost".to_string(),
+                    datanode_uuid: format!("fake-dn-{dn_port}"),
+                    xfer_port: *dn_port as u32,
+                    info_port: 0,
+                    ipc_port: 0,
+                },
+            })
+            .collect(),
         corrupt: false,
         block_token: TokenProto::default(),
     }
@@ -824,6 +1000,8 @@ async fn datanode_conn(
     mut s: TcpStream,
     st: Arc<Mutex<State>>,
     layout: Layout,
+    index: usize,
+    role: DataNodeRole,
 ) -> std::io::Result<()> {
     // The client keeps DataNode connections for reuse: serve ops until it closes.
     loop {
@@ -842,14 +1020,42 @@ async fn datanode_conn(
         let req = OpReadBlockProto::decode(&msg[..])
             .map_err(|e| bad(format!("OpReadBlockProto: {e}")))?;
         let block = req.header.base_header.block.block_id;
-        let found = {
+        let (op_at, found) = {
             let mut g = st.lock().unwrap();
             g.reads.push((block, req.offset, req.len));
-            g.blocks
+            let op_at = g.dn_ops.len();
+            g.dn_ops.push(DnOp {
+                datanode: index,
+                block,
+                offset: req.offset,
+                len: req.len,
+                served: false,
+            });
+            let found = g
+                .blocks
                 .get(&block)
                 .cloned()
-                .and_then(|(p, off, n)| g.files.get(&p).map(|d| (d.clone(), off, n)))
+                .and_then(|(p, off, n)| g.files.get(&p).map(|d| (d.clone(), off, n)));
+            (op_at, found)
         };
+        if role == DataNodeRole::ReplicaMissing {
+            // What DataXceiver.readBlock answers when BlockSender cannot open the replica.
+            let b = format!(
+                "{POOL_ID}:blk_{block}_{}",
+                req.header.base_header.block.generation_stamp
+            );
+            let resp = BlockOpResponseProto {
+                status: STATUS_ERROR,
+                message: Some(format!(
+                    "opReadBlock {b} received exception \
+                     org.apache.hadoop.hdfs.server.datanode.ReplicaNotFoundException: \
+                     Replica not found for {b}"
+                )),
+                ..Default::default()
+            };
+            s.write_all(&resp.encode_length_delimited_to_vec()).await?;
+            return Ok(());
+        }
         let Some((data, boff, blen)) = found else {
             let resp = BlockOpResponseProto {
                 status: STATUS_ERROR,
@@ -889,6 +1095,7 @@ async fn datanode_conn(
             message: None,
         };
         s.write_all(&resp.encode_length_delimited_to_vec()).await?;
+        st.lock().unwrap().dn_ops[op_at].served = true;
         let bytes = &data[boff + start..boff + end];
         let mut seqno = 0i64;
         let mut pos = start;
