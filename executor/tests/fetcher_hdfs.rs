@@ -13,9 +13,14 @@
 //!   FileNotFoundException for a missing path. So the fake is not just what `hdfs-native`
 //!   happens to accept.
 //!
+//! - the two failures operators meet, against the same scripted peer: an HA nameservice from
+//!   `HADOOP_CONF_DIR` whose first NameNode is a standby (answering with Hadoop's
+//!   StandbyException) or whose NameNodes are all down, and a block whose first DataNode
+//!   refuses connections or answers READ_BLOCK with an error.
+//!
 //! Still NOT verified: a real NameNode/DataNode (their other behaviours, e.g. block tokens,
-//! replicas that fail, under-construction files, the real DataNode's packet sizes), SASL data
-//! transfer or Kerberos, encrypted transfer, HA/nameservices, erasure-coded files.
+//! under-construction files, the real DataNode's packet sizes, a DataNode dying mid-block), SASL
+//! data transfer or Kerberos, encrypted transfer, observer reads, erasure-coded files.
 
 mod fetcher_support;
 #[path = "fetcher_support/hdfs_fake.rs"]
@@ -751,8 +756,9 @@ fn hdfs_ha_both_namenodes_down_is_a_retryable_error_naming_the_uri() {
 }
 
 /// The same with hdfs-native's default failover settings: it would go on for about a minute
-/// (15 attempts with sleeps of 1, 2, 4, 8 and 15 s between rounds), so it is our stall timeout
-/// that ends the fetch, with a retryable error naming the URI and the nameservice.
+/// (15 attempts; after each round of two, a sleep of 1, 2, 4, 8, then 15 s, each jittered by
+/// +-50 %), so here (stall timeout 2 s) it is our stall timeout that ends the fetch, with a
+/// retryable error naming the URI and the nameservice.
 #[test]
 fn hdfs_ha_both_namenodes_down_with_default_failover_is_bounded_by_the_stall_timeout() {
     // Ports that refuse connections, kept reserved for the rest of the test binary: the HDFS
@@ -969,4 +975,118 @@ fn hdfs_every_replica_dead_is_a_retryable_error_naming_the_uri_and_the_datanodes
     let ops = fake.datanode_ops();
     assert_eq!(ops.len(), 1, "{ops:?}");
     assert!(!ops[0].served);
+}
+
+/// The fake's standby answer is what Hadoop's own client recognises as a standby: Hadoop 3.3.4's
+/// `FileSystem` for `hdfs://nameservice1` with ConfiguredFailoverProxyProvider (the same keys as
+/// hdfs-site.xml, passed to `HdfsCrossCheck` as settings) asks the standby first, fails over to
+/// the active NameNode on `StandbyException` and does its whole read there, like hdfs-native
+/// does through HADOOP_CONF_DIR; both get the fake's bytes.
+#[test]
+fn hdfs_ha_standby_answer_is_recognised_by_hadoops_own_failover_client() {
+    let layout = Layout::default();
+    let fake = FakeHdfs::start_with(
+        layout,
+        &[NameNodeRole::Standby, NameNodeRole::Active],
+        &[DataNodeRole::Serve],
+    );
+    let data = bytes(2 * layout.block_size + 4321, 77);
+    let path = "/xcheck/ha.bin";
+    fake.put(path, data.clone(), layout);
+
+    // Ours, through HADOOP_CONF_DIR.
+    let t = tempdir();
+    let conf = t.path().join("hadoop-conf");
+    write_hadoop_conf(&conf, "nameservice1", &fake.nn_ports, &[]);
+    let sb = sandbox(t.path());
+    let u = format!("hdfs://nameservice1{path}");
+    fetch_bounded_with_conf(Some(&conf), &[uri(&u)], &sb, &config(&t.path().join("c")))
+        .unwrap_or_else(|e| panic!("fetch {u}: {e}; fake saw {:?}", fake.namenode_calls()));
+    let ours = std::fs::read(sb.join("ha.bin")).unwrap();
+    assert_eq!(ours, data, "hdfs-native's bytes");
+    let native_calls = fake.namenode_calls().len();
+
+    // Hadoop's.
+    let java = hadoop_client();
+    let out = t.path().join("java-ha.bin");
+    let pread_out = t.path().join("java-ha-pread.bin");
+    let (pread_offset, pread_len) = (layout.block_size - 100, 300);
+    let mut args = vec![
+        "hdfs://nameservice1".to_string(),
+        path.to_string(),
+        out.display().to_string(),
+        pread_offset.to_string(),
+        pread_len.to_string(),
+        pread_out.display().to_string(),
+        "/xcheck/missing.bin".to_string(),
+        "dfs.nameservices=nameservice1".to_string(),
+        "dfs.ha.namenodes.nameservice1=nn1,nn2".to_string(),
+        "dfs.client.failover.proxy.provider.nameservice1=\
+         org.apache.hadoop.hdfs.server.namenode.ha.ConfiguredFailoverProxyProvider"
+            .to_string(),
+    ];
+    for (i, port) in fake.nn_ports.iter().enumerate() {
+        args.push(format!(
+            "dfs.namenode.rpc-address.nameservice1.nn{}=127.0.0.1:{port}",
+            i + 1
+        ));
+    }
+    let started = std::time::Instant::now();
+    let (ok, stdout, stderr) = java.run(&args, Duration::from_secs(90));
+    eprintln!(
+        "HdfsCrossCheck (HA) took {:?}\n--- stdout\n{stdout}--- stderr\n{stderr}",
+        started.elapsed()
+    );
+    assert!(
+        ok,
+        "Hadoop's client failed against the fake HA pair; fake saw {:?}, calls {:?}",
+        fake.errors(),
+        fake.namenode_calls()
+    );
+    let theirs = std::fs::read(&out).unwrap();
+    assert!(theirs == data, "Hadoop's bytes differ from the fake's");
+    assert!(theirs == ours, "Hadoop's bytes differ from hdfs-native's");
+    assert_eq!(
+        std::fs::read(&pread_out).unwrap(),
+        &data[pread_offset..pread_offset + pread_len]
+    );
+    assert!(stdout.lines().any(|l| l == "done"), "{stdout}");
+
+    let calls = fake.namenode_calls()[native_calls..].to_vec();
+    eprintln!("Hadoop client NameNode calls (HA): {calls:?}");
+    assert_eq!(
+        calls[0],
+        NnCall {
+            namenode: 0,
+            method: "getFileInfo".into(),
+            answer: "org.apache.hadoop.ipc.StandbyException".into(),
+        },
+        "Hadoop's client asks the first NameNode listed first: {calls:?}"
+    );
+    assert_eq!(
+        calls[1].method, "getFileInfo",
+        "and retries the call on the other: {calls:?}"
+    );
+    assert!(
+        calls[1..].iter().all(|c| c.namenode == 1),
+        "after failing over, Hadoop's client stays on the active NameNode: {calls:?}"
+    );
+    let methods: Vec<(&str, &str)> = calls[1..]
+        .iter()
+        .map(|c| (c.method.as_str(), c.answer.as_str()))
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            ("getFileInfo", "ok"),
+            ("getFileInfo", "ok"),
+            ("getBlockLocations", "ok"),
+            ("getServerDefaults", "ok"),
+            ("getBlockLocations", "ok"),
+            ("getFileInfo", "ok"),
+            ("getBlockLocations", "java.io.FileNotFoundException"),
+        ],
+        "the same calls as against a single NameNode"
+    );
+    assert!(fake.errors().is_empty(), "{:?}", fake.errors());
 }

@@ -1,8 +1,27 @@
 //! `hdfs://` through the native `hdfs-native` client (no JVM, no `hadoop` binary).
 //!
-//! `hdfs://nn:port/path` talks to that NameNode (or logical nameservice, resolved through the
-//! Hadoop configuration in `HADOOP_CONF_DIR`); `hdfs:///path` uses `fs.defaultFS`. The effective
+//! `hdfs://nn:port/path` talks to that NameNode; `hdfs:///path` uses `fs.defaultFS`. The effective
 //! user is the task's user when one is given, else `HADOOP_USER_NAME` or the process user.
+//!
+//! What `hdfs-native` (0.14) does with an operator's configuration, checked against a scripted
+//! NameNode/DataNode in `tests/fetcher_hdfs.rs`:
+//! - It reads `core-site.xml` and `hdfs-site.xml` from `HADOOP_CONF_DIR` (else
+//!   `$HADOOP_HOME/etc/hadoop`) each time a client is built, i.e. at every fetch.
+//! - An authority WITHOUT a port is always a nameservice: `hdfs://nameservice1/path` uses
+//!   `dfs.ha.namenodes.nameservice1` and `dfs.namenode.rpc-address.nameservice1.<nn>`
+//!   (`dfs.nameservices` itself is not needed). Unlike Hadoop, a plain host without a port is
+//!   not `host:8020`: with no such keys the fetch fails ("No NameNode hosts found").
+//! - NameNodes are tried in the order listed (`dfs.client.failover.random.order.<ns>` shuffles
+//!   them); a `StandbyException` moves to the next at once, and the one that answered serves the
+//!   rest of that fetch. Connection failures also fail over, up to
+//!   `dfs.client.failover.max.attempts` (15) with sleeps between rounds
+//!   (`dfs.client.failover.sleep.base.millis` 500 doubling, `...sleep.max.millis` 15000): about
+//!   a minute with two NameNodes down, which the stall timeout (default 60 s) also bounds.
+//!   `dfs.client.failover.proxy.provider.<ns>` may be `ConfiguredFailoverProxyProvider` or the
+//!   observer-read ones; any other is treated as `ConfiguredFailoverProxyProvider` (with a
+//!   warning).
+//! - A block's replicas are tried in the order the NameNode lists them: a DataNode that refuses
+//!   the connection or answers READ_BLOCK with an error is skipped for the rest of the file.
 
 use futures_util::StreamExt;
 

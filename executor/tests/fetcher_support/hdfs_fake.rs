@@ -19,9 +19,15 @@
 //! accepts it: `getFileStatus`, a whole-file read across blocks and packets with every CRC32C
 //! checked (CHECKSUM_OK per block), a positional read starting mid-chunk across a block
 //! boundary, and FileNotFoundException for a missing path (test
-//! `hdfs_fake_is_read_identically_by_hadoops_own_client_and_ours`). Not verified: behaviour
-//! only a real NameNode/DataNode has (block tokens, failing replicas, files under
-//! construction), SASL/Kerberos, encryption, HA.
+//! `hdfs_fake_is_read_identically_by_hadoops_own_client_and_ours`).
+//!
+//! Several NameNodes and DataNodes can run over one namespace, each with a role
+//! ([`NameNodeRole`], [`DataNodeRole`]): a standby NameNode answering every call with the RPC
+//! error Hadoop's standby sends, a DataNode whose replica is missing (READ_BLOCK answered with
+//! status ERROR), or a peer that is down (its port refuses connections). Every block is listed
+//! on every DataNode, in the order given. Not verified: behaviour only a real NameNode/DataNode
+//! has (block tokens, files under construction, a DataNode dying mid-transfer),
+//! SASL/Kerberos, encryption, observer NameNodes.
 #![allow(dead_code)]
 
 use std::collections::HashMap;

@@ -2,7 +2,9 @@
 // (hadoop-client-api/-runtime 3.3.4 as shipped in pyspark's jars/). Run by
 // executor/tests/fetcher_hdfs.rs; it talks only to the NameNode URI it is given.
 //
-// Usage: HdfsCrossCheck <hdfs://127.0.0.1:port> <file> <out> <pread-offset> <pread-len> <pread-out> <missing>
+// Usage: HdfsCrossCheck <hdfs://127.0.0.1:port | hdfs://nameservice> <file> <out> <pread-offset>
+//        <pread-len> <pread-out> <missing> [key=value...]
+// Each key=value is set in the client's Configuration last (e.g. an HA nameservice's keys).
 // Prints one "key value..." line per check on stdout; any unexpected outcome exits non-zero.
 
 import java.io.FileNotFoundException;
@@ -19,8 +21,8 @@ import org.apache.hadoop.fs.Path;
 
 public final class HdfsCrossCheck {
     public static void main(String[] args) throws Exception {
-        if (args.length != 7) {
-            System.err.println("usage: HdfsCrossCheck <nn-uri> <file> <out> <pread-offset> <pread-len> <pread-out> <missing>");
+        if (args.length < 7) {
+            System.err.println("usage: HdfsCrossCheck <nn-uri> <file> <out> <pread-offset> <pread-len> <pread-out> <missing> [key=value...]");
             System.exit(2);
         }
         String nn = args[0];
@@ -49,6 +51,14 @@ public final class HdfsCrossCheck {
         conf.setInt("dfs.client.socket-timeout", 20000);
         conf.setInt("dfs.client.max.block.acquire.failures", 0);
         conf.setInt("dfs.client.retry.window.base", 1);
+        for (int i = 7; i < args.length; i++) {
+            int eq = args[i].indexOf('=');
+            if (eq <= 0) {
+                System.err.println("not key=value: " + args[i]);
+                System.exit(2);
+            }
+            conf.set(args[i].substring(0, eq), args[i].substring(eq + 1));
+        }
 
         FileSystem fs = FileSystem.get(new URI(nn), conf);
         System.out.println("filesystem " + fs.getClass().getName());
