@@ -35,41 +35,43 @@ use hdfs_fake::{DataNodeRole, DnOp, FakeHdfs, Layout, NameNodeRole, NnCall};
 
 /// `hdfs-native` reads the Hadoop configuration from `HADOOP_CONF_DIR` (else
 /// `HADOOP_HOME/etc/hadoop`) each time a client is built, i.e. at every fetch. Every test here
-/// that fetches holds this lock for the fetch, with the variables set as it needs, so a test
-/// pointing `HADOOP_CONF_DIR` at an HA configuration never leaks into another's fetch.
-static HADOOP_ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// that fetches holds this lock for the fetch: shared when it wants no Hadoop configuration
+/// (both variables unset, as this binary keeps them), exclusive while a test points
+/// `HADOOP_CONF_DIR` at its own configuration, so that never leaks into another test's fetch.
+static HADOOP_ENV: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
-/// Holds [`HADOOP_ENV`]; puts `HADOOP_CONF_DIR` and `HADOOP_HOME` back on drop.
-struct HadoopEnv {
-    _lock: std::sync::MutexGuard<'static, ()>,
-    saved: Vec<(&'static str, Option<std::ffi::OsString>)>,
+/// Holds [`HADOOP_ENV`]; an exclusive holder unsets `HADOOP_CONF_DIR` again on drop.
+enum HadoopEnv {
+    Unset(#[allow(dead_code)] std::sync::RwLockReadGuard<'static, ()>),
+    Set(#[allow(dead_code)] std::sync::RwLockWriteGuard<'static, ()>),
 }
 
-/// Locks the Hadoop environment: `HADOOP_CONF_DIR` is `conf_dir` (or unset) and `HADOOP_HOME`
-/// unset until the guard is dropped.
+/// Locks the Hadoop environment for a fetch: `HADOOP_CONF_DIR` is `conf_dir` (or unset) and
+/// `HADOOP_HOME` unset until the guard is dropped.
 fn hadoop_env(conf_dir: Option<&std::path::Path>) -> HadoopEnv {
-    // A test that failed while holding the lock leaves nothing to repair: the guard restored
-    // the variables while unwinding.
-    let lock = HADOOP_ENV.lock().unwrap_or_else(|e| e.into_inner());
-    let saved = ["HADOOP_CONF_DIR", "HADOOP_HOME"]
-        .into_iter()
-        .map(|k| (k, std::env::var_os(k)))
-        .collect();
-    std::env::remove_var("HADOOP_HOME");
+    // A test that failed while holding the lock leaves nothing to repair: the guard unset the
+    // variable while unwinding.
+    static CLEARED: std::sync::Once = std::sync::Once::new();
+    CLEARED.call_once(|| {
+        // No Hadoop configuration from the environment the suite runs in.
+        let _w = HADOOP_ENV.write().unwrap_or_else(|e| e.into_inner());
+        std::env::remove_var("HADOOP_CONF_DIR");
+        std::env::remove_var("HADOOP_HOME");
+    });
     match conf_dir {
-        Some(d) => std::env::set_var("HADOOP_CONF_DIR", d),
-        None => std::env::remove_var("HADOOP_CONF_DIR"),
+        None => HadoopEnv::Unset(HADOOP_ENV.read().unwrap_or_else(|e| e.into_inner())),
+        Some(d) => {
+            let w = HADOOP_ENV.write().unwrap_or_else(|e| e.into_inner());
+            std::env::set_var("HADOOP_CONF_DIR", d);
+            HadoopEnv::Set(w)
+        }
     }
-    HadoopEnv { _lock: lock, saved }
 }
 
 impl Drop for HadoopEnv {
     fn drop(&mut self) {
-        for (k, v) in &self.saved {
-            match v {
-                Some(v) => std::env::set_var(k, v),
-                None => std::env::remove_var(k),
-            }
+        if let HadoopEnv::Set(_) = self {
+            std::env::remove_var("HADOOP_CONF_DIR");
         }
     }
 }
