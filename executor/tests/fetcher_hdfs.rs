@@ -792,22 +792,55 @@ fn hdfs_ha_both_namenodes_down_with_default_failover_is_bounded_by_the_stall_tim
     assert!(e.retryable(), "{msg}");
 }
 
-/// hdfs-native takes an authority without a port as a nameservice name: with no
-/// `dfs.ha.namenodes.<host>` in the configuration there is no NameNode to ask
-/// (src/hdfs/proxy.rs `NameServiceProxy::new`: "No NameNode hosts found"). GAP: Hadoop's own
-/// client would use `<host>:8020`, so `hdfs://namenode-host/path` (no port, no HA) works with
-/// Spark's JVM but fails here; the operator must write the port. The fetcher classes this
-/// error as a remote (retryable) one although retrying cannot help.
+/// An authority without a port that is no nameservice is a NameNode host on Hadoop's default
+/// RPC port, as with Hadoop's own client (hdfs-native alone would find "No NameNode hosts
+/// found": src/hdfs/proxy.rs `NameServiceProxy::new`; the fetcher then retries with `:8020`).
+/// Nothing listens on 127.0.0.1:8020 here (no test may own a fixed port), so the fetch fails,
+/// naming the NameNode address it really tried.
 #[test]
-fn hdfs_host_without_port_is_taken_as_a_nameservice_and_refused_without_one() {
+fn hdfs_host_without_port_is_a_namenode_on_the_default_port() {
     let t = tempdir();
     let sb = sandbox(t.path());
-    let u = "hdfs://namenode.example.invalid/apps/spark.tgz";
-    let e = fetch_bounded(&[uri(u)], &sb, &config(&t.path().join("c"))).unwrap_err();
+    let u = "hdfs://127.0.0.1/apps/spark.tgz";
+    let mut cfg = config(&t.path().join("c"));
+    cfg.stall_timeout = Duration::from_secs(2);
+    let e = fetch_bounded(&[uri(u)], &sb, &cfg).unwrap_err();
     let msg = e.to_string();
     eprintln!("host without port: {msg}");
     assert!(msg.contains(u), "{msg}");
-    assert!(msg.contains("No NameNode hosts found"), "{msg}");
+    assert!(msg.contains("hdfs://127.0.0.1:8020"), "{msg}");
+    assert!(!msg.contains("No NameNode hosts found"), "{msg}");
+}
+
+/// `hdfs:///path` whose `fs.defaultFS` names a nameservice that hdfs-site.xml does not define:
+/// a configuration error, not retryable, that says which keys are missing.
+#[test]
+fn hdfs_default_fs_naming_an_undefined_nameservice_is_a_clear_configuration_error() {
+    let t = tempdir();
+    let conf = t.path().join("hadoop-conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("core-site.xml"),
+        "<?xml version=\"1.0\"?>\n<configuration>\n  <property><name>fs.defaultFS</name><value>hdfs://prodns</value></property>\n</configuration>\n",
+    )
+    .unwrap();
+    std::fs::write(
+        conf.join("hdfs-site.xml"),
+        "<?xml version=\"1.0\"?>\n<configuration>\n</configuration>\n",
+    )
+    .unwrap();
+    let sb = sandbox(t.path());
+    let u = "hdfs:///apps/spark.tgz";
+    let e = fetch_bounded_with_conf(Some(&conf), &[uri(u)], &sb, &config(&t.path().join("c")))
+        .unwrap_err();
+    let msg = e.to_string();
+    eprintln!("undefined nameservice: {msg}");
+    assert!(msg.contains(u), "{msg}");
+    assert!(matches!(e.kind, FetchErrorKind::InvalidUri(_)), "{msg}");
+    assert!(msg.contains("fs.defaultFS"), "{msg}");
+    assert!(msg.contains("dfs.ha.namenodes.<ns>"), "{msg}");
+    assert!(msg.contains("HADOOP_CONF_DIR"), "{msg}");
+    assert!(!e.retryable(), "{msg}");
 }
 
 // ---- dead DataNodes ----

@@ -9,8 +9,9 @@
 //!   `$HADOOP_HOME/etc/hadoop`) each time a client is built, i.e. at every fetch.
 //! - An authority WITHOUT a port is always a nameservice: `hdfs://nameservice1/path` uses
 //!   `dfs.ha.namenodes.nameservice1` and `dfs.namenode.rpc-address.nameservice1.<nn>`
-//!   (`dfs.nameservices` itself is not needed). Unlike Hadoop, a plain host without a port is
-//!   not `host:8020`: with no such keys the fetch fails ("No NameNode hosts found").
+//!   (`dfs.nameservices` itself is not needed). With no such keys hdfs-native finds no
+//!   NameNode; Hadoop then takes the host as a NameNode on the default RPC port, and so do we:
+//!   `hdfs://host/path` is retried as `hdfs://host:8020/path` (see [`DEFAULT_NAMENODE_PORT`]).
 //! - NameNodes are tried in the order listed (`dfs.client.failover.random.order.<ns>` shuffles
 //!   them); a `StandbyException` moves to the next at once, and the one that answered serves the
 //!   rest of that fetch. Connection failures also fail over, up to
@@ -28,9 +29,33 @@ use futures_util::StreamExt;
 use super::error::FetchErrorKind;
 use super::source::ByteStream;
 
+/// Hadoop's default NameNode RPC port, for `hdfs://host/path` when `host` is no nameservice.
+pub const DEFAULT_NAMENODE_PORT: u16 = 8020;
+
+/// hdfs-native's answer when an authority has no port and no nameservice keys.
+const NO_NAMENODE: &str = "No NameNode hosts found";
+
+/// `hdfs://host` (an authority without a port), as opposed to `hdfs://host:port`, `hdfs://[v6]:port`
+/// or the empty authority of `hdfs:///path`.
+fn authority_without_port(namenode: &str) -> bool {
+    let Some(auth) = namenode.strip_prefix("hdfs://") else {
+        return false;
+    };
+    let host_end = auth.rfind(']').map(|i| i + 1).unwrap_or(0);
+    !auth.is_empty() && !auth[host_end..].contains(':')
+}
+
 fn map_err(namenode: &str, path: &str, e: hdfs_native::HdfsError) -> FetchErrorKind {
     use hdfs_native::HdfsError as H;
     match e {
+        H::InvalidArgument(m) if m.contains(NO_NAMENODE) => {
+            FetchErrorKind::InvalidUri(format!(
+            "HDFS {namenode}{path}: no NameNode for {}: give host:port, or define the nameservice \
+             (dfs.ha.namenodes.<ns>, dfs.namenode.rpc-address.<ns>.<nn>) in the hdfs-site.xml of \
+             HADOOP_CONF_DIR",
+            if namenode.is_empty() { "fs.defaultFS" } else { namenode }
+        ))
+        }
         H::FileNotFound(_) => FetchErrorKind::NotFound(format!("hdfs file {path}")),
         H::IsADirectoryError(_) => {
             FetchErrorKind::InvalidUri(format!("hdfs path {path} is a directory"))
@@ -64,12 +89,17 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, FetchErrorKind> {
     .map_err(|e| FetchErrorKind::Internal(format!("HDFS runtime: {e}")))
 }
 
+/// Opens `path` for reading. `answer_within` bounds how long the NameNode(s) may take to give a
+/// usable answer (hdfs-native retries connections and fails over on its own for minutes); the
+/// error then names the NameNode address really tried.
 pub(crate) async fn open(
     namenode: &str,
     path: &str,
     user: Option<&str>,
+    answer_within: std::time::Duration,
 ) -> Result<(u64, ByteStream), FetchErrorKind> {
     let rt = runtime()?;
+    let (url_tx, url_rx) = tokio::sync::oneshot::channel::<String>();
     let (meta_tx, meta_rx) = tokio::sync::oneshot::channel();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, FetchErrorKind>>(16);
     let (nn, p, u) = (
@@ -77,8 +107,8 @@ pub(crate) async fn open(
         path.to_string(),
         user.map(str::to_string),
     );
-    rt.spawn(async move {
-        match open_here(&nn, &p, u.as_deref()).await {
+    let task = rt.spawn(async move {
+        match open_here(&nn, &p, u.as_deref(), url_tx).await {
             Err(e) => {
                 let _ = meta_tx.send(Err(e));
             }
@@ -94,9 +124,24 @@ pub(crate) async fn open(
             }
         }
     });
-    let len = meta_rx
-        .await
-        .map_err(|_| FetchErrorKind::Internal("HDFS task ended without an answer".into()))??;
+    let answered = tokio::time::timeout(answer_within, meta_rx).await;
+    let len = match answered {
+        Ok(r) => {
+            r.map_err(|_| FetchErrorKind::Internal("HDFS task ended without an answer".into()))??
+        }
+        Err(_) => {
+            // Stop hdfs-native's own retries; name what it was trying.
+            task.abort();
+            let tried = match url_rx.await {
+                Ok(u) if u.is_empty() => "(fs.defaultFS)".to_string(),
+                Ok(u) => u,
+                Err(_) => namenode.to_string(),
+            };
+            return Err(FetchErrorKind::Connect(format!(
+                "HDFS NameNode {tried} gave no usable answer within {answer_within:?}"
+            )));
+        }
+    };
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     })
@@ -108,15 +153,35 @@ async fn open_here(
     namenode: &str,
     path: &str,
     user: Option<&str>,
+    tried: tokio::sync::oneshot::Sender<String>,
 ) -> Result<(u64, ByteStream), FetchErrorKind> {
-    let mut b = hdfs_native::ClientBuilder::new();
-    if !namenode.is_empty() {
-        b = b.with_url(namenode);
-    }
-    if let Some(u) = user {
-        b = b.with_user(u);
-    }
-    let client = b.build().map_err(|e| map_err(namenode, path, e))?;
+    let build = |url: &str| {
+        let mut b = hdfs_native::ClientBuilder::new();
+        if !url.is_empty() {
+            b = b.with_url(url);
+        }
+        if let Some(u) = user {
+            b = b.with_user(u);
+        }
+        b.build()
+    };
+    let (client, url) = match build(namenode) {
+        Err(hdfs_native::HdfsError::InvalidArgument(m))
+            if m.contains(NO_NAMENODE) && authority_without_port(namenode) =>
+        {
+            // Not a nameservice: a NameNode host on Hadoop's default port.
+            let with_port = format!("{namenode}:{DEFAULT_NAMENODE_PORT}");
+            tracing::debug!(namenode, %with_port, "no nameservice of that name; using the default NameNode port");
+            let c = build(&with_port).map_err(|e| map_err(&with_port, path, e))?;
+            (c, with_port)
+        }
+        other => (
+            other.map_err(|e| map_err(namenode, path, e))?,
+            namenode.to_string(),
+        ),
+    };
+    let _ = tried.send(url.clone());
+    let namenode = url.as_str();
     let reader = client
         .read(path)
         .await
@@ -138,4 +203,20 @@ async fn open_here(
         })
         .boxed();
     Ok((len as u64, stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::authority_without_port;
+
+    #[test]
+    fn which_authorities_lack_a_port() {
+        assert!(authority_without_port("hdfs://namenode"));
+        assert!(authority_without_port("hdfs://nameservice1"));
+        assert!(authority_without_port("hdfs://[::1]"));
+        assert!(!authority_without_port("hdfs://namenode:8020"));
+        assert!(!authority_without_port("hdfs://[::1]:8020"));
+        assert!(!authority_without_port(""));
+        assert!(!authority_without_port("hdfs://"));
+    }
 }

@@ -147,20 +147,7 @@ pub(crate) async fn open(
         }
         Source::Hdfs { namenode, path } => {
             // The HDFS client retries connections for minutes on its own: bound it.
-            let (size, s) =
-                tokio::time::timeout(cfg.stall_timeout, super::hdfs::open(namenode, path, user))
-                    .await
-                    .map_err(|_| {
-                        FetchErrorKind::Connect(format!(
-                            "HDFS NameNode {} gave no usable answer within {:?}",
-                            if namenode.is_empty() {
-                                "(fs.defaultFS)"
-                            } else {
-                                namenode
-                            },
-                            cfg.stall_timeout
-                        ))
-                    })??;
+            let (size, s) = super::hdfs::open(namenode, path, user, cfg.stall_timeout).await?;
             Ok(Opened {
                 size: Some(size),
                 body: Body::Stream(s),
