@@ -221,7 +221,11 @@ fn hdfs_tgz_across_blocks_and_packets_is_fetched_and_extracted() {
     let reads = fake.reads();
     assert_eq!(reads.len(), blocks, "one READ_BLOCK per block: {reads:?}");
     assert!(fake.packets() > blocks * 2, "packets: {}", fake.packets());
-    assert_eq!(fake.read_ok(), blocks, "client acknowledged every block");
+    assert_eq!(
+        fake.wait_read_ok(blocks),
+        blocks,
+        "client acknowledged every block"
+    );
     assert!(fake.errors().is_empty(), "{:?}", fake.errors());
     eprintln!(
         "hdfs fake: NameNode calls {calls:?}, READ_BLOCKs {reads:?}, packets {}",
@@ -440,7 +444,7 @@ fn hdfs_fake_is_read_identically_by_hadoops_own_client_and_ours() {
     let native_calls = fake.calls().len();
     let native_contexts = fake.contexts().len();
     let native_reads = fake.reads().len();
-    let native_ok = fake.read_ok();
+    let native_ok = fake.wait_read_ok(native_reads);
 
     // Then Hadoop's: the whole file by a stateful read, a positional read that starts inside a
     // checksum chunk of block 2 and ends in block 3, getFileStatus of the file and its directory,
@@ -568,7 +572,7 @@ fn hdfs_fake_is_read_identically_by_hadoops_own_client_and_ours() {
     expected.push((ids[2], 0, pread_len as u64 - first));
     assert_eq!(reads, expected);
     assert_eq!(
-        fake.read_ok() - native_ok,
+        fake.wait_read_ok(native_ok + reads.len()) - native_ok,
         reads.len(),
         "Hadoop's client sent CHECKSUM_OK after every block read"
     );
@@ -690,7 +694,7 @@ fn hdfs_ha_nameservice_fails_over_from_the_standby_to_the_active_namenode() {
     let ops = fake.datanode_ops();
     assert_eq!(ops.len(), blocks, "{ops:?}");
     assert!(ops.iter().all(|o| o.served), "{ops:?}");
-    assert_eq!(fake.read_ok(), blocks);
+    assert_eq!(fake.wait_read_ok(blocks), blocks);
     // Both NameNodes got a connection context from the client (the fake does no SASL).
     assert_eq!(fake.contexts().len(), 2, "{:?}", fake.contexts());
 
@@ -910,7 +914,7 @@ fn hdfs_datanode_refusing_connections_the_block_is_read_from_the_next_replica() 
         ops.iter().all(|o| o.datanode == 1 && o.served),
         "every block served by the second DataNode: {ops:?}"
     );
-    assert_eq!(fake.read_ok(), 3);
+    assert_eq!(fake.wait_read_ok(3), 3);
     // The refused connection is seen only in hdfs-native's warning, which names the DataNode.
     let dead = fake.dn_ports[0];
     let log = captured_log();
@@ -969,7 +973,7 @@ fn hdfs_datanode_answering_error_the_block_is_read_from_the_next_replica() {
             served: true,
         }
     );
-    assert_eq!(fake.read_ok(), 3);
+    assert_eq!(fake.wait_read_ok(3), 3);
     let log = captured_log();
     assert!(
         log.lines().any(

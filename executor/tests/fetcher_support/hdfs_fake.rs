@@ -672,6 +672,18 @@ impl FakeHdfs {
     pub fn read_ok(&self) -> usize {
         self.state.lock().unwrap().read_ok
     }
+    /// [`FakeHdfs::read_ok`] once it reaches `n`, or what it is after 10 s: a client sends its
+    /// read status after the block's last packet, so it may land after the fetch has returned.
+    pub fn wait_read_ok(&self, n: usize) -> usize {
+        let start = std::time::Instant::now();
+        loop {
+            let got = self.read_ok();
+            if got >= n || start.elapsed() > Duration::from_secs(10) {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     pub fn errors(&self) -> Vec<String> {
         self.state.lock().unwrap().errors.clone()
     }
