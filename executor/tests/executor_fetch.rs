@@ -340,21 +340,7 @@ async fn sigkill_of_an_executor_mid_download_then_a_new_one_fetches() {
     );
     assert!(a.recorded().terminal_updates("t").is_empty());
     // The half-written download is not an entry.
-    let entries = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
-        let mut v = Vec::new();
-        for user in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let e = user.path().join("entries");
-            v.extend(
-                std::fs::read_dir(e)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(|e| e.path()),
-            );
-        }
-        v
-    };
-    assert!(entries(cache.path()).is_empty());
+    assert!(entry_files(cache.path()).is_empty());
     drop(a);
 
     // A new executor fetches the same URI: it downloads again, and the cache is consistent.
@@ -366,7 +352,7 @@ async fn sigkill_of_an_executor_mid_download_then_a_new_one_fetches() {
         body
     );
     assert_eq!(srv.hits("/kill/app.bin"), 2);
-    let e = entries(cache.path());
+    let e = entry_files(cache.path());
     assert_eq!(e.len(), 1, "{e:?}");
     assert_eq!(std::fs::read(&e[0]).unwrap(), body);
     assert!(
@@ -512,6 +498,95 @@ async fn a_task_killed_while_fetching_ends_at_once_and_the_uri_stays_fetchable()
         part_files(cache.path()).is_empty(),
         "{:?}",
         part_files(cache.path())
+    );
+    shutdown_ok(&mut agent).await;
+}
+
+/// Every file of the cache entries under `dir`.
+fn entry_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v = Vec::new();
+    for user in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let e = user.path().join("entries");
+        v.extend(
+            std::fs::read_dir(e)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path()),
+        );
+    }
+    v
+}
+
+#[tokio::test]
+async fn a_task_user_owns_its_fetched_copy_and_cannot_change_the_cache_entry() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this test runs a task as another user and must run as root, as the executor does on \
+         an agent (CI runs scripts/test.sh as root)"
+    );
+    let srv = Server::start();
+    let jar = b"original jar bytes\n".to_vec();
+    srv.route("/app.jar", Route::Ok(Arc::new(jar.clone())));
+    srv.route(
+        "/conf.tgz",
+        Route::Ok(Arc::new(gzip(
+            &RawTar::new()
+                .file("conf/spark-defaults.conf", b"spark.cores.max 4\n")
+                .finish(),
+        ))),
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let mut agent = start(with_cache(cache.path(), "users")).await;
+    let uris = vec![
+        Uri {
+            value: srv.url("/app.jar"),
+            cache: Some(true),
+            ..Default::default()
+        },
+        Uri {
+            value: srv.url("/conf.tgz"),
+            cache: Some(true),
+            extract: Some(true),
+            ..Default::default()
+        },
+    ];
+    // Two tasks, as nobody, one after the other: each finds its files its own and the jar
+    // intact, then rewrites its copy of the jar.
+    let script = "test \"$(stat -c %U app.jar)\" = nobody \
+                  && test \"$(stat -c %U conf/spark-defaults.conf)\" = nobody \
+                  && grep -q cores conf/spark-defaults.conf \
+                  && grep -qx 'original jar bytes' app.jar \
+                  && echo tampered > app.jar";
+    for id in ["u1", "u2"] {
+        let mut task = agent.command_task(id, script);
+        if let Some(c) = task.command.as_mut() {
+            c.uris = uris.clone();
+            c.user = Some("nobody".into());
+        }
+        agent.launch(task).unwrap();
+        let done = agent.wait_terminal(id, T).await.unwrap();
+        assert_eq!(
+            done.state,
+            TaskState::TaskFinished as i32,
+            "{id}: {done:?}\n{}",
+            agent.executor_stderr()
+        );
+        assert_eq!(
+            std::fs::read(task_dir(&agent, id).join("app.jar")).unwrap(),
+            b"tampered\n"
+        );
+    }
+    // The second task found the original bytes (its script checks them), from the cache.
+    assert_eq!(srv.hits("/app.jar"), 1);
+    assert_eq!(srv.hits("/conf.tgz"), 1);
+    let entries = entry_files(cache.path());
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(
+        entries
+            .iter()
+            .any(|e| std::fs::read(e).map(|b| b == jar).unwrap_or(false)),
+        "the jar's cache entry still holds the original bytes: {entries:?}"
     );
     shutdown_ok(&mut agent).await;
 }
