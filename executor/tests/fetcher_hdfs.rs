@@ -720,6 +720,47 @@ fn hdfs_ha_nameservice_fails_over_from_the_standby_to_the_active_namenode() {
     assert!(fake.errors().is_empty(), "{:?}", fake.errors());
 }
 
+/// Every NameNode of the nameservice is a standby: after its failover attempts hdfs-native
+/// returns the standby's RPC error, whose message is Hadoop's text plus the server's Java stack
+/// trace. The task's status message gets the exception class and the first line only.
+#[test]
+fn hdfs_ha_every_namenode_standby_is_a_one_line_error_naming_the_exception() {
+    let fake = FakeHdfs::start_with(
+        Layout::default(),
+        &[NameNodeRole::Standby, NameNodeRole::Standby],
+        &[DataNodeRole::Serve],
+    );
+    fake.put("/apps/spark.tgz", b"never read".to_vec(), Layout::default());
+    let t = tempdir();
+    let conf = t.path().join("hadoop-conf");
+    write_hadoop_conf(
+        &conf,
+        "nameservice1",
+        &fake.nn_ports,
+        &[
+            ("dfs.client.failover.max.attempts", "3"),
+            ("dfs.client.failover.sleep.base.millis", "10"),
+            ("dfs.client.failover.sleep.max.millis", "100"),
+        ],
+    );
+    let sb = sandbox(t.path());
+    let u = "hdfs://nameservice1/apps/spark.tgz";
+    let e = fetch_bounded_with_conf(Some(&conf), &[uri(u)], &sb, &config(&t.path().join("c")))
+        .unwrap_err();
+    let msg = e.to_string();
+    eprintln!("every NameNode standby: {msg}");
+    assert!(msg.contains(u), "{msg}");
+    assert!(msg.contains(hdfs_fake::STANDBY_EXCEPTION), "{msg}");
+    assert!(msg.contains("not supported in state standby"), "{msg}");
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    assert!(!msg.contains("\tat "), "no stack trace: {msg}");
+    assert!(!sb.join("spark.tgz").exists());
+    // Both NameNodes were asked.
+    let asked: std::collections::HashSet<usize> =
+        fake.namenode_calls().iter().map(|c| c.namenode).collect();
+    assert_eq!(asked.len(), 2, "{:?}", fake.namenode_calls());
+}
+
 /// Both NameNodes of the nameservice refuse connections. hdfs-native fails over between them
 /// `dfs.client.failover.max.attempts` times (default 15), sleeping after each full round
 /// (`dfs.client.failover.sleep.base.millis` 500 doubling, capped by `...sleep.max.millis`

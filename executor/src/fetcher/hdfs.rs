@@ -62,13 +62,23 @@ fn map_err(namenode: &str, path: &str, e: hdfs_native::HdfsError) -> FetchErrorK
         }
         H::IOError(io) => FetchErrorKind::Connect(format!("HDFS NameNode {namenode}: {io}")),
         H::RPCError(class, msg) if class.contains("FileNotFoundException") => {
-            FetchErrorKind::NotFound(format!("hdfs file {path}: {msg}"))
+            FetchErrorKind::NotFound(format!("hdfs file {path}: {}", first_line(&msg)))
         }
         H::RPCError(class, msg) if class.contains("AccessControlException") => {
-            FetchErrorKind::PermissionDenied(format!("hdfs file {path}: {msg}"))
+            FetchErrorKind::PermissionDenied(format!("hdfs file {path}: {}", first_line(&msg)))
         }
+        // A NameNode's error message carries its Java stack trace: a task's status message
+        // gets the exception and its first line only.
+        H::RPCError(class, msg) => FetchErrorKind::Remote(format!(
+            "HDFS {namenode}{path}: {class}: {}",
+            first_line(&msg)
+        )),
         other => FetchErrorKind::Remote(format!("HDFS {namenode}{path}: {other}")),
     }
+}
+
+fn first_line(msg: &str) -> &str {
+    msg.lines().next().unwrap_or("").trim_end()
 }
 
 /// A runtime of its own for the HDFS client: it is isolated from the executor's
