@@ -401,8 +401,12 @@ async fn place_entry(
             extract::extract(&entry, kind, &root, &file_name(&dest), owner)?;
             return Ok(None);
         }
-        let method = if links && !plan.executable {
-            // Root-owned, read-only: the task cannot change the entry through its link.
+        // A link only for a task running as another, non-root user than the executor that
+        // owns the read-only entry: that user can neither chmod nor write it. A task running
+        // as root or as the executor's own user could, so it gets a copy.
+        let may_link =
+            owner.is_some_and(|o| o.uid != 0 && o.uid != nix::unistd::geteuid().as_raw());
+        let method = if links && !plan.executable && may_link {
             place::link_out(&entry, &dest)?
         } else {
             place::copy_out(&entry, &dest)?
