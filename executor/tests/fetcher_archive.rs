@@ -170,12 +170,25 @@ fn tar_entry_with_absolute_path_is_refused() {
 #[test]
 fn tar_symlink_pointing_outside_is_refused() {
     let t = tempdir();
+    // From `t/sandbox`, `up -> ../..` is t's PARENT: that is where the file would land. Its
+    // name is unique to this run so that nothing else there can be mistaken for it.
+    let name = format!(
+        "croupier-escaped-{}.txt",
+        t.path().file_name().unwrap().to_string_lossy()
+    );
+    let would_land = t.path().parent().unwrap().join(&name);
+    assert!(!would_land.exists());
     let tar = RawTar::new()
         .symlink("up", "../..")
-        .file("up/escaped.txt", b"evil")
+        .file(&format!("up/{name}"), b"evil")
         .finish();
     assert_unsafe(fetch_named("evil.tgz", gzip(&tar), t.path(), false));
-    assert!(!t.path().join("escaped.txt").exists());
+    assert!(
+        !would_land.exists(),
+        "{} was written outside the sandbox",
+        would_land.display()
+    );
+    assert!(!t.path().join(&name).exists());
 }
 
 #[test]
@@ -219,6 +232,34 @@ fn zip_entry_with_dotdot_is_refused() {
     let z = zip(&[("ok.txt", b"1"), ("../zip-escaped.txt", b"evil")], &[]);
     assert_unsafe(fetch_named("evil.zip", z, t.path(), false));
     assert!(!t.path().join("zip-escaped.txt").exists());
+}
+
+#[test]
+fn zip_entry_with_absolute_path_is_refused() {
+    let t = tempdir();
+    let target = t.path().join("zip-abs-escaped.txt");
+    // The zip crate's writer stores the name as given (it does not sanitise), so the
+    // fixture builder writes an absolute entry name as is; check that it did.
+    let z = zip(
+        &[("ok.txt", b"1"), (target.to_str().unwrap(), b"evil")],
+        &[],
+    );
+    let names: Vec<String> = zip::ZipArchive::new(std::io::Cursor::new(z.clone()))
+        .unwrap()
+        .file_names()
+        .map(|n| n.unwrap().into_owned())
+        .collect();
+    assert!(
+        names.contains(&target.to_str().unwrap().to_string()),
+        "the fixture holds the absolute name: {names:?}"
+    );
+    assert_unsafe(fetch_named("evil.zip", z, t.path(), false));
+    assert!(!target.exists(), "nothing written at the absolute path");
+    assert!(!t
+        .path()
+        .join("sandbox")
+        .join(target.strip_prefix("/").unwrap())
+        .exists());
 }
 
 #[test]

@@ -1,10 +1,17 @@
 //! Archive extraction into the sandbox root, refusing every entry that could land outside it
 //! (`..`, absolute paths, symlinks or hardlinks pointing out, device nodes). Blocking: call it
 //! from `spawn_blocking`.
+//!
+//! Never writes through an existing name: a file or symlink entry replaces what had its name
+//! (unlinked first, then created `O_EXCL`), since in the cache's links mode a sandbox file may
+//! be a hardlink to a read-only cache entry. Only what this extraction newly created (regular
+//! files, directories, symlinks; recorded by inode) is chowned to the task's user: never a
+//! hardlink entry nor its target, which may be such an entry.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufReader, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use super::error::FetchErrorKind;
@@ -21,7 +28,9 @@ struct Ctx<'a> {
     archive: &'a Path,
     root: &'a Path,
     root_canon: PathBuf,
-    touched: BTreeSet<PathBuf>,
+    /// Paths (relative to the root) this extraction created, with the (device, inode) they
+    /// got: chowned at the end only if the name still holds that inode.
+    created: BTreeMap<PathBuf, (u64, u64)>,
 }
 
 impl Ctx<'_> {
@@ -71,25 +80,76 @@ impl Ctx<'_> {
     }
 
     /// Creates the parent directory of `rel` and checks that it really is inside the root
-    /// (no earlier symlink leads out). Returns the canonical parent.
+    /// (no earlier symlink leads out). Returns the canonical parent. The directories it had to
+    /// create are recorded as created.
     fn parent_inside(&mut self, rel: &Path) -> Result<PathBuf, FetchErrorKind> {
         let full = self.root.join(rel);
         let parent = full.parent().unwrap_or(self.root).to_path_buf();
+        let mut missing = Vec::new();
+        let mut a = rel.parent();
+        while let Some(p) = a {
+            if p.as_os_str().is_empty() || fs::symlink_metadata(self.root.join(p)).is_ok() {
+                break;
+            }
+            missing.push(p.to_path_buf());
+            a = p.parent();
+        }
         fs::create_dir_all(&parent).map_err(|e| self.write_err(&parent, e))?;
         let canon = fs::canonicalize(&parent).map_err(|e| self.write_err(&parent, e))?;
         if !canon.starts_with(&self.root_canon) {
             return Err(self.unsafe_entry(rel, "leads outside the sandbox through a symlink"));
         }
-        let mut a = rel.parent();
-        while let Some(p) = a {
-            if p.as_os_str().is_empty() {
-                break;
-            }
-            self.touched.insert(p.to_path_buf());
-            a = p.parent();
+        for d in missing {
+            self.record(&d);
         }
-        self.touched.insert(rel.to_path_buf());
         Ok(canon)
+    }
+
+    /// Records `rel` as created by this extraction, with the inode it has now, if it is a
+    /// regular file, directory or symlink.
+    fn record(&mut self, rel: &Path) {
+        match fs::symlink_metadata(self.root.join(rel)) {
+            Ok(m) if m.is_file() || m.is_dir() || m.is_symlink() => {
+                self.created.insert(rel.to_path_buf(), (m.dev(), m.ino()));
+            }
+            _ => {
+                self.created.remove(rel);
+            }
+        }
+    }
+
+    /// Records a file this extraction just created through `f` (its descriptor: no race on
+    /// the name).
+    fn record_file(&mut self, rel: &Path, f: &fs::File) {
+        if let Ok(m) = f.metadata() {
+            self.created.insert(rel.to_path_buf(), (m.dev(), m.ino()));
+        }
+    }
+
+    /// Unlinks a non-directory at `rel` so that an entry can be created there anew.
+    fn unlink_existing(&mut self, rel: &Path) -> Result<(), FetchErrorKind> {
+        let p = self.root.join(rel);
+        if let Ok(m) = fs::symlink_metadata(&p) {
+            if !m.is_dir() {
+                fs::remove_file(&p).map_err(|e| self.write_err(&p, e))?;
+            }
+        }
+        self.created.remove(rel);
+        Ok(())
+    }
+
+    /// Creates a new regular file at `rel` (whatever non-directory had that name is unlinked
+    /// first; `O_EXCL`, so never written through) and records it.
+    fn create_file(&mut self, rel: &Path) -> Result<fs::File, FetchErrorKind> {
+        self.unlink_existing(rel)?;
+        let p = self.root.join(rel);
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .map_err(|e| self.write_err(&p, e))?;
+        self.record_file(rel, &f);
+        Ok(f)
     }
 
     /// A symlink at `rel` pointing to `target` must resolve inside the root: relative, any
@@ -122,10 +182,17 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Chowns (without following symlinks) what this extraction created, each only while its
+    /// name still holds the inode it was created with: a name that a later entry turned into
+    /// a hardlink (possibly to a cache entry) is left alone.
     fn chown_all(&self, owner: Option<Owner>) -> Result<(), FetchErrorKind> {
         let Some(o) = owner else { return Ok(()) };
-        for rel in &self.touched {
+        for (rel, &(dev, ino)) in &self.created {
             let p = self.root.join(rel);
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.dev() == dev && m.ino() == ino => {}
+                _ => continue,
+            }
             std::os::unix::fs::lchown(&p, Some(o.uid), Some(o.gid))
                 .map_err(|e| self.write_err(&p, e))?;
         }
@@ -150,7 +217,7 @@ pub fn extract(
         archive,
         root,
         root_canon,
-        touched: BTreeSet::new(),
+        created: BTreeMap::new(),
     };
     let file = fs::File::open(archive).map_err(|e| ctx.write_err(archive, e))?;
     let input = BufReader::with_capacity(1 << 20, file);
@@ -170,7 +237,7 @@ pub fn extract(
             }
             ctx.parent_inside(&rel)?;
             let out_path = root.join(&rel);
-            let mut out = fs::File::create(&out_path).map_err(|e| ctx.write_err(&out_path, e))?;
+            let mut out = ctx.create_file(&rel)?;
             let mut dec = flate2::read::MultiGzDecoder::new(input);
             copy_checked(&ctx, &mut dec, &mut out, &out_path)?;
         }
@@ -218,7 +285,10 @@ fn extract_tar<R: Read>(ctx: &mut Ctx<'_>, r: R) -> Result<(), FetchErrorKind> {
         if rel.as_os_str().is_empty() {
             continue;
         }
-        match e.header().entry_type() {
+        let kind = e.header().entry_type();
+        let existed = fs::symlink_metadata(ctx.root.join(&rel)).is_ok();
+        match kind {
+            // The tar crate creates a file entry `O_EXCL`, unlinking an existing name first.
             T::Regular | T::Continuous | T::Directory => {
                 ctx.parent_inside(&rel)?;
             }
@@ -244,9 +314,28 @@ fn extract_tar<R: Read>(ctx: &mut Ctx<'_>, r: R) -> Result<(), FetchErrorKind> {
                         )
                     }
                 };
-                let tparent = ctx.parent_inside(&trel)?;
-                let _ = tparent;
+                // The target must already exist inside the sandbox (created by an earlier
+                // entry, or a file fetched before); nothing is created for it.
+                let tfull = ctx.root.join(&trel);
+                match fs::canonicalize(&tfull) {
+                    Ok(c) if c.starts_with(&ctx.root_canon) => {}
+                    Ok(_) => {
+                        return Err(
+                            ctx.unsafe_entry(&rel, "is a hardlink pointing outside the sandbox")
+                        )
+                    }
+                    Err(err) => {
+                        return Err(ctx.bad(format!(
+                            "hardlink {} to missing {}: {err}",
+                            rel.display(),
+                            trel.display()
+                        )))
+                    }
+                }
                 ctx.parent_inside(&rel)?;
+                // A link replaces what had its name, like a file entry (the tar crate would
+                // fail on an existing name); the name is then never chowned.
+                ctx.unlink_existing(&rel)?;
             }
             T::Char | T::Block | T::Fifo => {
                 return Err(ctx.unsafe_entry(&rel, "is a device node or fifo"));
@@ -269,6 +358,14 @@ fn extract_tar<R: Read>(ctx: &mut Ctx<'_>, r: R) -> Result<(), FetchErrorKind> {
         if !unpacked {
             return Err(ctx.unsafe_entry(&rel, "would land outside the sandbox"));
         }
+        match kind {
+            T::Link => {
+                ctx.created.remove(&rel);
+            }
+            // An existing directory named by a directory entry was not created here.
+            T::Directory if existed => {}
+            _ => ctx.record(&rel),
+        }
     }
     if count == 0 {
         return Err(ctx.bad("no entries (empty or not a tar archive)"));
@@ -290,17 +387,16 @@ fn extract_zip(ctx: &mut Ctx<'_>) -> Result<(), FetchErrorKind> {
         let out = ctx.root.join(&rel);
         if e.is_dir() {
             ctx.parent_inside(&rel)?;
+            let existed = fs::symlink_metadata(&out).is_ok();
             fs::create_dir_all(&out).map_err(|err| ctx.write_err(&out, err))?;
             let canon = fs::canonicalize(&out).map_err(|err| ctx.write_err(&out, err))?;
             if !canon.starts_with(&ctx.root_canon) {
                 return Err(ctx.unsafe_entry(&rel, "leads outside the sandbox through a symlink"));
             }
-            continue;
-        }
-        if let Ok(m) = fs::symlink_metadata(&out) {
-            if !m.is_dir() {
-                fs::remove_file(&out).map_err(|err| ctx.write_err(&out, err))?;
+            if !existed {
+                ctx.record(&rel);
             }
+            continue;
         }
         if e.is_symlink() {
             if e.size() > 4096 {
@@ -310,18 +406,17 @@ fn extract_zip(ctx: &mut Ctx<'_>) -> Result<(), FetchErrorKind> {
             e.read_to_string(&mut target).map_err(|err| ctx.bad(err))?;
             let target = PathBuf::from(target);
             ctx.check_symlink(&rel, &target)?;
+            ctx.unlink_existing(&rel)?;
             std::os::unix::fs::symlink(&target, &out).map_err(|err| ctx.write_err(&out, err))?;
+            ctx.record(&rel);
             continue;
         }
         ctx.parent_inside(&rel)?;
-        let mut w = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&out)
-            .map_err(|err| ctx.write_err(&out, err))?;
+        let mut w = ctx.create_file(&rel)?;
         copy_checked(ctx, &mut e, &mut w, &out)?;
         if let Some(mode) = e.unix_mode() {
-            fs::set_permissions(&out, fs::Permissions::from_mode(mode & 0o777))
+            // Through the descriptor: the name is not followed again.
+            w.set_permissions(fs::Permissions::from_mode(mode & 0o777))
                 .map_err(|err| ctx.write_err(&out, err))?;
         }
     }

@@ -26,7 +26,10 @@ impl std::fmt::Display for Method {
     }
 }
 
-fn remove_existing(dst: &Path) -> Result<(), FetchErrorKind> {
+/// Unlinks whatever non-directory is at `dst` (a file, a hardlink to a cache entry, a
+/// symlink), so that the caller can create a new file there with `O_EXCL`; a directory is an
+/// error.
+pub(crate) fn remove_existing(dst: &Path) -> Result<(), FetchErrorKind> {
     match fs::symlink_metadata(dst) {
         Ok(m) if m.is_dir() => Err(FetchErrorKind::InvalidUri(format!(
             "destination {} is a directory",

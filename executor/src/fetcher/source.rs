@@ -274,28 +274,39 @@ pub(crate) async fn transfer(
     }
 }
 
+/// Creates `path` as a NEW file. Whatever non-directory had that name is unlinked first and
+/// the file is opened `O_EXCL`, so the fetcher never writes through an existing name: in links
+/// mode a sandbox file may be a hardlink to a read-only cache entry (writing through it would
+/// change the entry for every later task), and `O_EXCL` never follows a symlink either.
 fn create(path: &Path) -> Result<std::fs::File, FetchErrorKind> {
     use std::os::unix::fs::OpenOptionsExt;
+    super::place::remove_existing(path)?;
     std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o644)
         .open(path)
         .map_err(|e| io_kind(path, e))
 }
 
 fn copy_local(src: &Path, dst: &Path) -> Result<u64, FetchErrorKind> {
+    copy_to_new(src, dst).map(|(n, _)| n)
+}
+
+/// Copies `src` into a new file `dst` (see [`create`]); returns the byte count and the new
+/// file, positioned at its end.
+fn copy_to_new(src: &Path, dst: &Path) -> Result<(u64, std::fs::File), FetchErrorKind> {
     let mut from = std::fs::File::open(src).map_err(|e| io_kind(src, e))?;
     let mut to = create(dst)?;
     // std::io::copy between two files uses copy_file_range on Linux.
-    std::io::copy(&mut from, &mut to).map_err(|e| match e.raw_os_error() {
+    let n = std::io::copy(&mut from, &mut to).map_err(|e| match e.raw_os_error() {
         Some(libc::ENOSPC) | Some(libc::EDQUOT) => FetchErrorKind::DiskFull(dst.to_path_buf()),
         _ => FetchErrorKind::Io {
             path: dst.to_path_buf(),
             source: e,
         },
-    })
+    })?;
+    Ok((n, to))
 }
 
 fn write_loop(
@@ -311,13 +322,11 @@ fn write_loop(
             if n + chunk.len() as u64 > *limit {
                 file.flush().map_err(|e| io_kind(&path, e))?;
                 drop(file);
-                copy_local(&path, over)?;
+                // The overflow file is new too (never the sandbox name's old inode), and the
+                // rest of the bytes go to the descriptor just created, not to a re-opened name.
+                let (_, f) = copy_to_new(&path, over)?;
                 let _ = std::fs::remove_file(&path);
                 path = over.clone();
-                let f = std::fs::OpenOptions::new()
-                    .append(true)
-                    .open(&path)
-                    .map_err(|e| io_kind(&path, e))?;
                 file = std::io::BufWriter::with_capacity(1 << 20, f);
                 landed = Landed::Overflowed;
             }
