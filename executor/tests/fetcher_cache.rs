@@ -338,3 +338,330 @@ fn link_mode_hardlinks_read_only_root_owned_entries() {
     let s3 = run(&[u], &b, Some("nobody"), &cfg);
     assert_ne!(s3.items[0].method, Some(Method::Hardlink));
 }
+
+/// Log lines written while `f` runs on this thread (the fetcher's warnings, for one).
+fn with_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let w = buf.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_writer(move || w.clone())
+        .with_ansi(false)
+        .finish();
+    let out = tracing::subscriber::with_default(sub, f);
+    let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+    (out, text)
+}
+
+fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+}
+
+/// A root-owned 0700 directory shaped like a user's cache directory, outside the cache.
+fn decoy_user_dir(p: &Path) {
+    for sub in ["", "entries", "locks", "tmp"] {
+        std::fs::create_dir_all(p.join(sub)).unwrap();
+        chmod(&p.join(sub), 0o700);
+    }
+}
+
+fn no_user_dir(cache: &Path) -> PathBuf {
+    cache.join(format!("_{}", nix::unistd::geteuid().as_raw()))
+}
+
+#[test]
+fn cache_dir_planted_by_another_user_is_not_trusted() {
+    require_root();
+    let srv = Server::start();
+    srv.route("/p/app.jar", Route::Ok(Arc::new(b"real bytes".to_vec())));
+    let url = srv.url("/p/app.jar");
+    let t = tempdir();
+    let cfg = config(&t.path().join("cache"));
+    let secret = t.path().join("secret");
+    std::fs::write(&secret, b"root only").unwrap();
+    chmod(&secret, 0o600);
+    // As `nobody` could in the 01777 root: its own `<root>/nobody/` with the entry for
+    // (nobody, url) a symlink to a root-only file.
+    Cache::open(&cfg.cache_dir, cfg.cache_size, false).unwrap();
+    let planted = cfg.cache_dir.join("nobody");
+    for sub in ["", "entries", "locks", "tmp"] {
+        let d = planted.join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        chmod(&d, 0o700);
+        std::os::unix::fs::chown(&d, Some(65534), Some(65534)).unwrap();
+    }
+    let hash = croupier_executor::fetcher::cache::key_hash(Some("nobody"), &url);
+    std::os::unix::fs::symlink(&secret, planted.join("entries").join(&hash)).unwrap();
+    let sb = fresh_sandbox(t.path(), "s");
+    let (s, logs) = with_logs(|| run(&[cached(&url)], &sb, Some("nobody"), &cfg));
+    assert_eq!(s.items[0].cache, CacheOutcome::Bypass);
+    assert_eq!(std::fs::read(sb.join("app.jar")).unwrap(), b"real bytes");
+    assert_eq!(srv.hits("/p/app.jar"), 1);
+    assert!(
+        logs.contains(&planted.display().to_string())
+            && logs.contains("owned by uid 65534")
+            && logs.contains("fetching directly"),
+        "the warning names the directory and why: {logs}"
+    );
+    assert_eq!(std::fs::read(&secret).unwrap(), b"root only");
+    assert!(std::fs::symlink_metadata(planted.join("entries").join(&hash)).is_ok());
+}
+
+#[test]
+fn symlinked_user_dir_is_neither_used_nor_scanned() {
+    require_root();
+    let srv = Server::start();
+    srv.route("/s/x.bin", Route::Ok(Arc::new(bytes(MIB, 21))));
+    srv.route("/s/y.bin", Route::Ok(Arc::new(bytes(MIB, 22))));
+    let t = tempdir();
+    let mut cfg = config(&t.path().join("cache"));
+    cfg.cache_size = (MIB + MIB / 2) as u64;
+    Cache::open(&cfg.cache_dir, cfg.cache_size, false).unwrap();
+    // Root-owned, private directories elsewhere on the host that look like cache directories:
+    // an entry for the no-user key, an entry that would be an eviction victim, and a `.part`
+    // whose lock is free (a scan through the link would delete it).
+    let decoy = t.path().join("elsewhere");
+    decoy_user_dir(&decoy);
+    let x_url = srv.url("/s/x.bin");
+    let x_hash = croupier_executor::fetcher::cache::key_hash(None, &x_url);
+    std::fs::write(decoy.join("entries").join(&x_hash), b"planted").unwrap();
+    std::fs::write(decoy.join("entries").join("victim"), bytes(MIB, 23)).unwrap();
+    std::fs::write(decoy.join("tmp").join("dead.100.1.0.part"), b"p").unwrap();
+    std::os::unix::fs::symlink(&decoy, no_user_dir(&cfg.cache_dir)).unwrap();
+    std::os::unix::fs::symlink(&decoy, cfg.cache_dir.join("daemon2")).unwrap();
+
+    let sb = fresh_sandbox(t.path(), "s");
+    let (s, logs) = with_logs(|| run(&[cached(&x_url)], &sb, None, &cfg));
+    assert_eq!(s.items[0].cache, CacheOutcome::Bypass);
+    assert_eq!(std::fs::read(sb.join("x.bin")).unwrap(), bytes(MIB, 21));
+    assert!(logs.contains("is a symlink"), "{logs}");
+    // A real user directory: its reservation scans the root, where the links must be skipped
+    // (following one would count 1 MiB more and evict the decoy's "victim" to make room).
+    let s = run(&[cached(&srv.url("/s/y.bin"))], &sb, Some("daemon"), &cfg);
+    assert_eq!(s.items[0].cache, CacheOutcome::Miss);
+    assert_eq!(
+        std::fs::read(decoy.join("entries").join("victim")).unwrap(),
+        bytes(MIB, 23)
+    );
+    assert_eq!(
+        std::fs::read(decoy.join("entries").join(&x_hash)).unwrap(),
+        b"planted"
+    );
+    assert!(decoy.join("tmp").join("dead.100.1.0.part").exists());
+}
+
+#[test]
+fn open_user_dir_or_symlinked_subdir_is_not_trusted() {
+    require_root();
+    let srv = Server::start();
+    srv.route("/o/x.jar", Route::Ok(Arc::new(b"server bytes".to_vec())));
+    let url = srv.url("/o/x.jar");
+    let t = tempdir();
+    let cfg = config(&t.path().join("cache"));
+    let sb = fresh_sandbox(t.path(), "s");
+    let s = run(&[cached(&url)], &sb, Some("daemon"), &cfg);
+    assert_eq!(s.items[0].cache, CacheOutcome::Miss);
+    let udir = cfg.cache_dir.join("daemon");
+    // Group/other bits on the user directory: not used.
+    chmod(&udir, 0o750);
+    let (s, logs) = with_logs(|| run(&[cached(&url)], &sb, Some("daemon"), &cfg));
+    assert_eq!(s.items[0].cache, CacheOutcome::Bypass);
+    assert!(
+        logs.contains("0750") && logs.contains(&udir.display().to_string()),
+        "{logs}"
+    );
+    chmod(&udir, 0o700);
+    assert_eq!(
+        run(&[cached(&url)], &sb, Some("daemon"), &cfg).items[0].cache,
+        CacheOutcome::Hit
+    );
+    // `entries` replaced by a symlink to a private directory with a planted entry.
+    let decoy = t.path().join("decoy");
+    decoy_user_dir(&decoy);
+    let hash = croupier_executor::fetcher::cache::key_hash(Some("daemon"), &url);
+    std::fs::write(decoy.join("entries").join(&hash), b"planted").unwrap();
+    std::fs::rename(udir.join("entries"), t.path().join("old-entries")).unwrap();
+    std::os::unix::fs::symlink(decoy.join("entries"), udir.join("entries")).unwrap();
+    let (s, logs) = with_logs(|| run(&[cached(&url)], &sb, Some("daemon"), &cfg));
+    assert_eq!(s.items[0].cache, CacheOutcome::Bypass);
+    assert_eq!(std::fs::read(sb.join("x.jar")).unwrap(), b"server bytes");
+    assert!(
+        logs.contains(&udir.join("entries").display().to_string()),
+        "{logs}"
+    );
+}
+
+#[test]
+fn no_user_dir_is_per_executor_identity() {
+    let srv = Server::start();
+    srv.route("/n/x", Route::Ok(Arc::new(b"x".to_vec())));
+    let t = tempdir();
+    let cfg = config(&t.path().join("cache"));
+    run(
+        &[cached(&srv.url("/n/x"))],
+        &fresh_sandbox(t.path(), "s"),
+        None,
+        &cfg,
+    );
+    let d = no_user_dir(&cfg.cache_dir);
+    let m = std::fs::symlink_metadata(&d).unwrap();
+    assert!(m.is_dir());
+    assert_eq!(m.uid(), nix::unistd::geteuid().as_raw());
+    assert_eq!(m.mode() & 0o777, 0o700);
+    assert!(!cfg.cache_dir.join("_").exists());
+}
+
+#[test]
+fn untrusted_cache_root_is_not_used() {
+    require_root();
+    let srv = Server::start();
+    srv.route("/root/x", Route::Ok(Arc::new(b"x".to_vec())));
+    let t = tempdir();
+    let real = t.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    chmod(&real, 0o1777);
+    let link = t.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let open_dir = t.path().join("open");
+    std::fs::create_dir(&open_dir).unwrap();
+    chmod(&open_dir, 0o777);
+    let foreign = t.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    chmod(&foreign, 0o755);
+    std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+    for (root, why) in [
+        (&link, "is a symlink"),
+        (&open_dir, "without the sticky bit"),
+        (&foreign, "owned by uid 65534"),
+    ] {
+        let e = Cache::open(root, 1 << 30, false).unwrap_err().to_string();
+        assert!(
+            e.contains(&root.display().to_string()) && e.contains(why),
+            "{e}"
+        );
+        let cfg = config(root);
+        let sb = fresh_sandbox(t.path(), &format!("sb-{why}"));
+        let (s, logs) = with_logs(|| run(&[cached(&srv.url("/root/x"))], &sb, None, &cfg));
+        assert_eq!(s.items[0].cache, CacheOutcome::Bypass, "{why}");
+        assert_eq!(std::fs::read(sb.join("x")).unwrap(), b"x");
+        assert!(logs.contains(why), "{logs}");
+    }
+    // Nothing was created through the link or in the rejected roots.
+    for d in [&real, &open_dir, &foreign] {
+        assert_eq!(std::fs::read_dir(d).unwrap().count(), 0, "{}", d.display());
+    }
+    // The real root itself is fine.
+    Cache::open(&real, 1 << 30, false).unwrap();
+}
+
+#[test]
+fn live_download_part_survives_a_scan_even_if_its_pid_is_not_visible() {
+    let srv = Server::start();
+    srv.route("/live/b.bin", Route::Ok(Arc::new(bytes(MIB, 31))));
+    let t = tempdir();
+    let mut cfg = config(&t.path().join("cache"));
+    cfg.cache_size = 2 * MIB as u64;
+    // Another executor (in another PID namespace) downloads "a": it holds a's lock exclusive
+    // and its `.part` names a PID this process cannot see.
+    let cache = Cache::open(&cfg.cache_dir, cfg.cache_size, false).unwrap();
+    let a = cache.key(None, "http://elsewhere.invalid/a.bin").unwrap();
+    let hold = cache.lock_exclusive(&a).unwrap();
+    let pid = i32::MAX - 1;
+    assert_eq!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    );
+    let reserved = MIB + MIB / 2;
+    let part = a
+        .user_dir
+        .join("tmp")
+        .join(format!("{}.{reserved}.{pid}.0.part", a.hash));
+    std::fs::write(&part, b"some bytes so far").unwrap();
+    let sb = fresh_sandbox(t.path(), "s");
+    let s = run(&[cached(&srv.url("/live/b.bin"))], &sb, None, &cfg);
+    assert!(part.exists(), "a live download's .part was deleted");
+    assert_eq!(
+        s.items[0].cache,
+        CacheOutcome::Bypass,
+        "the live reservation is counted: 1.5 MiB + 1 MiB does not fit in 2 MiB"
+    );
+    assert_eq!(std::fs::read(sb.join("b.bin")).unwrap(), bytes(MIB, 31));
+    // The download ends without a commit (its process died): the lock is free, so the next
+    // scan removes the part and there is room again.
+    drop(hold);
+    let s = run(&[cached(&srv.url("/live/b.bin"))], &sb, None, &cfg);
+    assert_eq!(s.items[0].cache, CacheOutcome::Miss);
+    assert!(!part.exists(), "a dead download's .part is removed");
+}
+
+#[test]
+fn held_global_lock_bounds_the_wait_and_the_fetch_goes_direct() {
+    use croupier_executor::fetcher::cache;
+    assert_eq!(cache::global_lock_wait(), cache::GLOBAL_LOCK_WAIT);
+    let bound = std::time::Duration::from_secs(1);
+    // Process-wide; the other tests of this binary never contend for a global lock.
+    cache::set_global_lock_wait(bound);
+    let srv = Server::start();
+    srv.route("/g/x.bin", Route::Ok(Arc::new(bytes(10_000, 41))));
+    let t = tempdir();
+    let cfg = config(&t.path().join("cache"));
+    Cache::open(&cfg.cache_dir, cfg.cache_size, false).unwrap();
+    // Any local user may open the 0666 lock file and hold it.
+    let lock_path = cfg.cache_dir.join(".lock");
+    let held = std::fs::File::open(&lock_path).unwrap();
+    held.lock().unwrap();
+    let sb = fresh_sandbox(t.path(), "s");
+    let started = std::time::Instant::now();
+    let (s, logs) = with_logs(|| run(&[cached(&srv.url("/g/x.bin"))], &sb, None, &cfg));
+    let took = started.elapsed();
+    assert_eq!(s.items[0].cache, CacheOutcome::Bypass);
+    assert_eq!(std::fs::read(sb.join("x.bin")).unwrap(), bytes(10_000, 41));
+    assert!(took >= bound, "it did wait for the lock: {took:?}");
+    assert!(
+        took < bound * 20,
+        "the wait is bounded, not forever: {took:?}"
+    );
+    assert!(
+        logs.contains(&lock_path.display().to_string()) && logs.contains("fetching directly"),
+        "the warning names the lock file: {logs}"
+    );
+    drop(held);
+    let s = run(&[cached(&srv.url("/g/x.bin"))], &sb, None, &cfg);
+    assert_eq!(s.items[0].cache, CacheOutcome::Miss);
+}
+
+#[test]
+fn dead_part_of_the_key_being_fetched_is_removed() {
+    let srv = Server::start();
+    srv.route("/d/x.bin", Route::Ok(Arc::new(bytes(MIB, 51))));
+    let url = srv.url("/d/x.bin");
+    let t = tempdir();
+    let cfg = config(&t.path().join("cache"));
+    // A download of the same key left by an executor killed in another PID namespace.
+    let cache = Cache::open(&cfg.cache_dir, cfg.cache_size, false).unwrap();
+    let key = cache.key(None, &url).unwrap();
+    let part = key
+        .user_dir
+        .join("tmp")
+        .join(format!("{}.{MIB}.{}.0.part", key.hash, i32::MAX - 1));
+    std::fs::write(&part, b"half").unwrap();
+    let sb = fresh_sandbox(t.path(), "s");
+    let s = run(&[cached(&url)], &sb, None, &cfg);
+    assert_eq!(s.items[0].cache, CacheOutcome::Miss);
+    // The fetch held the key's lock exclusive, so no live download can have owned that part.
+    assert!(
+        files_in(&cfg.cache_dir, "tmp").is_empty(),
+        "{:?}",
+        files_in(&cfg.cache_dir, "tmp")
+    );
+}
