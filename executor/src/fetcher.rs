@@ -53,7 +53,7 @@ mod source;
 pub mod uri;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 pub use config::{ConfigError, FetchConfig};
 pub use error::{FetchError, FetchErrorKind};
@@ -169,7 +169,11 @@ pub async fn fetch_all(
             cfg,
         )?);
     }
-    let (owner, groups) = resolve_owner(user).map_err(|k| FetchError::new(&first_uri, k))?;
+    // User and group lookups may ask NSS (LDAP, SSSD): off the reactor.
+    let u = user.map(str::to_string);
+    let (owner, groups) = blocking(move || resolve_owner(u.as_deref()))
+        .await
+        .map_err(|k| FetchError::new(&first_uri, k))?;
     let clients = std::sync::OnceLock::new();
     let cache = if cfg.cache_size > 0 && plans.iter().any(|p| p.cache) {
         let (dir, size, links) = (cfg.cache_dir.clone(), cfg.cache_size, cfg.cache_links);
@@ -183,8 +187,10 @@ pub async fn fetch_all(
     } else {
         None
     };
-    let work_dir = std::fs::canonicalize(work_dir)
-        .map_err(|e| FetchError::new(&first_uri, io_kind(work_dir, e)))?;
+    let wd = work_dir.to_path_buf();
+    let work_dir = blocking(move || std::fs::canonicalize(&wd).map_err(|e| io_kind(&wd, e)))
+        .await
+        .map_err(|k| FetchError::new(&first_uri, k))?;
     let ctx = Ctx {
         work_dir,
         user,
@@ -456,6 +462,43 @@ impl Drop for PartFile {
     }
 }
 
+/// Where the downloader of `key` leaves the cause of its failure for the processes that waited
+/// for it (next to the entry's lock, in the user's own cache directory).
+fn failure_marker(key: &Key) -> PathBuf {
+    key.lock.with_extension("failed")
+}
+
+/// The cause written to `marker` if the download failed after `since`.
+fn recent_failure(marker: &Path, since: SystemTime) -> Option<String> {
+    let m = std::fs::symlink_metadata(marker).ok()?;
+    // File times come from the kernel's coarse clock, a few milliseconds behind `since`'s.
+    let since = since
+        .checked_sub(Duration::from_millis(50))
+        .unwrap_or(since);
+    if !m.is_file() || m.modified().ok()? < since {
+        return None;
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(std::fs::File::open(marker).ok()?, 4096),
+        &mut text,
+    )
+    .ok()?;
+    Some(text)
+}
+
+/// Records why the download of `key` failed (the caller holds its lock exclusive).
+async fn note_failure(key: &Key, e: &FetchErrorKind) {
+    let (marker, text) = (failure_marker(key), e.to_string());
+    let _ = blocking(move || {
+        let tmp = marker.with_extension("failed.tmp");
+        std::fs::write(&tmp, text.as_bytes())
+            .and_then(|()| std::fs::rename(&tmp, &marker))
+            .map_err(|e| io_kind(&marker, e))
+    })
+    .await;
+}
+
 async fn fetch_cached(
     plan: &Plan,
     ctx: &Ctx<'_>,
@@ -477,6 +520,9 @@ async fn fetch_cached(
             }
         }
     };
+    // From here on this fetch waits (in `lock_hit` or `lock_exclusive`) for any download of
+    // the same URI in another process; a failure of that download is one it shares.
+    let waited_from = SystemTime::now();
     for _attempt in 0..4 {
         // A hit: place it while holding the entry shared (referenced, so never evicted).
         let hit = {
@@ -484,7 +530,9 @@ async fn fetch_cached(
             blocking(move || c.lock_hit(&k)).await?
         };
         if let Some(lock) = hit {
-            let size = std::fs::metadata(&key.entry).map(|m| m.len()).unwrap_or(0);
+            let e = key.entry.clone();
+            let size =
+                blocking(move || Ok(std::fs::metadata(&e).map(|m| m.len()).unwrap_or(0))).await?;
             let method = place_entry(plan, ctx, &key.entry, dest, cache.links).await?;
             drop(lock);
             return Ok((size, CacheOutcome::Hit, method));
@@ -494,11 +542,27 @@ async fn fetch_cached(
             let (c, k) = (cache.clone(), key.clone());
             blocking(move || c.lock_exclusive(&k)).await?
         };
-        if key.entry.exists() {
+        let (entry, marker) = (key.entry.clone(), failure_marker(&key));
+        let (present, failed) =
+            blocking(move || Ok((entry.exists(), recent_failure(&marker, waited_from)))).await?;
+        if present {
             drop(lock);
             continue;
         }
-        let opened = source::open(&plan.source, &ctx.clients, ctx.user, ctx.cfg).await?;
+        // The download this one waited for failed: fail alike instead of queueing up behind
+        // each other for the same failure (upstream's waiters share the download's outcome).
+        if let Some(cause) = failed {
+            return Err(FetchErrorKind::Remote(format!(
+                "another executor's download of this URI failed while this one waited for it: {cause}"
+            )));
+        }
+        let opened = match source::open(&plan.source, &ctx.clients, ctx.user, ctx.cfg).await {
+            Ok(o) => o,
+            Err(e) => {
+                note_failure(&key, &e).await;
+                return Err(e);
+            }
+        };
         let part = {
             let (c, k, size) = (cache.clone(), key.clone(), opened.size.unwrap_or(0));
             blocking(move || c.reserve(&k, size)).await
@@ -535,9 +599,19 @@ async fn fetch_cached(
         };
         let (n, landed) = match source::transfer(opened, sink, ctx.cfg, &progress).await {
             Ok(r) => r,
+            Err(FetchErrorKind::DiskFull(full)) if full == part => {
+                // The cache's file system is full, not the sandbox's: fetch directly.
+                drop(part_file);
+                drop(lock);
+                tracing::warn!(uri = %plan.uri, part = %full.display(), "fetcher cache file system full; fetching directly");
+                let n = fetch_direct(plan, ctx, dest, None).await?;
+                return Ok((n, CacheOutcome::Bypass, None));
+            }
             Err(e) => {
                 drop(part_file);
-                let _ = std::fs::remove_file(dest);
+                let d = dest.to_path_buf();
+                let _ = blocking(move || Ok(std::fs::remove_file(d))).await;
+                note_failure(&key, &e).await;
                 return Err(e);
             }
         };
@@ -554,6 +628,8 @@ async fn fetch_cached(
         match committed {
             Ok(true) => {
                 part_file.handed_on();
+                let marker = failure_marker(&key);
+                let _ = blocking(move || Ok(std::fs::remove_file(marker))).await;
                 let method = place_entry(plan, ctx, &key.entry, dest, cache.links).await?;
                 drop(lock);
                 return Ok((n, CacheOutcome::Miss, method));

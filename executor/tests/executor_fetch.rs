@@ -256,6 +256,23 @@ async fn eight_executors_racing_for_one_uri_download_it_once() {
         );
     }
     assert_eq!(srv.hits("/race/app.bin"), 1, "8 executors, one download");
+    // They raced: the download takes about 0.5 s, and every executor's fetch took at least a
+    // good part of it (the downloader, and 7 that waited for it), rather than an instant hit
+    // after the others had finished.
+    for a in &agents {
+        let lines = fetched_lines(a);
+        let secs: f64 = lines
+            .first()
+            .and_then(|l| l.split("secs=\"").nth(1))
+            .and_then(|r| r.split('"').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no secs in {lines:?}"));
+        assert!(
+            secs >= 0.2,
+            "{} did not wait for the download: {lines:?}",
+            a.config().executor_id
+        );
+    }
     let misses = agents
         .iter()
         .flat_map(fetched_lines)
@@ -588,5 +605,214 @@ async fn a_task_user_owns_its_fetched_copy_and_cannot_change_the_cache_entry() {
             .any(|e| std::fs::read(e).map(|b| b == jar).unwrap_or(false)),
         "the jar's cache entry still holds the original bytes: {entries:?}"
     );
+    shutdown_ok(&mut agent).await;
+}
+
+#[tokio::test]
+async fn executors_waiting_for_a_failing_download_fail_with_it_instead_of_retrying_in_turn() {
+    let srv = Server::start();
+    // Sends a little, then nothing: each attempt ends at the stall timeout (1 s here).
+    srv.route(
+        "/stall.bin",
+        Route::Stall {
+            len: 1 << 20,
+            sent: 1000,
+        },
+    );
+    let url = srv.url("/stall.bin");
+    let cache = tempfile::tempdir().unwrap();
+    let mut agents = Vec::new();
+    for i in 0..3 {
+        let mut c = with_cache(cache.path(), &format!("stall-{i}"));
+        c.extra_env
+            .push(("CROUPIER_FETCHER_STALL_TIMEOUT".into(), "1secs".into()));
+        agents.push(start(c).await);
+    }
+    let uri = Uri {
+        value: url.clone(),
+        cache: Some(true),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    for a in &agents {
+        let mut task = a.command_task("t", "true");
+        if let Some(c) = task.command.as_mut() {
+            c.uris = vec![uri.clone()];
+        }
+        a.launch(task).unwrap();
+    }
+    let mut messages = Vec::new();
+    for a in &agents {
+        let done = a.wait_terminal("t", T).await.unwrap();
+        assert_eq!(done.state, TaskState::TaskFailed as i32, "{done:?}");
+        assert_eq!(
+            done.reason,
+            Some(croupier_proto::v1::task_status::Reason::ContainerLaunchFailed as i32)
+        );
+        messages.push(done.message.unwrap_or_default());
+    }
+    // One stall, shared: not three in a row.
+    assert!(
+        started.elapsed() < Duration::from_millis(2800),
+        "took {:?}: {messages:?}\n{}",
+        started.elapsed(),
+        agents
+            .iter()
+            .map(|a| a.executor_stderr())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    );
+    assert_eq!(
+        srv.hits("/stall.bin"),
+        1,
+        "{messages:?}\n{}",
+        agents
+            .iter()
+            .map(|a| a.executor_stderr())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    );
+    assert!(messages.iter().all(|m| m.contains(&url)), "{messages:?}");
+    assert_eq!(
+        messages.iter().filter(|m| m.contains("stalled")).count(),
+        3,
+        "each message names the cause: {messages:?}"
+    );
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| m.contains("another executor's download of this URI failed"))
+            .count(),
+        2,
+        "{messages:?}"
+    );
+    for mut a in agents {
+        shutdown_ok(&mut a).await;
+    }
+}
+
+#[tokio::test]
+async fn a_full_cache_file_system_fetches_directly_and_the_task_runs() {
+    let t = tempfile::tempdir().unwrap();
+    let small = t.path().join("cache");
+    std::fs::create_dir(&small).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .expect("run mount");
+    assert!(
+        st.success(),
+        "this test mounts a 1 MiB tmpfs and needs root: run it through scripts/test.sh as root"
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(small.clone());
+    let srv = Server::start();
+    let body = bytes(4 << 20, 21);
+    srv.route("/big.bin", Route::Ok(Arc::new(body.clone())));
+    // The cache's cap (64MB) would take it; its file system cannot.
+    let mut agent = start(with_cache(&small, "full")).await;
+    let st = run_with_uri(
+        &agent,
+        "t",
+        Uri {
+            value: srv.url("/big.bin"),
+            cache: Some(true),
+            ..Default::default()
+        },
+        "test $(wc -c < big.bin) -eq 4194304",
+    )
+    .await;
+    assert_eq!(st, TaskState::TaskFinished, "{}", agent.executor_stderr());
+    assert_eq!(
+        std::fs::read(task_dir(&agent, "t").join("big.bin")).unwrap(),
+        body
+    );
+    let log = agent.executor_stderr();
+    assert!(
+        log.contains("fetcher cache file system full; fetching directly"),
+        "{log}"
+    );
+    let lines = fetched_lines(&agent);
+    assert!(
+        lines.len() == 1 && lines[0].contains("cache=bypass"),
+        "{lines:?}"
+    );
+    assert!(part_files(&small).is_empty(), "{:?}", part_files(&small));
+    shutdown_ok(&mut agent).await;
+}
+
+/// Bad input fails the task, through the whole executor: not started, TASK_FAILED with
+/// REASON_CONTAINER_LAUNCH_FAILED and a message naming the URI and the cause.
+#[tokio::test]
+async fn bad_uris_fail_their_tasks_naming_uri_and_cause() {
+    let srv = Server::start();
+    srv.route("/gone.jar", Route::Status(404));
+    srv.route(
+        "/slip.tgz",
+        Route::Ok(Arc::new(gzip(
+            &RawTar::new().file("../outside.txt", b"escaped").finish(),
+        ))),
+    );
+    srv.route(
+        "/bad.tgz",
+        Route::Ok(Arc::new(b"not gzip at all".repeat(10))),
+    );
+    srv.route(
+        "/short.bin",
+        Route::LieLength {
+            body: Arc::new(vec![7u8; 1000]),
+            claimed: 5000,
+        },
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let mut agent = start(with_cache(cache.path(), "bad")).await;
+    let cases = [
+        ("gone", "/gone.jar", "404"),
+        ("slip", "/slip.tgz", "outside"),
+        ("corrupt", "/bad.tgz", "archive"),
+        ("short", "/short.bin", "truncated"),
+    ];
+    for (id, path, _) in &cases {
+        let mut task = agent.command_task(id, "touch started");
+        if let Some(c) = task.command.as_mut() {
+            c.uris = vec![Uri {
+                value: srv.url(path),
+                ..Default::default()
+            }];
+        }
+        agent.launch(task).unwrap();
+    }
+    for (id, path, cause) in &cases {
+        let done = agent.wait_terminal(id, T).await.unwrap();
+        assert_eq!(done.state, TaskState::TaskFailed as i32, "{id}: {done:?}");
+        assert_eq!(
+            done.reason,
+            Some(croupier_proto::v1::task_status::Reason::ContainerLaunchFailed as i32),
+            "{id}"
+        );
+        let msg = done.message.unwrap_or_default();
+        assert!(msg.contains(&srv.url(path)), "{id}: {msg}");
+        assert!(
+            msg.to_ascii_lowercase().contains(cause),
+            "{id}: {cause} in {msg}"
+        );
+        assert!(
+            !agent
+                .recorded()
+                .states(id)
+                .contains(&TaskState::TaskRunning),
+            "{id} was started"
+        );
+        assert!(!task_dir(&agent, id).join("started").exists(), "{id} ran");
+    }
+    // The tar-slip entry landed nowhere outside the task's directory.
+    assert!(!agent.sandbox().join("tasks/outside.txt").exists());
+    assert!(!agent.sandbox().join("outside.txt").exists());
     shutdown_ok(&mut agent).await;
 }
