@@ -33,7 +33,8 @@
 //! direct fetch, as upstream.
 //!
 //! When the executor runs as root and `user` is given, fetched files are chowned to the user and
-//! local paths are only read if the user could read them (MESOS-5845).
+//! local paths are opened with the user's permissions (MESOS-5845; [`local`]), so a path the
+//! user could not read is refused at the moment of the open, with no check-then-open race.
 //!
 //! # Layout
 //! - [`config`]: typed settings; [`error`]: the error type.
@@ -47,6 +48,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 mod hdfs;
+mod local;
 mod place;
 mod s3;
 mod source;
@@ -250,45 +252,7 @@ fn resolve_owner(user: Option<&str>) -> Result<(Option<Owner>, Vec<u32>), FetchE
     ))
 }
 
-/// Whether `uid`/`groups` may read `path` (search on every directory, read on the file).
-fn user_may_read(path: &Path, uid: u32, groups: &[u32]) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(real) = std::fs::canonicalize(path) else {
-        return false;
-    };
-    let allowed = |m: &std::fs::Metadata, bit: u32| {
-        let mode = m.mode();
-        if m.uid() == uid {
-            mode & (bit << 6) != 0
-        } else if groups.contains(&m.gid()) {
-            mode & (bit << 3) != 0
-        } else {
-            mode & bit != 0
-        }
-    };
-    let mut dirs: Vec<&Path> = real.ancestors().skip(1).collect();
-    dirs.reverse();
-    for d in dirs {
-        match std::fs::metadata(d) {
-            Ok(m) if allowed(&m, 0o1) => {}
-            _ => return false,
-        }
-    }
-    matches!(std::fs::metadata(&real), Ok(m) if allowed(&m, 0o4))
-}
-
 async fn fetch_one(plan: &Plan, ctx: &Ctx<'_>) -> Result<FetchedUri, FetchErrorKind> {
-    if let (uri::Source::Local(p), Some(o)) = (&plan.source, ctx.owner) {
-        let (p2, groups) = (p.clone(), ctx.groups.clone());
-        let ok = blocking(move || Ok(user_may_read(&p2, o.uid, &groups))).await?;
-        if !ok {
-            return Err(FetchErrorKind::PermissionDenied(format!(
-                "user {} may not read {}",
-                ctx.user.unwrap_or("?"),
-                p.display()
-            )));
-        }
-    }
     let dest = ctx.work_dir.join(&plan.dest_rel);
     if let Some(parent) = dest.parent() {
         let parent = parent.to_path_buf();
@@ -332,7 +296,16 @@ async fn fetch_direct(
 ) -> Result<u64, FetchErrorKind> {
     let opened = match opened {
         Some(o) => o,
-        None => source::open(&plan.source, &ctx.clients, ctx.user, ctx.cfg).await?,
+        None => {
+            source::open(
+                &plan.source,
+                &ctx.clients,
+                ctx.user,
+                (ctx.owner, &ctx.groups),
+                ctx.cfg,
+            )
+            .await?
+        }
     };
     let progress = source::Progress {
         uri: plan.uri.clone(),
@@ -468,14 +441,12 @@ fn failure_marker(key: &Key) -> PathBuf {
     key.lock.with_extension("failed")
 }
 
-/// The cause written to `marker` if the download failed after `since`.
+/// The cause written to `marker` if the download failed after `since`. The marker holds the
+/// failure's time (nanoseconds since the epoch, from the same clock as `since`) on its first
+/// line, then the cause.
 fn recent_failure(marker: &Path, since: SystemTime) -> Option<String> {
     let m = std::fs::symlink_metadata(marker).ok()?;
-    // File times come from the kernel's coarse clock, a few milliseconds behind `since`'s.
-    let since = since
-        .checked_sub(Duration::from_millis(50))
-        .unwrap_or(since);
-    if !m.is_file() || m.modified().ok()? < since {
+    if !m.is_file() {
         return None;
     }
     let mut text = String::new();
@@ -484,12 +455,22 @@ fn recent_failure(marker: &Path, since: SystemTime) -> Option<String> {
         &mut text,
     )
     .ok()?;
-    Some(text)
+    let (at, cause) = text.split_once('\n')?;
+    let at: u128 = at.trim().parse().ok()?;
+    let since = since
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    (at >= since).then(|| cause.to_string())
 }
 
-/// Records why the download of `key` failed (the caller holds its lock exclusive).
+/// Records why the download of `key` failed, and when (the caller holds its lock exclusive).
 async fn note_failure(key: &Key, e: &FetchErrorKind) {
-    let (marker, text) = (failure_marker(key), e.to_string());
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let (marker, text) = (failure_marker(key), format!("{now}\n{e}"));
     let _ = blocking(move || {
         let tmp = marker.with_extension("failed.tmp");
         std::fs::write(&tmp, text.as_bytes())
@@ -556,7 +537,15 @@ async fn fetch_cached(
                 "another executor's download of this URI failed while this one waited for it: {cause}"
             )));
         }
-        let opened = match source::open(&plan.source, &ctx.clients, ctx.user, ctx.cfg).await {
+        let opened = match source::open(
+            &plan.source,
+            &ctx.clients,
+            ctx.user,
+            (ctx.owner, &ctx.groups),
+            ctx.cfg,
+        )
+        .await
+        {
             Ok(o) => o,
             Err(e) => {
                 note_failure(&key, &e).await;

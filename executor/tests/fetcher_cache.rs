@@ -665,3 +665,87 @@ fn dead_part_of_the_key_being_fetched_is_removed() {
         files_in(&cfg.cache_dir, "tmp")
     );
 }
+
+/// A user who owns a directory on a local path swaps the file for a symlink to a root-only
+/// file, over and over, while the root executor fetches that path for the user. The file is
+/// opened with the user's own permissions, so no fetch ever copies the secret, whatever the
+/// timing (a check-then-open fetcher leaks it in this race).
+#[test]
+fn swapping_a_local_file_for_a_symlink_never_leaks_a_root_only_file() {
+    require_root();
+    let t = tempdir();
+    std::fs::set_permissions(
+        t.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let secret = t.path().join("secret.txt");
+    std::fs::write(&secret, b"root only").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("user nobody");
+    let public = t.path().join("pub");
+    std::fs::create_dir(&public).unwrap();
+    std::os::unix::fs::chown(
+        &public,
+        Some(nobody.uid.as_raw()),
+        Some(nobody.gid.as_raw()),
+    )
+    .unwrap();
+    let f = public.join("app.conf");
+    std::fs::write(&f, b"public").unwrap();
+    // A symlink the user made: refused outright.
+    let link = public.join("sneaky.conf");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let cfg = config(&t.path().join("cache"));
+    let sb = fresh_sandbox(t.path(), "direct");
+    let e = rt()
+        .block_on(fetch_all(
+            &[uri(link.to_str().unwrap())],
+            &sb,
+            Some("nobody"),
+            &cfg,
+        ))
+        .unwrap_err();
+    assert!(e.to_string().contains("may not read"), "{e}");
+    // The race: the "user" flips app.conf between a file and a symlink to the secret.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let (stop, public, secret, f) = (stop.clone(), public.clone(), secret.clone(), f.clone());
+        std::thread::spawn(move || {
+            let (reg, lnk) = (public.join(".reg"), public.join(".lnk"));
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::fs::write(&reg, b"public");
+                let _ = std::fs::rename(&reg, &f);
+                let _ = std::fs::remove_file(&lnk);
+                let _ = std::os::unix::fs::symlink(&secret, &lnk);
+                let _ = std::fs::rename(&lnk, &f);
+            }
+        })
+    };
+    let (mut ok, mut refused) = (0, 0);
+    for i in 0..300 {
+        let sb = fresh_sandbox(t.path(), &format!("r{i}"));
+        match rt().block_on(fetch_all(
+            &[uri(f.to_str().unwrap())],
+            &sb,
+            Some("nobody"),
+            &cfg,
+        )) {
+            Ok(_) => {
+                let got = std::fs::read(sb.join("app.conf")).unwrap();
+                assert_eq!(got, b"public", "fetch {i} copied the root-only file");
+                ok += 1;
+            }
+            Err(e) => {
+                assert!(e.to_string().contains("may not read"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flipper.join().unwrap();
+    eprintln!("{ok} fetched the public file, {refused} refused the symlink");
+    assert_eq!(ok + refused, 300);
+}

@@ -42,7 +42,8 @@ impl Clients {
 }
 
 enum Body {
-    Local(PathBuf),
+    /// A local file, already open (as the task user: see [`super::local`]).
+    Local(std::fs::File),
     Stream(BoxStream<'static, Result<Bytes, FetchErrorKind>>),
 }
 
@@ -79,15 +80,30 @@ pub(crate) async fn open(
     source: &Source,
     clients: &std::sync::OnceLock<Clients>,
     user: Option<&str>,
+    as_user: (Option<super::Owner>, &[u32]),
     cfg: &FetchConfig,
 ) -> Result<Opened, FetchErrorKind> {
     match source {
         Source::Local(path) => {
-            let p = path.clone();
-            let meta = tokio::task::spawn_blocking(move || std::fs::metadata(&p))
-                .await
-                .map_err(|e| FetchErrorKind::Internal(e.to_string()))?
-                .map_err(|e| io_kind(path, e))?;
+            // Opened with the task user's permissions (a root executor must not read for a
+            // user what that user could not); what is copied is this open file.
+            let (p, owner, groups) = (path.clone(), as_user.0, as_user.1.to_vec());
+            let (file, meta) = tokio::task::spawn_blocking(move || {
+                let f = super::local::open_as(&p, owner, &groups)?;
+                let m = f.metadata()?;
+                Ok::<_, std::io::Error>((f, m))
+            })
+            .await
+            .map_err(|e| FetchErrorKind::Internal(e.to_string()))?
+            .map_err(|e| match (e.kind(), user) {
+                (std::io::ErrorKind::PermissionDenied, Some(u)) => {
+                    FetchErrorKind::PermissionDenied(format!(
+                        "user {u} may not read {}",
+                        path.display()
+                    ))
+                }
+                _ => io_kind(path, e),
+            })?;
             if meta.is_dir() {
                 return Err(FetchErrorKind::InvalidUri(format!(
                     "{} is a directory",
@@ -96,7 +112,7 @@ pub(crate) async fn open(
             }
             Ok(Opened {
                 size: Some(meta.len()),
-                body: Body::Local(path.clone()),
+                body: Body::Local(file),
             })
         }
         Source::Http(url) => {
@@ -189,7 +205,7 @@ pub(crate) async fn transfer(
     match opened.body {
         Body::Local(src) => {
             let dst = sink.path.clone();
-            let n = tokio::task::spawn_blocking(move || copy_local(&src, &dst))
+            let n = tokio::task::spawn_blocking(move || copy_open_file(src, &dst))
                 .await
                 .map_err(|e| FetchErrorKind::Internal(e.to_string()))??;
             Ok((n, Landed::Complete))
@@ -289,14 +305,22 @@ fn create(path: &Path) -> Result<std::fs::File, FetchErrorKind> {
         .map_err(|e| io_kind(path, e))
 }
 
-fn copy_local(src: &Path, dst: &Path) -> Result<u64, FetchErrorKind> {
-    copy_to_new(src, dst).map(|(n, _)| n)
+/// Copies an open local source file into a new file `dst`.
+fn copy_open_file(from: std::fs::File, dst: &Path) -> Result<u64, FetchErrorKind> {
+    copy_from_file(from, dst).map(|(n, _)| n)
 }
 
 /// Copies `src` into a new file `dst` (see [`create`]); returns the byte count and the new
 /// file, positioned at its end.
 fn copy_to_new(src: &Path, dst: &Path) -> Result<(u64, std::fs::File), FetchErrorKind> {
-    let mut from = std::fs::File::open(src).map_err(|e| io_kind(src, e))?;
+    let from = std::fs::File::open(src).map_err(|e| io_kind(src, e))?;
+    copy_from_file(from, dst)
+}
+
+fn copy_from_file(
+    mut from: std::fs::File,
+    dst: &Path,
+) -> Result<(u64, std::fs::File), FetchErrorKind> {
     let mut to = create(dst)?;
     // std::io::copy between two files uses copy_file_range on Linux.
     let n = std::io::copy(&mut from, &mut to).map_err(|e| match e.raw_os_error() {
