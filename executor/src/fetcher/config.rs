@@ -22,8 +22,9 @@ pub struct FetchConfig {
     /// (`CROUPIER_FETCHER_STALL_TIMEOUT`, `--fetcher_stall_timeout`).
     pub stall_timeout: Duration,
     /// Hardlink cache entries into sandboxes instead of copying (`CROUPIER_FETCHER_CACHE_LINKS=1`,
-    /// `--fetcher_cache_links`). Entries are then read-only; honoured only when the executor runs
-    /// as root (entries owned by root cannot be changed through a task's link).
+    /// `--fetcher_cache_links`). Entries are then read-only, and a link is made only for a task
+    /// running as a non-root user other than the executor, who can neither write nor chmod the
+    /// executor's entry; other tasks get copies.
     pub cache_links: bool,
     /// Extra PEM CA bundle trusted for `https://` (`CROUPIER_FETCHER_CA_FILE`,
     /// `--fetcher_ca_file`), on top of the system and webpki roots.
