@@ -42,7 +42,9 @@ fn home() -> Option<PathBuf> {
     env("HOME").map(PathBuf::from)
 }
 
-pub(crate) async fn open(bucket: &str, key: &str) -> Result<(u64, ByteStream), FetchErrorKind> {
+/// The client's settings from the environment and the AWS files (blocking: reads files), and
+/// where the credentials came from.
+fn configure(bucket: &str) -> (AmazonS3Builder, String) {
     let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
     let profile = env("AWS_PROFILE").unwrap_or_else(|| "default".to_string());
     // Where the credentials came from, for an operator reading a refusal.
@@ -87,6 +89,14 @@ pub(crate) async fn open(bucket: &str, key: &str) -> Result<(u64, ByteStream), F
         })
         .unwrap_or_else(|| "us-east-1".to_string());
     b = b.with_region(region);
+    (b, creds_from)
+}
+
+pub(crate) async fn open(bucket: &str, key: &str) -> Result<(u64, ByteStream), FetchErrorKind> {
+    let bkt = bucket.to_string();
+    let (mut b, creds_from) = tokio::task::spawn_blocking(move || configure(&bkt))
+        .await
+        .map_err(|e| FetchErrorKind::Internal(format!("S3 configuration: {e}")))?;
     let endpoint = env("AWS_ENDPOINT_URL").or_else(|| env("AWS_ENDPOINT"));
     let mut opts = ClientOptions::new()
         .with_timeout_disabled()
