@@ -16,7 +16,7 @@ use common::*;
 use croupier_proto::v1::command_info::Uri;
 use croupier_proto::v1::TaskState;
 use croupier_testkit::agent::{Agent, AgentConfig};
-use fetcher_support::{bytes, gzip, RawTar, Route, Server};
+use fetcher_support::{bytes, gzip, RawTar, Route, Server, Tmpfs};
 
 fn with_cache(cache: &std::path::Path, executor_id: &str) -> AgentConfig {
     let mut c = cfg();
@@ -695,23 +695,7 @@ async fn executors_waiting_for_a_failing_download_fail_with_it_instead_of_retryi
 async fn a_full_cache_file_system_fetches_directly_and_the_task_runs() {
     let t = tempfile::tempdir().unwrap();
     let small = t.path().join("cache");
-    std::fs::create_dir(&small).unwrap();
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&small)
-        .status()
-        .expect("run mount");
-    assert!(
-        st.success(),
-        "this test mounts a 1 MiB tmpfs and needs root: run it through scripts/test.sh as root"
-    );
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(small.clone());
+    let _tmpfs = Tmpfs::mount(&small, "1m");
     let srv = Server::start();
     let body = bytes(4 << 20, 21);
     srv.route("/big.bin", Route::Ok(Arc::new(body.clone())));

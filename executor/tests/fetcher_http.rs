@@ -399,23 +399,7 @@ fn https_with_a_test_ca() {
 fn full_disk_fails_naming_disk_full() {
     let t = tempdir();
     let small = t.path().join("small");
-    std::fs::create_dir(&small).unwrap();
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-        .arg(&small)
-        .status()
-        .expect("run mount");
-    assert!(
-        st.success(),
-        "this test mounts a 2 MiB tmpfs and needs root: run it through scripts/test.sh as root"
-    );
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(small.clone());
+    let _tmpfs = Tmpfs::mount(&small, "2m");
     let srv = Server::start();
     srv.route("/big.bin", Route::Ok(Arc::new(bytes(4 << 20, 6))));
     let cfg = config(&t.path().join("cache"));

@@ -323,3 +323,30 @@ pub fn sandbox(root: &Path) -> PathBuf {
     std::fs::create_dir_all(&p).unwrap();
     p
 }
+
+/// A small tmpfs mounted on a new directory `dir` (root only), unmounted when dropped.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (mount(8) syntax, e.g. "2m") on `dir`, which it creates.
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(
+            st.success(),
+            "mounting a {size} tmpfs on {} needs root: run the tests through scripts/test.sh as root",
+            dir.display()
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
