@@ -279,12 +279,15 @@ fn main() {
             .expect("fetch");
         },
     );
+    // Links are made only for a task running as another, non-root user (as Spark tasks do):
+    // as root, fetch for `nobody`.
     let root = nix::unistd::geteuid().is_root();
+    let link_user = root.then_some("nobody");
     let link_cache = fresh(&base.join("cache-links"));
     rt().block_on(fetch_all(
         &[uri(&big_url, true)],
         &fresh(&base.join("sb")),
-        None,
+        link_user,
         &cfg(&link_cache, true),
     ))
     .expect("prime");
@@ -294,13 +297,22 @@ fn main() {
             fresh(&sb);
         },
         || {
-            rt().block_on(fetch_all(
-                &[uri(&big_url, true)],
-                &sb,
-                None,
-                &cfg(&link_cache, true),
-            ))
-            .expect("fetch");
+            let s = rt()
+                .block_on(fetch_all(
+                    &[uri(&big_url, true)],
+                    &sb,
+                    link_user,
+                    &cfg(&link_cache, true),
+                ))
+                .expect("fetch");
+            if root {
+                assert_eq!(
+                    s.items[0].method,
+                    Some(croupier_executor::fetcher::Method::Hardlink),
+                    "link mode placed the entry by {:?}",
+                    s.items[0].method
+                );
+            }
         },
     );
     rows.push((
@@ -315,7 +327,11 @@ fn main() {
     rows.push((
         format!(
             "256 MiB warm, cache hit, hardlink{}",
-            if root { "" } else { " (NOT root: copies)" }
+            if root {
+                " (task user nobody)"
+            } else {
+                " (NOT root: copies)"
+            }
         ),
         format!("{warm_link:.4} s"),
         mibs(warm_link),
