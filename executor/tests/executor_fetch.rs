@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use croupier_proto::v1::command_info::Uri;
-use croupier_proto::v1::TaskState;
+use croupier_proto::v1::{TaskInfo, TaskState};
 use croupier_testkit::agent::{Agent, AgentConfig};
 use fetcher_support::{bytes, gzip, RawTar, Route, Server, Tmpfs};
 
@@ -39,13 +39,45 @@ fn cached_uri(value: String) -> Uri {
     }
 }
 
-/// Launches `task_id` running `sh` after fetching `uri`, and waits for its terminal update.
-async fn run_with_uri(agent: &Agent, task_id: &str, uri: Uri, sh: &str) -> TaskState {
+/// A cacheable URI, not extracted.
+fn cacheable(value: String) -> Uri {
+    Uri {
+        value,
+        cache: Some(true),
+        ..Default::default()
+    }
+}
+
+/// A command task running `sh` after fetching `uris`.
+fn task_with_uris(agent: &Agent, task_id: &str, sh: &str, uris: Vec<Uri>) -> TaskInfo {
     let mut task = agent.command_task(task_id, sh);
     if let Some(c) = task.command.as_mut() {
-        c.uris = vec![uri];
+        c.uris = uris;
     }
-    agent.launch(task).unwrap();
+    task
+}
+
+/// Waits until a cache download is under way: a `.part` file under `cache` with some bytes.
+async fn wait_download_started(cache: &std::path::Path, agent: &Agent) {
+    let started = std::time::Instant::now();
+    while !part_files(cache)
+        .iter()
+        .any(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false))
+    {
+        assert!(
+            started.elapsed() < T,
+            "no download started:\n{}",
+            agent.executor_stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Launches `task_id` running `sh` after fetching `uri`, and waits for its terminal update.
+async fn run_with_uri(agent: &Agent, task_id: &str, uri: Uri, sh: &str) -> TaskState {
+    agent
+        .launch(task_with_uris(agent, task_id, sh, vec![uri]))
+        .unwrap();
     let done = agent.wait_terminal(task_id, T).await.unwrap();
     TaskState::try_from(done.state).unwrap_or(TaskState::TaskError)
 }
@@ -234,11 +266,7 @@ async fn eight_executors_racing_for_one_uri_download_it_once() {
         (0..8).map(|i| start(with_cache(cache.path(), &format!("race-{i}")))),
     )
     .await;
-    let uri = Uri {
-        value: url.clone(),
-        cache: Some(true),
-        ..Default::default()
-    };
+    let uri = cacheable(url.clone());
     let states = futures_util::future::join_all(
         agents
             .iter()
@@ -316,34 +344,16 @@ async fn sigkill_of_an_executor_mid_download_then_a_new_one_fetches() {
     );
     let url = srv.url("/kill/app.bin");
     let cache = tempfile::tempdir().unwrap();
-    let uri = Uri {
-        value: url.clone(),
-        cache: Some(true),
-        ..Default::default()
-    };
+    let uri = cacheable(url.clone());
     let mut a = start(with_cache(cache.path(), "victim")).await;
-    let mut task = a.command_task("t", "test -s app.bin");
-    if let Some(c) = task.command.as_mut() {
-        c.uris = vec![uri.clone()];
-    }
-    a.launch(task).unwrap();
-    // Wait until the download is under way: a .part file with some bytes in it.
-    let started = std::time::Instant::now();
-    loop {
-        let parts = part_files(cache.path());
-        if parts
-            .iter()
-            .any(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false))
-        {
-            break;
-        }
-        assert!(
-            started.elapsed() < T,
-            "no download started:\n{}",
-            a.executor_stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    a.launch(task_with_uris(
+        &a,
+        "t",
+        "test -s app.bin",
+        vec![uri.clone()],
+    ))
+    .unwrap();
+    wait_download_started(cache.path(), &a).await;
     let pid = a.executor_pid().expect("executor pid");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
@@ -472,24 +482,16 @@ async fn a_task_killed_while_fetching_ends_at_once_and_the_uri_stays_fetchable()
     );
     let cache = tempfile::tempdir().unwrap();
     let mut agent = start(with_cache(cache.path(), "killer")).await;
-    let uri = Uri {
-        value: srv.url("/big/app.bin"),
-        cache: Some(true),
-        ..Default::default()
-    };
-    let mut task = agent.command_task("k", "test -s app.bin");
-    if let Some(c) = task.command.as_mut() {
-        c.uris = vec![uri.clone()];
-    }
-    agent.launch(task).unwrap();
-    let started = std::time::Instant::now();
-    while !part_files(cache.path())
-        .iter()
-        .any(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false))
-    {
-        assert!(started.elapsed() < T, "no download started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let uri = cacheable(srv.url("/big/app.bin"));
+    agent
+        .launch(task_with_uris(
+            &agent,
+            "k",
+            "test -s app.bin",
+            vec![uri.clone()],
+        ))
+        .unwrap();
+    wait_download_started(cache.path(), &agent).await;
     let killed_at = std::time::Instant::now();
     agent.kill("k", None).unwrap();
     let done = agent.wait_terminal("k", T).await.unwrap();
@@ -556,11 +558,7 @@ async fn a_task_user_owns_its_fetched_copy_and_cannot_change_the_cache_entry() {
     let cache = tempfile::tempdir().unwrap();
     let mut agent = start(with_cache(cache.path(), "users")).await;
     let uris = vec![
-        Uri {
-            value: srv.url("/app.jar"),
-            cache: Some(true),
-            ..Default::default()
-        },
+        cacheable(srv.url("/app.jar")),
         Uri {
             value: srv.url("/conf.tgz"),
             cache: Some(true),
@@ -628,18 +626,11 @@ async fn executors_waiting_for_a_failing_download_fail_with_it_instead_of_retryi
             .push(("CROUPIER_FETCHER_STALL_TIMEOUT".into(), "1secs".into()));
         agents.push(start(c).await);
     }
-    let uri = Uri {
-        value: url.clone(),
-        cache: Some(true),
-        ..Default::default()
-    };
+    let uri = cacheable(url.clone());
     let started = std::time::Instant::now();
     for a in &agents {
-        let mut task = a.command_task("t", "true");
-        if let Some(c) = task.command.as_mut() {
-            c.uris = vec![uri.clone()];
-        }
-        a.launch(task).unwrap();
+        a.launch(task_with_uris(a, "t", "true", vec![uri.clone()]))
+            .unwrap();
     }
     let mut messages = Vec::new();
     for a in &agents {
@@ -704,11 +695,7 @@ async fn a_full_cache_file_system_fetches_directly_and_the_task_runs() {
     let st = run_with_uri(
         &agent,
         "t",
-        Uri {
-            value: srv.url("/big.bin"),
-            cache: Some(true),
-            ..Default::default()
-        },
+        cacheable(srv.url("/big.bin")),
         "test $(wc -c < big.bin) -eq 4194304",
     )
     .await;
@@ -763,14 +750,13 @@ async fn bad_uris_fail_their_tasks_naming_uri_and_cause() {
         ("short", "/short.bin", "truncated"),
     ];
     for (id, path, _) in &cases {
-        let mut task = agent.command_task(id, "touch started");
-        if let Some(c) = task.command.as_mut() {
-            c.uris = vec![Uri {
-                value: srv.url(path),
-                ..Default::default()
-            }];
-        }
-        agent.launch(task).unwrap();
+        let uri = Uri {
+            value: srv.url(path),
+            ..Default::default()
+        };
+        agent
+            .launch(task_with_uris(&agent, id, "touch started", vec![uri]))
+            .unwrap();
     }
     for (id, path, cause) in &cases {
         let done = agent.wait_terminal(id, T).await.unwrap();

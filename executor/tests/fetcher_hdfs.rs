@@ -925,21 +925,17 @@ fn captured_log() -> String {
     String::from_utf8_lossy(&LOG.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
 }
 
-/// `getBlockLocations` lists two DataNodes for every block; the first refuses connections.
-/// hdfs-native (src/hdfs/block_reader.rs `ReplicatedBlockStream::select_next_datanode`) tries
-/// the replicas in the order listed; a failed connection marks that DataNode dead for the rest
-/// of the file (`DeadNodes`, shared by the file's blocks) and the next one is tried. So the
-/// first block costs one refused connection, later blocks go straight to the second DataNode.
-#[test]
-fn hdfs_datanode_refusing_connections_the_block_is_read_from_the_next_replica() {
+/// Fetches a 3-block file whose blocks list two DataNodes, the first playing `first`, the
+/// second serving; checks the bytes and returns the fake (for its records) and the layout.
+fn fetch_3_blocks_with_first_datanode(first: DataNodeRole, seed: u64) -> (FakeHdfs, Layout) {
     capture_logs();
     let layout = Layout::default();
     let fake = FakeHdfs::start_with(
         layout,
         &[NameNodeRole::Active],
-        &[DataNodeRole::Down, DataNodeRole::Serve],
+        &[first, DataNodeRole::Serve],
     );
-    let data = bytes(3 * layout.block_size - 1000, 5);
+    let data = bytes(3 * layout.block_size - 1000, seed);
     fake.put("/jars/dep.jar", data.clone(), layout);
     let t = tempdir();
     let sb = sandbox(t.path());
@@ -947,6 +943,17 @@ fn hdfs_datanode_refusing_connections_the_block_is_read_from_the_next_replica() 
     fetch_bounded(&[uri(&u)], &sb, &config(&t.path().join("c")))
         .unwrap_or_else(|e| panic!("fetch {u}: {e}; fake saw {:?}", fake.errors()));
     assert_eq!(std::fs::read(sb.join("dep.jar")).unwrap(), data);
+    (fake, layout)
+}
+
+/// `getBlockLocations` lists two DataNodes for every block; the first refuses connections.
+/// hdfs-native (src/hdfs/block_reader.rs `ReplicatedBlockStream::select_next_datanode`) tries
+/// the replicas in the order listed; a failed connection marks that DataNode dead for the rest
+/// of the file (`DeadNodes`, shared by the file's blocks) and the next one is tried. So the
+/// first block costs one refused connection, later blocks go straight to the second DataNode.
+#[test]
+fn hdfs_datanode_refusing_connections_the_block_is_read_from_the_next_replica() {
+    let (fake, _) = fetch_3_blocks_with_first_datanode(DataNodeRole::Down, 5);
 
     let ops = fake.datanode_ops();
     eprintln!("READ_BLOCKs: {ops:?}");
@@ -978,21 +985,7 @@ fn hdfs_datanode_refusing_connections_the_block_is_read_from_the_next_replica() 
 /// reads the block from the second one, in that order; later blocks skip the first.
 #[test]
 fn hdfs_datanode_answering_error_the_block_is_read_from_the_next_replica() {
-    capture_logs();
-    let layout = Layout::default();
-    let fake = FakeHdfs::start_with(
-        layout,
-        &[NameNodeRole::Active],
-        &[DataNodeRole::ReplicaMissing, DataNodeRole::Serve],
-    );
-    let data = bytes(3 * layout.block_size - 1000, 6);
-    fake.put("/jars/dep.jar", data.clone(), layout);
-    let t = tempdir();
-    let sb = sandbox(t.path());
-    let u = fake.url("/jars/dep.jar");
-    fetch_bounded(&[uri(&u)], &sb, &config(&t.path().join("c")))
-        .unwrap_or_else(|e| panic!("fetch {u}: {e}; fake saw {:?}", fake.errors()));
-    assert_eq!(std::fs::read(sb.join("dep.jar")).unwrap(), data);
+    let (fake, layout) = fetch_3_blocks_with_first_datanode(DataNodeRole::ReplicaMissing, 6);
 
     let ops = fake.datanode_ops();
     eprintln!("READ_BLOCKs: {ops:?}");
