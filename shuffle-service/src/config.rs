@@ -639,6 +639,70 @@ mod tests {
     }
 
     #[test]
+    fn state_dir_and_agent_settings() {
+        use std::ffi::OsStr;
+        let load = |items: &[&str]| {
+            let cli = Cli {
+                conf: items.iter().map(|s| s.to_string()).collect(),
+                ..Cli::default()
+            };
+            Config::load(&cli, None, None)
+        };
+        let d = load(&[]).unwrap();
+        assert_eq!(d.state_dir, StateDir::Default);
+        assert_eq!(d.agent_address.as_deref(), Some("127.0.0.1:5051"));
+        assert_eq!(d.agent_confirm_interval, Duration::from_secs(60));
+        // The default follows XDG, then HOME; relative values are ignored.
+        let xdg = Some(OsStr::new("/x/state"));
+        let home = Some(OsStr::new("/home/u"));
+        assert_eq!(
+            d.state_dir.resolve(xdg, home),
+            Some(PathBuf::from("/x/state/croupier/shuffle"))
+        );
+        assert_eq!(
+            d.state_dir.resolve(Some(OsStr::new("rel")), home),
+            Some(PathBuf::from("/home/u/.local/state/croupier/shuffle"))
+        );
+        assert_eq!(d.state_dir.resolve(None, None), None);
+        let c = load(&[
+            "croupier.state.dir=/var/lib/croupier/shuffle",
+            "croupier.mesos.agent.address=http://agent.example:5051/",
+            "croupier.mesos.agent.principal=croupier",
+            "croupier.mesos.agent.secret.file=/etc/croupier/agent-secret",
+            "croupier.mesos.agent.confirm.interval=5s",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.state_dir.resolve(xdg, home),
+            Some(PathBuf::from("/var/lib/croupier/shuffle"))
+        );
+        assert_eq!(c.agent_address.as_deref(), Some("agent.example:5051"));
+        assert_eq!(c.agent_confirm_interval, Duration::from_secs(5));
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        let off = load(&[
+            "croupier.state.dir=none",
+            "croupier.mesos.agent.address=none",
+        ])
+        .unwrap();
+        assert_eq!(off.state_dir.resolve(xdg, home), None);
+        assert_eq!(off.agent_address, None);
+        for bad in [
+            "croupier.state.dir=relative/dir",
+            "croupier.mesos.agent.address=5051",
+            "croupier.mesos.agent.principal=p",
+            "croupier.mesos.agent.confirm.interval=soon",
+        ] {
+            let e = load(&[bad]).unwrap_err().to_string();
+            let key = bad.split('=').next().unwrap();
+            assert!(
+                e.contains("croupier."),
+                "{bad}: the error names no setting: {e}"
+            );
+            assert!(e.contains(key) || key.ends_with("principal"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn admin_address_from_every_source() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("shuffle-service.conf");
