@@ -32,7 +32,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ErrorKind;
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// Content type of `/metrics` in OpenMetrics (what `prometheus_client::encoding::text` writes).
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -304,8 +304,44 @@ impl Collector for ServiceCollector {
         counter(
             &mut enc,
             "croupier_shuffle_cleanups",
-            "Applications whose shuffle files were removed after their driver stopped heartbeating.",
+            "Applications whose shuffle files the cleaner removed (framework completed or unknown to the agent, or heartbeat timeout without an agent).",
             m.cleanups.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "croupier_shuffle_cleanup_bytes",
+            "Bytes of shuffle files deleted by the cleaner.",
+            m.cleanup_bytes.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "croupier_shuffle_kept_active",
+            "Applications with a silent or unregistered driver kept because the Mesos agent reported their framework active (once per app).",
+            m.kept_active.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "croupier_shuffle_agent_unreachable",
+            "Cleaner rounds in which the Mesos agent could not be asked (nothing is deleted then).",
+            m.agent_unreachable.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "croupier_shuffle_store_corrupt",
+            "Start-ups that found the registration store unreadable (it is moved aside).",
+            m.store_corrupt.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "croupier_shuffle_store_write_errors",
+            "Registration-store writes that failed (the registration is kept in memory only).",
+            m.store_write_errors.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "croupier_shuffle_restored_registrations",
+            "Executor and driver registrations read back from the store at start-up.",
+            m.restored_registrations.load(Relaxed),
         )?;
         {
             let mut e = enc.encode_descriptor(

@@ -29,6 +29,17 @@ then --host/--port)
   spark.shuffle.service.fetch.rdd.enabled  false  serve cached RDD blocks
   spark.shuffle.io.serverThreads           cores  worker threads
   croupier.admin.address                   off    host:port for /healthz and /metrics (Prometheus)
+  croupier.state.dir       $XDG_STATE_HOME/croupier/shuffle (else ~/.local/state/croupier/shuffle)
+                                  where registrations are kept across restarts (file
+                                  registrations-<port>.redb); `none` keeps them in memory only.
+                                  Not used with --port 0 (a restart could not reach the same port).
+  croupier.mesos.agent.address             127.0.0.1:5051  the Mesos agent asked whether a
+                                  framework (= Spark appId) is still active before its files are
+                                  deleted; `none` = delete when the driver's heartbeats stop (Spark)
+  croupier.mesos.agent.principal           -      for an agent with HTTP authentication (basic)
+  croupier.mesos.agent.secret.file         -      file holding that principal's secret
+  croupier.mesos.agent.confirm.interval    60s    how long the agent must report a framework
+                                  completed (or unknown) before its files are deleted
 Unknown keys are logged once; the effective settings are logged at start-up.
 
 ENVIRONMENT
@@ -83,6 +94,16 @@ pub struct Config {
     /// `croupier.admin.address`: where the admin HTTP endpoint (`/healthz`, `/metrics`)
     /// listens; `None` (the default) leaves it off.
     pub admin_address: Option<SocketAddr>,
+    /// `croupier.state.dir`: where registrations are persisted.
+    pub state_dir: StateDir,
+    /// `croupier.mesos.agent.address` (`host:port`); `None` is `none`: heartbeat-only cleanup.
+    pub agent_address: Option<String>,
+    /// `croupier.mesos.agent.principal`.
+    pub agent_principal: Option<String>,
+    /// `croupier.mesos.agent.secret.file` (the secret itself is read at start-up, never kept here).
+    pub agent_secret_file: Option<PathBuf>,
+    /// `croupier.mesos.agent.confirm.interval`.
+    pub agent_confirm_interval: Duration,
     /// Keys given that this service does not know (logged once at start-up).
     pub unknown_keys: Vec<String>,
     /// Known Spark keys that have no effect here (logged once at start-up).
@@ -101,11 +122,57 @@ impl Default for Config {
             server_threads: default_threads(),
             max_request_frame: DEFAULT_MAX_REQUEST_FRAME,
             admin_address: None,
+            state_dir: StateDir::Default,
+            agent_address: Some(DEFAULT_AGENT_ADDRESS.into()),
+            agent_principal: None,
+            agent_secret_file: None,
+            agent_confirm_interval: Duration::from_secs(60),
             unknown_keys: Vec::new(),
             inert_keys: Vec::new(),
         }
     }
 }
+
+/// Where registrations are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateDir {
+    /// Not set: `$XDG_STATE_HOME/croupier/shuffle`, else `$HOME/.local/state/croupier/shuffle`
+    /// (the packages set `/var/lib/croupier/shuffle`).
+    Default,
+    /// `none`: registrations live in memory only (Spark's Mesos service).
+    Off,
+    Dir(PathBuf),
+}
+
+impl StateDir {
+    /// The directory to use, given `$XDG_STATE_HOME` and `$HOME`; `None` when off or when the
+    /// default cannot be formed (no usable variable).
+    pub fn resolve(
+        &self,
+        xdg_state_home: Option<&std::ffi::OsStr>,
+        home: Option<&std::ffi::OsStr>,
+    ) -> Option<PathBuf> {
+        match self {
+            StateDir::Off => None,
+            StateDir::Dir(d) => Some(d.clone()),
+            StateDir::Default => {
+                // The XDG spec ignores relative values.
+                let abs =
+                    |v: Option<&std::ffi::OsStr>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+                abs(xdg_state_home)
+                    .or_else(|| abs(home).map(|h| h.join(".local/state")))
+                    .map(|d| d.join("croupier/shuffle"))
+            }
+        }
+    }
+}
+
+pub const DEFAULT_AGENT_ADDRESS: &str = "127.0.0.1:5051";
+pub const STATE_DIR_KEY: &str = "croupier.state.dir";
+pub const AGENT_ADDRESS_KEY: &str = "croupier.mesos.agent.address";
+pub const AGENT_PRINCIPAL_KEY: &str = "croupier.mesos.agent.principal";
+pub const AGENT_SECRET_FILE_KEY: &str = "croupier.mesos.agent.secret.file";
+pub const AGENT_CONFIRM_KEY: &str = "croupier.mesos.agent.confirm.interval";
 
 fn default_threads() -> usize {
     std::thread::available_parallelism()
@@ -149,6 +216,11 @@ const HONOURED: &[&str] = &[
     "spark.shuffle.cleaner.interval",
     "spark.shuffle.io.serverThreads",
     ADMIN_ADDRESS_KEY,
+    STATE_DIR_KEY,
+    AGENT_ADDRESS_KEY,
+    AGENT_PRINCIPAL_KEY,
+    AGENT_SECRET_FILE_KEY,
+    AGENT_CONFIRM_KEY,
 ];
 
 /// The admin endpoint's setting (ours, not Spark's).
@@ -324,6 +396,67 @@ impl Settings {
                 c.admin_address =
                     Some(parse_address(v).map_err(|r| bad(ADMIN_ADDRESS_KEY, v, o, r))?);
             }
+        }
+        if let Some((v, o)) = self.get(STATE_DIR_KEY) {
+            c.state_dir = match v {
+                "" => StateDir::Default,
+                "none" => StateDir::Off,
+                d if Path::new(d).is_absolute() => StateDir::Dir(PathBuf::from(d)),
+                _ => {
+                    return Err(bad(
+                        STATE_DIR_KEY,
+                        v,
+                        o,
+                        "expected an absolute directory or `none`".into(),
+                    ))
+                }
+            };
+        }
+        if let Some((v, o)) = self.get(AGENT_ADDRESS_KEY) {
+            c.agent_address = match v {
+                "none" => None,
+                "" => Some(DEFAULT_AGENT_ADDRESS.into()),
+                a => {
+                    let a = a.strip_prefix("http://").unwrap_or(a).trim_end_matches('/');
+                    if a.rsplit_once(':')
+                        .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+                    {
+                        return Err(bad(
+                            AGENT_ADDRESS_KEY,
+                            v,
+                            o,
+                            "expected host:port of the Mesos agent (e.g. 127.0.0.1:5051) or `none`"
+                                .into(),
+                        ));
+                    }
+                    Some(a.to_owned())
+                }
+            };
+        }
+        if let Some((v, _)) = self.get(AGENT_PRINCIPAL_KEY) {
+            c.agent_principal = Some(v.to_owned()).filter(|p| !p.is_empty());
+        }
+        if let Some((v, _)) = self.get(AGENT_SECRET_FILE_KEY) {
+            c.agent_secret_file = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty());
+        }
+        if c.agent_principal.is_some() != c.agent_secret_file.is_some() {
+            let (k, o) = match self.get(AGENT_PRINCIPAL_KEY) {
+                Some((_, o)) => (AGENT_SECRET_FILE_KEY, o),
+                None => (
+                    AGENT_PRINCIPAL_KEY,
+                    self.get(AGENT_SECRET_FILE_KEY).map(|x| x.1).unwrap_or(""),
+                ),
+            };
+            return Err(bad(
+                k,
+                "",
+                o,
+                format!("{AGENT_PRINCIPAL_KEY} and {AGENT_SECRET_FILE_KEY} go together"),
+            ));
+        }
+        if let Some((v, o)) = self.get(AGENT_CONFIRM_KEY) {
+            c.agent_confirm_interval = parse_time(v, Duration::from_secs(1))
+                .map_err(|r| bad(AGENT_CONFIRM_KEY, v, o, r))?;
         }
         for key in ["spark.authenticate", "spark.network.crypto.enabled"] {
             if let Some((v, o)) = self.get(key) {
@@ -503,6 +636,70 @@ mod tests {
             (7337, 100 << 20, Duration::from_secs(30))
         );
         assert_eq!(d.host, IpAddr::from([0, 0, 0, 0]));
+    }
+
+    #[test]
+    fn state_dir_and_agent_settings() {
+        use std::ffi::OsStr;
+        let load = |items: &[&str]| {
+            let cli = Cli {
+                conf: items.iter().map(|s| s.to_string()).collect(),
+                ..Cli::default()
+            };
+            Config::load(&cli, None, None)
+        };
+        let d = load(&[]).unwrap();
+        assert_eq!(d.state_dir, StateDir::Default);
+        assert_eq!(d.agent_address.as_deref(), Some("127.0.0.1:5051"));
+        assert_eq!(d.agent_confirm_interval, Duration::from_secs(60));
+        // The default follows XDG, then HOME; relative values are ignored.
+        let xdg = Some(OsStr::new("/x/state"));
+        let home = Some(OsStr::new("/home/u"));
+        assert_eq!(
+            d.state_dir.resolve(xdg, home),
+            Some(PathBuf::from("/x/state/croupier/shuffle"))
+        );
+        assert_eq!(
+            d.state_dir.resolve(Some(OsStr::new("rel")), home),
+            Some(PathBuf::from("/home/u/.local/state/croupier/shuffle"))
+        );
+        assert_eq!(d.state_dir.resolve(None, None), None);
+        let c = load(&[
+            "croupier.state.dir=/var/lib/croupier/shuffle",
+            "croupier.mesos.agent.address=http://agent.example:5051/",
+            "croupier.mesos.agent.principal=croupier",
+            "croupier.mesos.agent.secret.file=/etc/croupier/agent-secret",
+            "croupier.mesos.agent.confirm.interval=5s",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.state_dir.resolve(xdg, home),
+            Some(PathBuf::from("/var/lib/croupier/shuffle"))
+        );
+        assert_eq!(c.agent_address.as_deref(), Some("agent.example:5051"));
+        assert_eq!(c.agent_confirm_interval, Duration::from_secs(5));
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        let off = load(&[
+            "croupier.state.dir=none",
+            "croupier.mesos.agent.address=none",
+        ])
+        .unwrap();
+        assert_eq!(off.state_dir.resolve(xdg, home), None);
+        assert_eq!(off.agent_address, None);
+        for bad in [
+            "croupier.state.dir=relative/dir",
+            "croupier.mesos.agent.address=5051",
+            "croupier.mesos.agent.principal=p",
+            "croupier.mesos.agent.confirm.interval=soon",
+        ] {
+            let e = load(&[bad]).unwrap_err().to_string();
+            let key = bad.split('=').next().unwrap();
+            assert!(
+                e.contains("croupier."),
+                "{bad}: the error names no setting: {e}"
+            );
+            assert!(e.contains(key) || key.ends_with("principal"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -6,14 +6,15 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
 use crate::metrics::ErrorKind;
 use crate::protocol::BlockTransferMessage as M;
-use crate::resolver::{removable_file_name, validate_id, BlockId};
-use crate::server::Shared;
+use crate::resolver::{removable_file_name, validate_executor, validate_id, BlockId};
+use crate::state::Shared;
+use crate::store::StoredDriver;
 use crate::streams::{BlockRange, Source};
 
 /// A blocking job producing the response body or the failure text.
@@ -61,13 +62,38 @@ pub fn rpc(shared: &Arc<Shared>, body: &[u8], peer: SocketAddr, conn: u64) -> Re
                 "AppExecId[appId={app_id},execId={exec_id}] with ExecutorShuffleInfo[localDirs={:?},subDirsPerLocalDir={},shuffleManager={}]",
                 info.local_dirs, info.sub_dirs_per_local_dir, info.shuffle_manager
             );
-            match shared.registry.register(&app_id, &exec_id, info) {
-                Ok(()) => {
-                    tracing::info!(%peer, "Registered executor {desc}");
-                    Reply::Now(Ok(Bytes::new()))
-                }
-                Err(e) => fail(format!("RegisterExecutor rejected: {e}")),
+            if let Err(e) = validate_executor(&app_id, &exec_id, &info) {
+                return fail(format!("RegisterExecutor rejected: {e}"));
             }
+            let Some(store) = shared.store.clone() else {
+                return match shared.registry.register(&app_id, &exec_id, info) {
+                    Ok(()) => {
+                        tracing::info!(%peer, "Registered executor {desc}");
+                        Reply::Now(Ok(Bytes::new()))
+                    }
+                    Err(e) => fail(format!("RegisterExecutor rejected: {e}")),
+                };
+            };
+            // Durable before the answer, written off the reactor.
+            let shared = shared.clone();
+            Reply::Blocking(Box::new(move || {
+                if let Err(e) = store.put_executor(&app_id, &exec_id, &info) {
+                    // Serving goes on (as Spark's Mesos service would, without any store);
+                    // only a restart would forget this executor.
+                    shared
+                        .metrics
+                        .store_write_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%peer, "executor {desc} registered in memory only: {e}");
+                }
+                match shared.registry.register(&app_id, &exec_id, info) {
+                    Ok(()) => {
+                        tracing::info!(%peer, "Registered executor {desc}");
+                        Ok(Bytes::new())
+                    }
+                    Err(e) => Err(format!("RegisterExecutor rejected: {e}")),
+                }
+            }))
         }
         M::RegisterDriver {
             app_id,
@@ -80,11 +106,32 @@ pub fn rpc(shared: &Arc<Shared>, body: &[u8], peer: SocketAddr, conn: u64) -> Re
                 return fail(format!("RegisterDriver rejected: heartbeatTimeoutMs {heartbeat_timeout_ms} must be positive"));
             }
             let timeout = Duration::from_millis(heartbeat_timeout_ms as u64);
-            if shared.apps.register(&app_id, timeout) {
-                tracing::warn!(%peer, "Received a registration request from app {app_id}, but it was already registered");
-            }
             tracing::info!(%peer, "Received registration request from app {app_id} (heartbeat timeout {heartbeat_timeout_ms} ms)");
-            Reply::Now(Ok(Bytes::new()))
+            let Some(store) = shared.store.clone() else {
+                if shared.apps.register(&app_id, timeout) {
+                    tracing::warn!(%peer, "Received a registration request from app {app_id}, but it was already registered");
+                }
+                return Reply::Now(Ok(Bytes::new()));
+            };
+            let shared = shared.clone();
+            Reply::Blocking(Box::new(move || {
+                let record = StoredDriver {
+                    app_id: app_id.clone(),
+                    heartbeat_timeout: timeout,
+                    last_heartbeat: SystemTime::now(),
+                };
+                if let Err(e) = store.put_driver(record) {
+                    shared
+                        .metrics
+                        .store_write_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%peer, "driver of app {app_id} registered in memory only: {e}");
+                }
+                if shared.apps.register(&app_id, timeout) {
+                    tracing::warn!(%peer, "Received a registration request from app {app_id}, but it was already registered");
+                }
+                Ok(Bytes::new())
+            }))
         }
         M::OpenBlocks {
             app_id,

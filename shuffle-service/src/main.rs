@@ -4,6 +4,8 @@ use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::Parser;
+use croupier_shuffle_service::agent::AgentClient;
+use croupier_shuffle_service::store::{Opened, Restored, Store};
 use croupier_shuffle_service::{admin, notify, run, Cli, Config, Shared};
 use tokio_util::sync::CancellationToken;
 
@@ -33,9 +35,29 @@ fn main() -> anyhow::Result<()> {
             .admin_address
             .map(|a| a.to_string())
             .unwrap_or_else(|| "off".into()),
+        state_dir = ?config.state_dir,
+        agent_address = config.agent_address.as_deref().unwrap_or("none (heartbeat-only cleanup)"),
+        agent_principal = config.agent_principal.as_deref().unwrap_or("-"),
+        agent_secret_file = ?config.agent_secret_file,
+        agent_confirm_interval_ms = config.agent_confirm_interval.as_millis() as u64,
         systemd_notify = notify::enabled(),
         "configuration"
     );
+    let agent = match &config.agent_address {
+        Some(addr) => Some(
+            AgentClient::new(
+                addr,
+                config.agent_principal.as_deref(),
+                config.agent_secret_file.as_deref(),
+            )
+            .context("cannot set up the Mesos agent client")?,
+        ),
+        None => None,
+    };
+    // Registrations are read back before the port is bound: the first request after a restart
+    // already finds them.
+    let started = std::time::Instant::now();
+    let (store, restored, corrupt) = open_store(&config)?;
     for k in &config.unknown_keys {
         tracing::warn!("unknown setting {k} ignored");
     }
@@ -65,7 +87,20 @@ fn main() -> anyhow::Result<()> {
             Some(addr) => Some(admin::bind(addr).await?),
             None => None,
         };
-        let shared = Shared::new(config);
+        let shared = Shared::new(config, store, agent);
+        if corrupt {
+            shared
+                .metrics
+                .store_corrupt
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(r) = restored {
+            let (execs, drivers) = shared.restore(r);
+            tracing::info!(
+                "restored {execs} executor and {drivers} driver registration(s) in {:?}",
+                started.elapsed()
+            );
+        }
         let shutdown = CancellationToken::new();
         tracing::info!("listening on {local}");
         if let Some(admin_listener) = admin_listener {
@@ -98,6 +133,49 @@ fn main() -> anyhow::Result<()> {
     // Connections still open are dropped with the runtime.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     Ok(())
+}
+
+/// Opens the registration store named by `croupier.state.dir`. An unreadable store never stops
+/// the service (it is moved aside, and the service starts empty); only a store held by another
+/// process does. Returns the store, what it held, and whether it had to be moved aside.
+fn open_store(config: &Config) -> anyhow::Result<(Option<Store>, Option<Restored>, bool)> {
+    let xdg = std::env::var_os("XDG_STATE_HOME");
+    let home = std::env::var_os("HOME");
+    let Some(dir) = config.state_dir.resolve(xdg.as_deref(), home.as_deref()) else {
+        tracing::info!(
+            "registrations are kept in memory only (croupier.state.dir is none, or unset with neither $XDG_STATE_HOME nor $HOME)"
+        );
+        return Ok((None, None, false));
+    };
+    if config.port == 0 {
+        tracing::info!(
+            "registrations are kept in memory only: with an ephemeral port (--port 0) a restarted service could not be reached at the same port"
+        );
+        return Ok((None, None, false));
+    }
+    match Store::open(&dir, config.port) {
+        Ok((store, restored, Opened::Clean)) => {
+            tracing::info!("registration store: {}", store.path().display());
+            Ok((Some(store), Some(restored), false))
+        }
+        Ok((store, restored, Opened::MovedAside { reason, moved_to })) => {
+            tracing::error!(
+                "REGISTRATION STORE CORRUPT: {} could not be read ({reason}); it was moved to {} and the service starts with no registrations (executors registered before will fail to serve fetches until they re-register)",
+                store.path().display(),
+                moved_to.display()
+            );
+            Ok((Some(store), Some(restored), true))
+        }
+        Err(e @ croupier_shuffle_service::store::StoreError::InUse { .. }) => {
+            Err(anyhow::Error::new(e)).context("cannot open the registration store")
+        }
+        Err(e) => {
+            tracing::error!(
+                "REGISTRATION STORE UNUSABLE: {e}; registrations are kept in memory only"
+            );
+            Ok((None, None, true))
+        }
+    }
 }
 
 struct Signals {

@@ -1,131 +1,221 @@
-//! The Mesos flavour: drivers register with a heartbeat timeout and then heartbeat; a cleaner
-//! removes the registered executors' directories of apps whose heartbeats stopped.
-//!
-//! Only silence removes an app — a closed TCP connection never does (SPARK-12583), and the
-//! server never closes idle connections, since Spark's driver never re-opens its heartbeat
-//! connection.
+//! The Mesos flavour's cleaner. Every `spark.shuffle.cleaner.interval` it saves the drivers'
+//! heartbeats to the store, then looks at every application it knows (registered executors or
+//! a registered driver), asks the Mesos agent about the ones whose driver is silent or never
+//! registered, and acts on [`crate::cleanup::decide`]. Deleting files happens on the blocking
+//! pool, so serving never waits for it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::server::Shared;
+use crate::agent::{AgentClient, Frameworks};
+use crate::cleanup::{self, Action, Agent, Delete, Driver, Keep, Track};
+use crate::state::Shared;
 
-struct AppState {
-    timeout: Duration,
-    last_heartbeat: Instant,
-}
-
-/// Registered drivers.
+/// What the cleaner remembers per app between rounds.
 #[derive(Default)]
-pub struct Apps {
-    apps: Mutex<HashMap<String, AppState>>,
+struct AppMemo {
+    track: Track,
+    /// "kept: framework active" was logged (and counted) since the last change.
+    said_active: bool,
+    said_confirming: bool,
 }
 
-impl Apps {
-    /// Registers (or re-registers) an app; returns true if it was already known.
-    pub fn register(&self, app_id: &str, timeout: Duration) -> bool {
-        let mut a = self.apps.lock().unwrap_or_else(|p| p.into_inner());
-        a.insert(
-            app_id.to_owned(),
-            AppState {
-                timeout,
-                last_heartbeat: Instant::now(),
-            },
-        )
-        .is_some()
-    }
-
-    /// Records a heartbeat; returns false for an unknown app.
-    pub fn heartbeat(&self, app_id: &str) -> bool {
-        let mut a = self.apps.lock().unwrap_or_else(|p| p.into_inner());
-        match a.get_mut(app_id) {
-            Some(s) => {
-                s.last_heartbeat = Instant::now();
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Removes and returns the apps silent for longer than their timeout at `now`.
-    pub fn take_expired(&self, now: Instant) -> Vec<String> {
-        let mut a = self.apps.lock().unwrap_or_else(|p| p.into_inner());
-        let dead: Vec<String> = a
-            .iter()
-            .filter(|(_, s)| now.saturating_duration_since(s.last_heartbeat) > s.timeout)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in &dead {
-            a.remove(k);
-        }
-        dead
-    }
-
-    pub fn len(&self) -> usize {
-        self.apps.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// Runs the cleaner every `interval` until `shutdown`. Directory removal happens on the blocking
-/// pool, so serving never waits for it.
+/// Runs the cleaner every `interval` until `shutdown`.
 pub async fn run_cleaner(shared: Arc<Shared>, interval: Duration, shutdown: CancellationToken) {
+    let agent: Option<AgentClient> = shared.agent.clone();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut memo: HashMap<String, AppMemo> = HashMap::new();
+    let mut agent_was_down = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        for app in shared.apps.take_expired(Instant::now()) {
-            tracing::info!(app_id = %app, "Application {app} timed out. Removing shuffle files.");
-            shared.metrics.cleanups.fetch_add(1, Ordering::Relaxed);
-            let executors = shared.registry.remove_app(&app);
-            if executors.is_empty() {
-                tracing::info!(app_id = %app, "no executors of {app} were registered: nothing to delete");
-                continue;
+        save_heartbeats(&shared).await;
+        let now = Instant::now();
+        let drivers = shared.apps.snapshot(now);
+        let mut apps: HashSet<String> = shared.registry.app_ids().into_iter().collect();
+        apps.extend(drivers.keys().cloned());
+        memo.retain(|k, _| apps.contains(k));
+        let driver_of = |app: &str| match drivers.get(app) {
+            None => Driver::NeverRegistered,
+            Some(v) if v.is_silent() => Driver::Silent,
+            Some(_) => Driver::Heartbeating,
+        };
+        // One question to the agent per round, only when some app's fate depends on it.
+        let needs_agent = apps.iter().any(|a| driver_of(a) != Driver::Heartbeating);
+        let answer: Option<Result<Frameworks, String>> = match &agent {
+            Some(client) if needs_agent => {
+                Some(client.frameworks().await.map_err(|e| e.to_string()))
             }
-            tokio::task::spawn_blocking(move || {
-                for (exec, dirs) in executors {
-                    for dir in dirs {
-                        match std::fs::remove_dir_all(&dir) {
-                            Ok(()) => {
-                                tracing::info!(app_id = %app, exec_id = %exec, "deleted local dir {dir}")
-                            }
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                            Err(e) => {
-                                tracing::warn!(app_id = %app, exec_id = %exec, "failed to delete local dir {dir}: {e}")
-                            }
-                        }
+            _ => None,
+        };
+        match &answer {
+            Some(Err(e)) => {
+                shared
+                    .metrics
+                    .agent_unreachable
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "{e}; keeping every application's shuffle files, asking again in {interval:?}"
+                );
+                agent_was_down = true;
+            }
+            Some(Ok(_)) if agent_was_down => {
+                tracing::info!("the Mesos agent answers again");
+                agent_was_down = false;
+            }
+            _ => {}
+        }
+        let confirm = shared.config.agent_confirm_interval;
+        for app in apps {
+            let driver = driver_of(&app);
+            let agent_says = match &answer {
+                None if agent.is_none() => Agent::NotAsked,
+                // Nothing asked because the driver heartbeats (decide keeps it without asking).
+                None => Agent::Unreachable,
+                Some(Ok(f)) => f.about(&app),
+                Some(Err(_)) => Agent::Unreachable,
+            };
+            let m = memo.entry(app.clone()).or_default();
+            let (action, track) = cleanup::decide(driver, agent_says, m.track, now, confirm);
+            m.track = track;
+            match action {
+                Action::Keep(Keep::FrameworkActive) => {
+                    m.said_confirming = false;
+                    if !m.said_active {
+                        m.said_active = true;
+                        shared.metrics.kept_active.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(
+                            app_id = %app,
+                            "keeping the shuffle files of {app}: its driver is {}, but the Mesos agent reports framework {app} active",
+                            if driver == Driver::Silent { "silent" } else { "not registered" }
+                        );
                     }
                 }
-            });
+                Action::Keep(Keep::Confirming { remaining }) => {
+                    m.said_active = false;
+                    if !m.said_confirming {
+                        m.said_confirming = true;
+                        tracing::info!(
+                            app_id = %app,
+                            "the Mesos agent reports framework {app} {}; its shuffle files go if that still holds in {remaining:?}",
+                            if agent_says == Agent::Completed { "completed" } else { "unknown" }
+                        );
+                    }
+                }
+                Action::Keep(Keep::Heartbeating) => {
+                    m.said_active = false;
+                    m.said_confirming = false;
+                }
+                Action::Keep(_) => {}
+                Action::Delete(why) => {
+                    memo.remove(&app);
+                    remove_app(&shared, &app, why);
+                }
+            }
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn expiry() {
-        let a = Apps::default();
-        assert!(!a.register("x", Duration::from_millis(50)));
-        assert!(a.register("x", Duration::from_millis(50)));
-        a.register("y", Duration::from_secs(3600));
-        assert!(a.heartbeat("x"));
-        assert!(!a.heartbeat("nope"));
-        assert!(a.take_expired(Instant::now()).is_empty());
-        let later = Instant::now() + Duration::from_millis(100);
-        assert_eq!(a.take_expired(later), vec!["x".to_string()]);
-        assert_eq!(a.len(), 1);
+async fn save_heartbeats(shared: &Arc<Shared>) {
+    let Some(store) = shared.store.clone() else {
+        return;
+    };
+    let beats = shared.apps.take_unsaved();
+    if beats.is_empty() {
+        return;
     }
+    let sh = shared.clone();
+    let r = tokio::task::spawn_blocking(move || store.heartbeats(beats)).await;
+    if let Ok(Err(e)) = r {
+        sh.metrics
+            .store_write_errors
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("cannot save the drivers' last heartbeats: {e}");
+    }
+}
+
+fn reason(why: Delete, app: &str) -> String {
+    match why {
+        // Spark's own words, which operators grep for.
+        Delete::HeartbeatTimeout => format!("Application {app} timed out"),
+        Delete::FrameworkCompleted => {
+            format!("the Mesos agent reports framework {app} completed")
+        }
+        Delete::FrameworkUnknown => format!(
+            "the Mesos agent does not know framework {app} (and its driver is silent or never registered)"
+        ),
+    }
+}
+
+/// Forgets the app at once (new fetches fail from here on) and deletes its files and records
+/// on the blocking pool.
+fn remove_app(shared: &Arc<Shared>, app: &str, why: Delete) {
+    let why = reason(why, app);
+    shared.apps.remove(app);
+    let executors = shared.registry.remove_app(app);
+    shared.metrics.cleanups.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(app_id = %app, executors = executors.len(), "{why}. Removing shuffle files.");
+    let shared = shared.clone();
+    let app = app.to_owned();
+    tokio::task::spawn_blocking(move || {
+        if let Some(store) = &shared.store {
+            if let Err(e) = store.remove_app(&app) {
+                shared
+                    .metrics
+                    .store_write_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(app_id = %app, "cannot remove the stored registrations of {app}: {e}");
+            }
+        }
+        let mut total = 0u64;
+        let mut dirs_deleted = 0usize;
+        for (exec, dirs) in executors {
+            for dir in dirs {
+                let bytes = tree_bytes(Path::new(&dir));
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {
+                        total += bytes;
+                        dirs_deleted += 1;
+                        tracing::info!(app_id = %app, exec_id = %exec, bytes, "deleted local dir {dir}")
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(app_id = %app, exec_id = %exec, "failed to delete local dir {dir}: {e}")
+                    }
+                }
+            }
+        }
+        shared
+            .metrics
+            .cleanup_bytes
+            .fetch_add(total, Ordering::Relaxed);
+        tracing::info!(app_id = %app, bytes = total, dirs = dirs_deleted, "removed the shuffle files of {app}: {dirs_deleted} dir(s), {total} bytes");
+    });
+}
+
+/// Bytes of the regular files under `dir` (symlinks not followed).
+fn tree_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    total
 }

@@ -135,6 +135,19 @@ pub struct Metrics {
     pub fetch_latency: LatencyHistogram,
     /// Applications whose shuffle files the Mesos cleaner removed.
     pub cleanups: AtomicU64,
+    /// Bytes of shuffle files the cleaner deleted.
+    pub cleanup_bytes: AtomicU64,
+    /// Silent (or driverless) applications kept because the agent reported their framework
+    /// active (counted once per app until that changes).
+    pub kept_active: AtomicU64,
+    /// Rounds in which the Mesos agent could not be asked.
+    pub agent_unreachable: AtomicU64,
+    /// Start-ups that found the registration store unreadable and moved it aside.
+    pub store_corrupt: AtomicU64,
+    /// Registration-store writes that failed (the registration is then kept in memory only).
+    pub store_write_errors: AtomicU64,
+    /// Registrations read back from the store at start-up (executors + drivers).
+    pub restored_registrations: AtomicU64,
     errors: [AtomicU64; ErrorKind::ALL.len()],
 }
 

@@ -309,6 +309,12 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// The apps with at least one registered executor.
+    pub fn app_ids(&self) -> Vec<String> {
+        let apps = self.apps.read().unwrap_or_else(|p| p.into_inner());
+        apps.keys().cloned().collect()
+    }
+
     pub fn len(&self) -> usize {
         self.apps
             .read()

@@ -214,6 +214,8 @@ async fn metrics_after_real_fetches_parse_and_add_up() {
     let ess = Ess::start(&[
         ("croupier.admin.address", "127.0.0.1:0"),
         ("spark.shuffle.cleaner.interval", "100ms"),
+        // Spark's heartbeat-only rule (no Mesos agent is asked).
+        ("croupier.mesos.agent.address", "none"),
     ]);
     let admin = admin_addr(&ess);
     assert!(

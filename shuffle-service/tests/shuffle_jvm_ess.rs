@@ -284,7 +284,11 @@ async fn same_transcript_from_sparks_jvm_service_and_ours() {
         "Spark's JVM service; its log:\n{jvm_log}"
     );
 
-    let ess = Ess::start(&[("spark.shuffle.cleaner.interval", "1s")]);
+    // Spark's heartbeat-only rule (no Mesos agent is asked), as the JVM service has it.
+    let ess = Ess::start(&[
+        ("spark.shuffle.cleaner.interval", "1s"),
+        ("croupier.mesos.agent.address", "none"),
+    ]);
     let ours = scenario(ess.addr, &ours_root, true).await;
     assert_eq!(
         ours[..spark.len()],

@@ -896,7 +896,11 @@ async fn streams_die_with_their_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesos_cleaner_removes_only_silent_apps() {
-    let ess = Ess::start(&[("spark.shuffle.cleaner.interval", "200ms")]);
+    // Spark's heartbeat-only rule (no Mesos agent is asked).
+    let ess = Ess::start(&[
+        ("spark.shuffle.cleaner.interval", "200ms"),
+        ("croupier.mesos.agent.address", "none"),
+    ]);
     let tmp = tempfile::tempdir().unwrap();
     // dead: registers, one heartbeat, then silence (connection kept open and idle).
     let (dead_c, dead) = registered(&ess, tmp.path(), "app-dead", "0").await;

@@ -17,6 +17,8 @@ fn spark_mesos_driver_cleanup_after_heartbeat_timeout() {
     let mut service = Service::start(&[
         ("spark.shuffle.cleaner.interval", "1s"),
         ("spark.shuffle.io.connectionTimeout", "2s"),
+        // Spark's heartbeat-only rule (no Mesos agent is asked).
+        ("croupier.mesos.agent.address", "none"),
     ]);
     let tap = Tap::start(service.port);
     let work = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));

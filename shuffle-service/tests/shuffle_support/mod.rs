@@ -96,6 +96,14 @@ impl Ess {
         }
     }
 
+    /// SIGKILL (no clean shutdown), then reaps the process.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// SIGTERM, then the exit status (killed after 10 s).
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;

@@ -74,15 +74,29 @@ pub struct Service {
 impl Service {
     /// Starts the service under test with the given `spark.*` settings; waits until it accepts.
     pub fn start(conf: &[(&str, &str)]) -> Service {
-        match Flavour::from_env() {
-            Flavour::Ours => Service::start_ours(conf),
-            Flavour::SparkMesos => Service::start_spark_mesos(conf),
+        Service::start_as(Flavour::from_env(), None, conf)
+    }
+
+    /// Starts a given implementation, on `port` when given (a restart on the same port), else
+    /// on an ephemeral one.
+    pub fn start_as(flavour: Flavour, port: Option<u16>, conf: &[(&str, &str)]) -> Service {
+        match flavour {
+            Flavour::Ours => Service::start_ours(port.unwrap_or(0), conf),
+            Flavour::SparkMesos => Service::start_spark_mesos(port.unwrap_or_else(free_port), conf),
         }
     }
 
-    fn start_ours(conf: &[(&str, &str)]) -> Service {
+    /// SIGKILL (no clean shutdown), then reaps the process.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn start_ours(port: u16, conf: &[(&str, &str)]) -> Service {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_croupier-shuffle-service"));
-        cmd.args(["--host", "127.0.0.1", "--port", "0"]);
+        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
         for (k, v) in conf {
             cmd.arg("--conf").arg(format!("{k}={v}"));
         }
@@ -121,9 +135,8 @@ impl Service {
         }
     }
 
-    fn start_spark_mesos(conf: &[(&str, &str)]) -> Service {
-        // Spark's service cannot report an ephemeral port: pick a free one and pass it.
-        let port = free_port();
+    fn start_spark_mesos(port: u16, conf: &[(&str, &str)]) -> Service {
+        // Spark's service cannot report an ephemeral port: the caller picks a free one.
         let mut opts = format!("-Dspark.shuffle.service.port={port}");
         for (k, v) in conf {
             opts.push_str(&format!(" -D{k}={v}"));
@@ -219,7 +232,7 @@ fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
     child.wait().ok()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind 127.0.0.1:0: {e}"));
     l.local_addr()
         .map(|a| a.port())

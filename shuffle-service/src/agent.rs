@@ -1,0 +1,231 @@
+//! Asks the local Mesos agent which frameworks are active and which completed: the operator
+//! API's `GET_FRAMEWORKS` call (`POST /api/v1`, JSON), whose answer lists `frameworks` (active
+//! here) and `completed_frameworks` (finished here, kept in a bounded history).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+
+use crate::cleanup::Agent;
+
+/// Largest agent answer read (a busy agent's history of completed frameworks fits well below).
+const MAX_ANSWER: usize = 32 << 20;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot reach the Mesos agent at {addr} (croupier.mesos.agent.address): {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("the Mesos agent at {addr} answered GET_FRAMEWORKS with HTTP {status}: {body}")]
+    Status {
+        addr: String,
+        status: u16,
+        body: String,
+    },
+    #[error("the Mesos agent at {addr} sent an answer to GET_FRAMEWORKS that is not what Mesos sends: {reason}")]
+    BadAnswer { addr: String, reason: String },
+    #[error(
+        "cannot read the agent secret file {path} (croupier.mesos.agent.secret.file): {source}"
+    )]
+    SecretFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl AgentError {
+    /// Every failure to ask is retried next round; only a bad secret file needs an operator.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, AgentError::SecretFile { .. })
+    }
+}
+
+/// The frameworks an agent knows, by id.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Frameworks {
+    pub active: HashSet<String>,
+    pub completed: HashSet<String>,
+}
+
+impl Frameworks {
+    /// What the agent says about `app_id` (Spark's appId on Mesos is the framework id). A
+    /// framework that completed and then came back (listed in both) is active.
+    pub fn about(&self, app_id: &str) -> Agent {
+        if self.active.contains(app_id) {
+            Agent::Active
+        } else if self.completed.contains(app_id) {
+            Agent::Completed
+        } else {
+            Agent::Unknown
+        }
+    }
+
+    /// Reads the JSON answer of `GET_FRAMEWORKS`.
+    pub fn parse(json: &[u8]) -> Result<Frameworks, String> {
+        let v: serde_json::Value =
+            serde_json::from_slice(json).map_err(|e| format!("not JSON: {e}"))?;
+        let gf = v.get("get_frameworks").ok_or("no `get_frameworks` field")?;
+        let ids = |field: &str| -> Result<HashSet<String>, String> {
+            let mut out = HashSet::new();
+            // A repeated field with no items is left out of the JSON.
+            let Some(list) = gf.get(field) else {
+                return Ok(out);
+            };
+            let list = list
+                .as_array()
+                .ok_or_else(|| format!("`{field}` is not an array"))?;
+            for f in list {
+                let id = f
+                    .pointer("/framework_info/id/value")
+                    .and_then(|x| x.as_str())
+                    .ok_or_else(|| {
+                        format!("an item of `{field}` has no framework_info.id.value")
+                    })?;
+                out.insert(id.to_owned());
+            }
+            Ok(out)
+        };
+        Ok(Frameworks {
+            active: ids("frameworks")?,
+            completed: ids("completed_frameworks")?,
+        })
+    }
+}
+
+/// A client for one agent.
+#[derive(Clone)]
+pub struct AgentClient {
+    /// `host:port`.
+    addr: String,
+    /// `Basic …` for an agent with HTTP authentication; never logged.
+    authorization: Option<String>,
+}
+
+impl std::fmt::Debug for AgentClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentClient")
+            .field("addr", &self.addr)
+            .field("authenticated", &self.authorization.is_some())
+            .finish()
+    }
+}
+
+impl AgentClient {
+    /// `secret_file` holds the principal's secret (trailing newline ignored).
+    pub fn new(
+        addr: &str,
+        principal: Option<&str>,
+        secret_file: Option<&std::path::Path>,
+    ) -> Result<AgentClient, AgentError> {
+        let authorization = match (principal, secret_file) {
+            (Some(p), Some(f)) => {
+                let secret =
+                    std::fs::read_to_string(f).map_err(|source| AgentError::SecretFile {
+                        path: f.to_owned(),
+                        source,
+                    })?;
+                let pair = format!("{p}:{}", secret.trim_end_matches(['\n', '\r']));
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                ))
+            }
+            _ => None,
+        };
+        Ok(AgentClient {
+            addr: addr.to_owned(),
+            authorization,
+        })
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Asks the agent for its frameworks (bounded in time and size).
+    pub async fn frameworks(&self) -> Result<Frameworks, AgentError> {
+        match tokio::time::timeout(TIMEOUT, self.ask()).await {
+            Ok(r) => r,
+            Err(_) => Err(self.unreachable(format!("no answer within {TIMEOUT:?}"))),
+        }
+    }
+
+    fn unreachable(&self, reason: String) -> AgentError {
+        AgentError::Unreachable {
+            addr: self.addr.clone(),
+            reason,
+        }
+    }
+
+    async fn ask(&self) -> Result<Frameworks, AgentError> {
+        let stream = tokio::net::TcpStream::connect(&self.addr)
+            .await
+            .map_err(|e| self.unreachable(e.to_string()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.unreachable(e.to_string()))?;
+        let conn = tokio::spawn(conn);
+        let mut req = hyper::Request::post("/api/v1")
+            .header(hyper::header::HOST, &self.addr)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::ACCEPT, "application/json");
+        if let Some(a) = &self.authorization {
+            req = req.header(hyper::header::AUTHORIZATION, a);
+        }
+        let req = req
+            .body(Full::new(Bytes::from_static(
+                br#"{"type":"GET_FRAMEWORKS"}"#,
+            )))
+            .map_err(|e| self.unreachable(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| self.unreachable(e.to_string()))?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| self.unreachable(format!("reading the answer: {e}")))?
+            .to_bytes();
+        conn.abort();
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+            return Err(AgentError::Status {
+                addr: self.addr.clone(),
+                status: status.as_u16(),
+                body: text,
+            });
+        }
+        Frameworks::parse(&body).map_err(|reason| AgentError::BadAnswer {
+            addr: self.addr.clone(),
+            reason,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_an_agent_answer() {
+        // The shape of a Mesos 1.11 agent's answer (ids shortened).
+        let json = br#"{"type":"GET_FRAMEWORKS","get_frameworks":{
+            "frameworks":[{"framework_info":{"user":"u","name":"a","id":{"value":"F-0001"}}}],
+            "completed_frameworks":[{"framework_info":{"user":"u","name":"b","id":{"value":"F-0002"}}},
+                                    {"framework_info":{"user":"u","name":"a","id":{"value":"F-0001"}}}]}}"#;
+        let f = Frameworks::parse(json).unwrap();
+        assert_eq!(f.about("F-0001"), Agent::Active);
+        assert_eq!(f.about("F-0002"), Agent::Completed);
+        assert_eq!(f.about("F-0003"), Agent::Unknown);
+        let empty = Frameworks::parse(br#"{"type":"GET_FRAMEWORKS","get_frameworks":{}}"#).unwrap();
+        assert_eq!(empty.about("F-0001"), Agent::Unknown);
+        assert!(Frameworks::parse(br#"{"type":"GET_STATE"}"#).is_err());
+        assert!(Frameworks::parse(b"<html>").is_err());
+    }
+}

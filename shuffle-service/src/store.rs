@@ -1,0 +1,555 @@
+//! Durable registrations: executors (RegisterExecutor) and drivers (RegisterDriver and their
+//! last heartbeat), kept in one redb file so a restarted service still knows the executors of
+//! running applications.
+//!
+//! Records use Spark's own layout for its registered-executor DB: key
+//! `AppExecShuffleInfo;{"appId":…,"execId":…}`, value the JSON of `ExecutorShuffleInfo`, plus a
+//! `StoreVersion` record. Drivers go to a table of their own (Spark's Mesos service keeps them in
+//! memory only), keyed by appId.
+//!
+//! Writes go through one writer thread that commits whatever is queued in one durable
+//! transaction (group commit): a caller blocks until its record is on disk, and concurrent
+//! registrations share an fsync. Callers are blocking-pool jobs, never reactor threads.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::ExecutorShuffleInfo;
+
+const EXECUTORS: TableDefinition<&str, &str> = TableDefinition::new("registered_executors");
+const DRIVERS: TableDefinition<&str, &str> = TableDefinition::new("registered_drivers");
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
+/// Spark's key prefix for an executor record.
+const APP_KEY_PREFIX: &str = "AppExecShuffleInfo;";
+const VERSION_KEY: &str = "StoreVersion";
+const CURRENT_VERSION: &str = r#"{"major":1,"minor":0}"#;
+
+/// The store file's name inside `croupier.state.dir`, per service port (two services on one
+/// host never share a file, and a restart on the same port finds its own).
+pub fn file_name(port: u16) -> String {
+    format!("registrations-{port}.redb")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the state directory {dir} (croupier.state.dir): {source}")]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the registration store {path} is in use by another process (another croupier-shuffle-service with the same croupier.state.dir and port?)")]
+    InUse { path: PathBuf },
+    #[error("the registration store {path} is unreadable: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("cannot write to the registration store {path}: {reason}")]
+    Write { path: PathBuf, reason: String },
+    #[error("the registration store {path} is closed (its writer thread stopped)")]
+    Closed { path: PathBuf },
+}
+
+impl StoreError {
+    /// A write may succeed later (disk full, transient I/O); opening problems need an operator.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Write { .. })
+    }
+}
+
+#[derive(Serialize)]
+struct AppExecId<'a> {
+    #[serde(rename = "appId")]
+    app_id: &'a str,
+    #[serde(rename = "execId")]
+    exec_id: &'a str,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AppExecIdOwned {
+    #[serde(rename = "appId")]
+    app_id: String,
+    #[serde(rename = "execId")]
+    exec_id: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct InfoRecord {
+    #[serde(rename = "localDirs")]
+    local_dirs: Vec<String>,
+    #[serde(rename = "subDirsPerLocalDir")]
+    sub_dirs_per_local_dir: i32,
+    #[serde(rename = "shuffleManager")]
+    shuffle_manager: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DriverRecord {
+    #[serde(rename = "heartbeatTimeoutMs")]
+    heartbeat_timeout_ms: u64,
+    /// Wall-clock milliseconds since the epoch of the last RegisterDriver or heartbeat.
+    #[serde(rename = "lastHeartbeatMs")]
+    last_heartbeat_ms: u64,
+}
+
+fn executor_key(app_id: &str, exec_id: &str) -> String {
+    let json = serde_json::to_string(&AppExecId { app_id, exec_id }).unwrap_or_default();
+    format!("{APP_KEY_PREFIX}{json}")
+}
+
+/// Every executor key of `app_id` starts with this.
+fn app_prefix(app_id: &str) -> String {
+    let k = executor_key(app_id, "");
+    // Drop the empty execId's closing `"}`, keeping `…,"execId":"`.
+    k[..k.len() - 2].to_owned()
+}
+
+pub fn to_unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A stored driver registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDriver {
+    pub app_id: String,
+    pub heartbeat_timeout: Duration,
+    pub last_heartbeat: SystemTime,
+}
+
+/// What was read back at start-up.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub executors: Vec<(String, String, ExecutorShuffleInfo)>,
+    pub drivers: Vec<StoredDriver>,
+    /// Records that could not be decoded (skipped, and logged by the caller).
+    pub bad_records: Vec<String>,
+}
+
+/// How opening went when the service still starts.
+#[derive(Debug)]
+pub enum Opened {
+    /// The file was read (or created empty).
+    Clean,
+    /// The file was corrupt or unreadable: moved aside to `moved_to`, started empty.
+    MovedAside { reason: String, moved_to: PathBuf },
+}
+
+enum Op {
+    PutExecutor {
+        app_id: String,
+        exec_id: String,
+        info: ExecutorShuffleInfo,
+    },
+    PutDriver(StoredDriver),
+    /// Last-heartbeat updates (app, wall-clock time); unknown apps are skipped.
+    Heartbeats(Vec<(String, SystemTime)>),
+    RemoveApp(String),
+}
+
+struct Request {
+    op: Op,
+    done: mpsc::SyncSender<Result<(), String>>,
+}
+
+/// Most operations one transaction carries.
+const MAX_BATCH: usize = 1024;
+
+/// A handle on the store; cheap to clone (the writer thread owns the database).
+#[derive(Clone)]
+pub struct Store {
+    path: PathBuf,
+    tx: mpsc::Sender<Request>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.path.display())
+    }
+}
+
+impl Store {
+    /// Opens (or creates) `<dir>/registrations-<port>.redb` and reads every record. A file that
+    /// cannot be read is moved aside and a new one started; only a file held by another process
+    /// or a directory that cannot be created or written is an error.
+    pub fn open(dir: &Path, port: u16) -> Result<(Store, Restored, Opened), StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            dir: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join(file_name(port));
+        let (db, restored, opened) = match open_and_read(&path) {
+            Ok((db, r)) => (db, r, Opened::Clean),
+            Err(OpenFailure::InUse) => return Err(StoreError::InUse { path }),
+            Err(OpenFailure::Bad(reason)) => {
+                let moved_to = aside_name(&path);
+                std::fs::rename(&path, &moved_to).map_err(|e| StoreError::Unreadable {
+                    path: path.clone(),
+                    reason: format!(
+                        "{reason}; and it cannot be moved aside to {}: {e}",
+                        moved_to.display()
+                    ),
+                })?;
+                let (db, r) = open_and_read(&path).map_err(|e| StoreError::Unreadable {
+                    path: path.clone(),
+                    reason: match e {
+                        OpenFailure::InUse => "in use after moving the bad file aside".into(),
+                        OpenFailure::Bad(r) => format!("a new store cannot be created: {r}"),
+                    },
+                })?;
+                (db, r, Opened::MovedAside { reason, moved_to })
+            }
+        };
+        let (tx, rx) = mpsc::channel::<Request>();
+        let thread_path = path.clone();
+        std::thread::Builder::new()
+            .name("croupier-store".into())
+            .spawn(move || writer(db, rx, &thread_path))
+            .map_err(|e| StoreError::Unreadable {
+                path: path.clone(),
+                reason: format!("cannot start the writer thread: {e}"),
+            })?;
+        Ok((Store { path, tx }, restored, opened))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Blocking: returns once the record is durable.
+    fn submit(&self, op: Op) -> Result<(), StoreError> {
+        let (done, wait) = mpsc::sync_channel(1);
+        self.tx
+            .send(Request { op, done })
+            .map_err(|_| StoreError::Closed {
+                path: self.path.clone(),
+            })?;
+        match wait.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(StoreError::Write {
+                path: self.path.clone(),
+                reason,
+            }),
+            Err(_) => Err(StoreError::Closed {
+                path: self.path.clone(),
+            }),
+        }
+    }
+
+    pub fn put_executor(
+        &self,
+        app_id: &str,
+        exec_id: &str,
+        info: &ExecutorShuffleInfo,
+    ) -> Result<(), StoreError> {
+        self.submit(Op::PutExecutor {
+            app_id: app_id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            info: info.clone(),
+        })
+    }
+
+    pub fn put_driver(&self, d: StoredDriver) -> Result<(), StoreError> {
+        self.submit(Op::PutDriver(d))
+    }
+
+    pub fn heartbeats(&self, beats: Vec<(String, SystemTime)>) -> Result<(), StoreError> {
+        if beats.is_empty() {
+            return Ok(());
+        }
+        self.submit(Op::Heartbeats(beats))
+    }
+
+    /// Removes the app's executor and driver records.
+    pub fn remove_app(&self, app_id: &str) -> Result<(), StoreError> {
+        self.submit(Op::RemoveApp(app_id.to_owned()))
+    }
+}
+
+enum OpenFailure {
+    InUse,
+    Bad(String),
+}
+
+fn aside_name(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".corrupt-{}", to_unix_ms(SystemTime::now())));
+    PathBuf::from(name)
+}
+
+fn open_and_read(path: &Path) -> Result<(Database, Restored), OpenFailure> {
+    // redb asserts on some impossible states in debug builds; a damaged file must never take
+    // the service down, so a panic while opening counts as "unreadable".
+    let p = path.to_owned();
+    match std::panic::catch_unwind(move || open_and_read_inner(&p)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            Err(OpenFailure::Bad(format!("reading it failed: {what}")))
+        }
+    }
+}
+
+fn open_and_read_inner(path: &Path) -> Result<(Database, Restored), OpenFailure> {
+    let db = Database::builder()
+        // Checksums of every page are verified on open: a damaged file fails here, cleanly.
+        .set_check_integrity_on_open(true)
+        .create(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => OpenFailure::InUse,
+            other => OpenFailure::Bad(other.to_string()),
+        })?;
+    let bad = |e: &dyn std::fmt::Display| OpenFailure::Bad(e.to_string());
+    // Make sure the tables and the version record exist.
+    {
+        let w = db.begin_write().map_err(|e| bad(&e))?;
+        {
+            let mut meta = w.open_table(META).map_err(|e| bad(&e))?;
+            let version = meta
+                .get(VERSION_KEY)
+                .map_err(|e| bad(&e))?
+                .map(|v| v.value().to_owned());
+            match version.as_deref() {
+                None => {
+                    meta.insert(VERSION_KEY, CURRENT_VERSION)
+                        .map_err(|e| bad(&e))?;
+                }
+                Some(CURRENT_VERSION) => {}
+                Some(other) => {
+                    return Err(OpenFailure::Bad(format!(
+                        "store version {other}, this service reads {CURRENT_VERSION}"
+                    )))
+                }
+            }
+            w.open_table(EXECUTORS).map_err(|e| bad(&e))?;
+            w.open_table(DRIVERS).map_err(|e| bad(&e))?;
+        }
+        w.commit().map_err(|e| bad(&e))?;
+    }
+    let mut restored = Restored::default();
+    let r = db.begin_read().map_err(|e| bad(&e))?;
+    let execs = r.open_table(EXECUTORS).map_err(|e| bad(&e))?;
+    for entry in execs.iter().map_err(|e| bad(&e))? {
+        let (k, v) = entry.map_err(|e| bad(&e))?;
+        let (k, v) = (k.value(), v.value());
+        let parsed = k
+            .strip_prefix(APP_KEY_PREFIX)
+            .and_then(|j| serde_json::from_str::<AppExecIdOwned>(j).ok())
+            .zip(serde_json::from_str::<InfoRecord>(v).ok());
+        match parsed {
+            Some((id, info)) => restored.executors.push((
+                id.app_id,
+                id.exec_id,
+                ExecutorShuffleInfo {
+                    local_dirs: info.local_dirs,
+                    sub_dirs_per_local_dir: info.sub_dirs_per_local_dir,
+                    shuffle_manager: info.shuffle_manager,
+                },
+            )),
+            None => restored.bad_records.push(k.to_owned()),
+        }
+    }
+    let drivers = r.open_table(DRIVERS).map_err(|e| bad(&e))?;
+    for entry in drivers.iter().map_err(|e| bad(&e))? {
+        let (k, v) = entry.map_err(|e| bad(&e))?;
+        match serde_json::from_str::<DriverRecord>(v.value()) {
+            Ok(d) => restored.drivers.push(StoredDriver {
+                app_id: k.value().to_owned(),
+                heartbeat_timeout: Duration::from_millis(d.heartbeat_timeout_ms),
+                last_heartbeat: UNIX_EPOCH + Duration::from_millis(d.last_heartbeat_ms),
+            }),
+            Err(_) => restored.bad_records.push(k.value().to_owned()),
+        }
+    }
+    drop(execs);
+    drop(drivers);
+    drop(r);
+    Ok((db, restored))
+}
+
+fn writer(db: Database, rx: mpsc::Receiver<Request>, path: &Path) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let result = apply(&db, &batch).map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(
+                "registration store {}: a write of {} record(s) failed: {e}",
+                path.display(),
+                batch.len()
+            );
+        }
+        for r in batch {
+            let _ = r.done.send(result.clone());
+        }
+    }
+}
+
+fn apply(db: &Database, batch: &[Request]) -> Result<(), redb::Error> {
+    let w = db.begin_write()?;
+    {
+        let mut execs = w.open_table(EXECUTORS)?;
+        let mut drivers = w.open_table(DRIVERS)?;
+        for r in batch {
+            match &r.op {
+                Op::PutExecutor {
+                    app_id,
+                    exec_id,
+                    info,
+                } => {
+                    let v = serde_json::to_string(&InfoRecord {
+                        local_dirs: info.local_dirs.clone(),
+                        sub_dirs_per_local_dir: info.sub_dirs_per_local_dir,
+                        shuffle_manager: info.shuffle_manager.clone(),
+                    })
+                    .unwrap_or_default();
+                    execs.insert(executor_key(app_id, exec_id).as_str(), v.as_str())?;
+                }
+                Op::PutDriver(d) => {
+                    let v = driver_json(d.heartbeat_timeout, d.last_heartbeat);
+                    drivers.insert(d.app_id.as_str(), v.as_str())?;
+                }
+                Op::Heartbeats(beats) => {
+                    for (app, at) in beats {
+                        let timeout = drivers
+                            .get(app.as_str())?
+                            .and_then(|v| serde_json::from_str::<DriverRecord>(v.value()).ok())
+                            .map(|d| d.heartbeat_timeout_ms);
+                        if let Some(t) = timeout {
+                            let v = driver_json(Duration::from_millis(t), *at);
+                            drivers.insert(app.as_str(), v.as_str())?;
+                        }
+                    }
+                }
+                Op::RemoveApp(app) => {
+                    let prefix = app_prefix(app);
+                    let keys: Vec<String> = execs
+                        .range(prefix.as_str()..)?
+                        .map_while(|e| {
+                            e.ok()
+                                .map(|(k, _)| k.value().to_owned())
+                                .filter(|k| k.starts_with(&prefix))
+                        })
+                        .collect();
+                    for k in keys {
+                        execs.remove(k.as_str())?;
+                    }
+                    drivers.remove(app.as_str())?;
+                }
+            }
+        }
+    }
+    w.commit()?;
+    Ok(())
+}
+
+fn driver_json(timeout: Duration, last: SystemTime) -> String {
+    serde_json::to_string(&DriverRecord {
+        heartbeat_timeout_ms: timeout.as_millis() as u64,
+        last_heartbeat_ms: to_unix_ms(last),
+    })
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(dir: &str) -> ExecutorShuffleInfo {
+        ExecutorShuffleInfo {
+            local_dirs: vec![dir.into()],
+            sub_dirs_per_local_dir: 64,
+            shuffle_manager: "org.apache.spark.shuffle.sort.SortShuffleManager".into(),
+        }
+    }
+
+    #[test]
+    fn spark_key_layout() {
+        assert_eq!(
+            executor_key("app-1", "3"),
+            r#"AppExecShuffleInfo;{"appId":"app-1","execId":"3"}"#
+        );
+        assert!(executor_key("app-1", "3").starts_with(&app_prefix("app-1")));
+        assert!(!executor_key("app-10", "3").starts_with(&app_prefix("app-1")));
+    }
+
+    #[test]
+    fn round_trip_and_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (s, r, o) = Store::open(dir.path(), 7337).unwrap();
+            assert!(matches!(o, Opened::Clean));
+            assert!(r.executors.is_empty() && r.drivers.is_empty());
+            s.put_executor("a", "1", &info("/x/1")).unwrap();
+            s.put_executor("a", "2", &info("/x/2")).unwrap();
+            s.put_executor("a-b", "1", &info("/y/1")).unwrap();
+            let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+            s.put_driver(StoredDriver {
+                app_id: "a".into(),
+                heartbeat_timeout: Duration::from_secs(120),
+                last_heartbeat: t,
+            })
+            .unwrap();
+            s.heartbeats(vec![("a".into(), t + Duration::from_secs(5))])
+                .unwrap();
+        }
+        // The writer thread holds the file until its channel closes; wait for it to let go.
+        let reopen = || loop {
+            match Store::open(dir.path(), 7337) {
+                Err(StoreError::InUse { .. }) => std::thread::sleep(Duration::from_millis(10)),
+                other => return other.unwrap(),
+            }
+        };
+        let (s, r, _) = reopen();
+        let mut ids: Vec<_> = r
+            .executors
+            .iter()
+            .map(|(a, e, i)| (a.as_str(), e.as_str(), i.local_dirs[0].as_str()))
+            .collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            [("a", "1", "/x/1"), ("a", "2", "/x/2"), ("a-b", "1", "/y/1")]
+        );
+        assert_eq!(r.drivers.len(), 1);
+        assert_eq!(
+            to_unix_ms(r.drivers[0].last_heartbeat),
+            1_700_000_005_123,
+            "the flushed heartbeat is what was restored"
+        );
+        s.remove_app("a").unwrap();
+        drop(s);
+        let (_s, r, _) = reopen();
+        assert_eq!(r.executors.len(), 1);
+        assert_eq!(r.executors[0].0, "a-b");
+        assert!(r.drivers.is_empty());
+    }
+
+    #[test]
+    fn garbage_file_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(file_name(1));
+        std::fs::write(&path, vec![0x5au8; 64 * 1024]).unwrap();
+        let (s, r, o) = Store::open(dir.path(), 1).unwrap();
+        assert!(r.executors.is_empty());
+        match o {
+            Opened::MovedAside { moved_to, .. } => {
+                assert_eq!(std::fs::read(moved_to).unwrap(), vec![0x5au8; 64 * 1024])
+            }
+            Opened::Clean => panic!("a garbage file was read as a store"),
+        }
+        s.put_executor("a", "1", &info("/x")).unwrap();
+    }
+}

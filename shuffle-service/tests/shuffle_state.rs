@@ -1,0 +1,197 @@
+//! Registrations kept in `croupier.state.dir` across restarts of the binary: a SIGKILLed service
+//! restarted on the same port serves the executors registered before without them registering
+//! again; a corrupt store never stops the service; removing an application removes its records.
+
+mod shuffle_support;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use croupier_testkit::shuffle::layout::ExecutorDirs;
+use croupier_testkit::shuffle::Client;
+use shuffle_support::Ess;
+
+const APP: &str = "app-20261203090000-0001";
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn start(port: u16, state: &Path, extra: &[(&str, &str)]) -> Ess {
+    let mut args: Vec<String> = vec![
+        "--host".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        port.to_string(),
+        "--conf".into(),
+        format!("croupier.state.dir={}", state.display()),
+    ];
+    for (k, v) in extra {
+        args.push("--conf".into());
+        args.push(format!("{k}={v}"));
+    }
+    Ess::start_with(&args, &[])
+}
+
+fn restored_line(ess: &Ess) -> String {
+    ess.wait_log("restored ", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no `restored` line in {:?}", ess.log()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_survive_sigkill_and_serve_without_reregistering() {
+    let state = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let agent_off = [("croupier.mesos.agent.address", "none")];
+    let mut ess = start(port, state.path(), &agent_off);
+    assert!(restored_line(&ess).contains("restored 0 executor and 0 driver"));
+    let dirs = ExecutorDirs::create(files.path(), "exec-7", 3);
+    dirs.write_map_output(2, 9, &[b"first", b"", b"third block"]);
+    let c = Client::connect(ess.addr).await.unwrap();
+    c.register_executor(APP, "7", dirs.info.clone())
+        .await
+        .unwrap();
+    c.register_driver(APP, 3_600_000).await.unwrap();
+    drop(c);
+    ess.kill();
+
+    let ess = start(port, state.path(), &agent_off);
+    let line = restored_line(&ess);
+    assert!(line.contains("restored 1 executor and 1 driver"), "{line}");
+    let c = Client::connect(ess.addr).await.unwrap();
+    let got = c
+        .fetch_blocks(APP, "7", &["shuffle_2_9_0", "shuffle_2_9_2"])
+        .await
+        .unwrap();
+    let got: Vec<(String, Bytes)> = got.into_iter().map(|(id, r)| (id, r.unwrap())).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("shuffle_2_9_0".into(), Bytes::from_static(b"first")),
+            ("shuffle_2_9_2".into(), Bytes::from_static(b"third block")),
+        ]
+    );
+    let local = c.get_local_dirs(APP, &["7"]).await.unwrap();
+    assert_eq!(local["7"], dirs.info.local_dirs);
+    // The restored driver is known: its heartbeats are not "from an unknown app".
+    c.heartbeat(APP).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !ess.log().iter().any(|l| l.contains("unknown app")),
+        "{:?}",
+        ess.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_store_is_moved_aside_and_the_service_serves() {
+    let state = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let store = state.path().join(format!("registrations-{port}.redb"));
+    let garbage: Vec<u8> = (0..100_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    std::fs::write(&store, &garbage).unwrap();
+    let conf = [
+        ("croupier.mesos.agent.address", "none"),
+        ("croupier.admin.address", "127.0.0.1:0"),
+    ];
+    let mut ess = start(port, state.path(), &conf);
+    let loud = ess
+        .wait_log("REGISTRATION STORE CORRUPT", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no corruption report in {:?}", ess.log()));
+    assert!(loud.contains(&store.display().to_string()), "{loud}");
+    // The bad file is kept, byte for byte, beside the new one.
+    let aside: Vec<_> = std::fs::read_dir(state.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(std::fs::read(&aside[0]).unwrap(), garbage);
+    // Counted in the metrics.
+    let admin = ess
+        .wait_log("admin endpoint listening on ", Duration::from_secs(10))
+        .unwrap();
+    let admin = admin[admin.find("listening on ").unwrap() + 13..]
+        .trim()
+        .to_owned();
+    let metrics = http_get(&admin, "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "croupier_shuffle_store_corrupt_total 1"),
+        "{metrics}"
+    );
+    // New registrations are served and stored.
+    let dirs = ExecutorDirs::create(files.path(), "exec-1", 2);
+    dirs.write_map_output(0, 1, &[b"abc"]);
+    let c = Client::connect(ess.addr).await.unwrap();
+    c.register_executor(APP, "1", dirs.info.clone())
+        .await
+        .unwrap();
+    let got = c.fetch_blocks(APP, "1", &["shuffle_0_1_0"]).await.unwrap();
+    assert_eq!(got[0].1.as_ref().unwrap(), &Bytes::from_static(b"abc"));
+    drop(c);
+    ess.stop();
+    let ess = start(port, state.path(), &conf);
+    assert!(restored_line(&ess).contains("restored 1 executor"));
+    assert!(!ess.log().iter().any(|l| l.contains("CORRUPT")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_an_app_removes_its_records() {
+    let state = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = [
+        ("croupier.mesos.agent.address", "none"),
+        ("spark.shuffle.cleaner.interval", "200ms"),
+    ];
+    let mut ess = start(port, state.path(), &conf);
+    let gone = ExecutorDirs::create(files.path(), "gone", 1);
+    let kept = ExecutorDirs::create(files.path(), "kept", 1);
+    let c = Client::connect(ess.addr).await.unwrap();
+    c.register_executor("app-gone", "1", gone.info.clone())
+        .await
+        .unwrap();
+    c.register_driver("app-gone", 300).await.unwrap();
+    c.register_executor("app-kept", "1", kept.info.clone())
+        .await
+        .unwrap();
+    ess.wait_log("Application app-gone timed out", Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("app-gone was not removed: {:?}", ess.log()));
+    ess.wait_log(
+        "removed the shuffle files of app-gone",
+        Duration::from_secs(20),
+    )
+    .unwrap_or_else(|| panic!("{:?}", ess.log()));
+    assert!(!Path::new(&gone.info.local_dirs[0]).exists());
+    drop(c);
+    ess.stop();
+    let ess = start(port, state.path(), &conf);
+    let line = restored_line(&ess);
+    assert!(line.contains("restored 1 executor and 0 driver"), "{line}");
+    let c = Client::connect(ess.addr).await.unwrap();
+    assert!(c.get_local_dirs("app-gone", &["1"]).await.is_err());
+    assert_eq!(
+        c.get_local_dirs("app-kept", &["1"]).await.unwrap()["1"],
+        kept.info.local_dirs
+    );
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
