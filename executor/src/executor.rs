@@ -216,7 +216,7 @@ impl Executor {
 
     fn on_timers(&mut self) {
         let now = Instant::now();
-        self.tasks.on_timers(now);
+        self.tasks.on_timers(&mut self.link, now);
         if let Some(reason) = self.link.on_timers(now, self.abandon.is_some()) {
             self.abandon(1, reason);
         }

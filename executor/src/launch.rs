@@ -62,6 +62,50 @@ impl HostLauncher {
         }
     }
 
+    /// What to spawn for a COMMAND health check or check of task `id` (`probe`), as upstream:
+    /// drop-in mode runs it as the executor (its environment, working directory and user) plus
+    /// the probe's own environment; custom mode runs it like the task (its environment,
+    /// directory and user) plus the probe's environment. Output goes to the executor's stderr.
+    pub fn probe_spec(
+        &self,
+        id: &str,
+        info: &TaskInfo,
+        task_cmd: Option<&CommandInfo>,
+        probe: &CommandInfo,
+        dir: &Path,
+    ) -> Result<SpawnSpec, String> {
+        let program = command::program(probe)?;
+        let (mut env, cwd, user) = match &self.cfg.mode {
+            Mode::DropIn(_) => (
+                Env::from_executor(self.base_env.iter().cloned(), false),
+                std::env::current_dir().unwrap_or_else(|_| self.cfg.sandbox.clone()),
+                None,
+            ),
+            Mode::Custom => {
+                let task_env = match task_cmd {
+                    Some(c) => self.task_env(id, info, c, dir),
+                    None => Vec::new(),
+                };
+                (
+                    Env::from_executor(task_env, false),
+                    dir.to_path_buf(),
+                    task_cmd.and_then(|c| c.user.clone()),
+                )
+            }
+        };
+        if let Some(e) = &probe.environment {
+            env.merge(e);
+        }
+        Ok(SpawnSpec {
+            program,
+            env: env.into_vec(),
+            cwd,
+            stdout: Output::ExecutorStderr,
+            stderr: Output::ExecutorStderr,
+            user,
+        })
+    }
+
     /// The task's complete environment.
     pub fn task_env(
         &self,

@@ -2,8 +2,8 @@
 //!
 //! # Layout
 //! Data flows one way: [`config`] → [`executor`] (the event loop) → [`task`] (the lifecycle of
-//! each task) → [`launch`] (how a task becomes a process) and [`agent_link`] (the updates it
-//! sends). Below them: [`http`] to talk to the agent, [`state`] to remember what the agent has
+//! each task) → [`launch`] (how a task becomes a process), [`checks`] (its health checks and
+//! checks) and [`agent_link`] (the updates it sends). Below them: [`http`] to talk to the agent, [`state`] to remember what the agent has
 //! not acknowledged, [`command`] and [`process`] to run tasks, [`fetcher`] to fetch custom-mode
 //! tasks' URIs.
 //! - [`config`]: the agent's environment contract and `mesos-executor`'s flags, parsed once
@@ -21,10 +21,13 @@
 //! - [`task`]: the task lifecycle (launch → fetch → run → kill → terminal update), reaping,
 //!   task groups.
 //! - [`launch`]: the host launch path (environment, working directory, streams, user).
+//! - [`checks`]: health checks and checks of a task: timing, native probes, and what each
+//!   result means (an update, a kill, or nothing).
 //! - [`fetcher`]: fetching a task's `CommandInfo.URI`s, through a fetcher cache shared by every
 //!   executor on the agent.
 
 pub mod agent_link;
+pub mod checks;
 pub mod command;
 pub mod config;
 pub mod executor;

@@ -3,8 +3,14 @@
 //! processes, group failure propagation, and the status updates each step sends through the
 //! [`AgentLink`].
 //!
-//! [`Tasks`] owns every task of the executor. Background work (URI fetches) reports to it as
-//! [`TaskInput`]s on its own channel, read by the event loop through [`Tasks::recv`].
+//! Health checks, checks and `max_completion_time` run per task, in both modes, as Mesos's
+//! command executor (`src/launcher/executor.cpp`) and default executor
+//! (`src/launcher/default_executor.cpp`) do: the [`checks`](crate::checks) module decides, this
+//! one sends the updates (copies of the task's last status) and kills.
+//!
+//! [`Tasks`] owns every task of the executor. Background work (URI fetches, HTTP/TCP probes)
+//! reports to it as [`TaskInput`]s on its own channel, read by the event loop through
+//! [`Tasks::recv`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::agent_link::AgentLink;
+use crate::checks::{self, Checker, HttpClient, ProbeResult, Verdict, Which};
 use crate::command;
 use crate::config::{Config, Mode};
 use crate::fetcher::{self, FetchConfig};
@@ -36,6 +43,13 @@ pub enum TaskInput {
     FetchDone {
         task_id: String,
         result: Result<FetchFigures, String>,
+    },
+    /// An HTTP or TCP probe of a health check or check finished.
+    ProbeDone {
+        task_id: String,
+        which: Which,
+        seq: u64,
+        result: ProbeResult,
     },
 }
 
@@ -77,6 +91,18 @@ struct Killing {
     escalated: bool,
 }
 
+/// Why a task is being killed (decides TASK_KILLING and the terminal update).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KillCause {
+    /// KILL, SHUTDOWN, giving up, a failed group sibling.
+    Requested,
+    /// `consecutive_failures` failed health checks: terminal update with `healthy=false`.
+    HealthCheck,
+    /// `max_completion_time` passed: grace 0, no TASK_KILLING, terminal TASK_FAILED with
+    /// REASON_MAX_COMPLETION_TIME_REACHED.
+    MaxCompletion,
+}
+
 struct Task {
     info: TaskInfo,
     group: Option<u64>,
@@ -92,6 +118,16 @@ struct Task {
     launched: Instant,
     fetched: FetchFigures,
     exit: Option<process::Exit>,
+    /// The root process was reaped (its pid may be reused).
+    root_reaped: bool,
+    /// Why the task is being killed (the first reason wins).
+    kill_cause: Option<KillCause>,
+    /// When `max_completion_time` runs out (armed when the process starts).
+    max_completion_at: Option<Instant>,
+    /// The health checker and the checker, started with the process.
+    checkers: Vec<Checker>,
+    /// The last update sent (health and check updates are copies of it).
+    last_status: Option<TaskStatus>,
 }
 
 /// Whether the executor is going away (set by the event loop).
@@ -118,6 +154,11 @@ pub struct Tasks {
     pending_spawns: Vec<String>,
     idle_since: Option<Instant>,
     stopping: Stopping,
+    /// Custom mode: a task was killed for failing its health checks, so every later terminal
+    /// update carries `healthy=false` (as Mesos's default executor).
+    unhealthy: bool,
+    /// The client of HTTP probes, made when the first one runs.
+    http: Option<HttpClient>,
     tx: mpsc::UnboundedSender<TaskInput>,
     rx: mpsc::UnboundedReceiver<TaskInput>,
 }
@@ -163,6 +204,8 @@ impl Tasks {
             pending_spawns: Vec::new(),
             idle_since,
             stopping: Stopping::No,
+            unhealthy: false,
+            http: None,
             tx,
             rx,
         }
@@ -184,6 +227,23 @@ impl Tasks {
     pub fn handle(&mut self, input: TaskInput, link: &mut AgentLink) {
         match input {
             TaskInput::FetchDone { task_id, result } => self.fetched(link, &task_id, result),
+            TaskInput::ProbeDone {
+                task_id,
+                which,
+                seq,
+                result,
+            } => {
+                let now = Instant::now();
+                let verdict = self.tasks.get_mut(&task_id).and_then(|t| {
+                    t.checkers
+                        .iter_mut()
+                        .find(|c| c.which() == which)
+                        .map(|c| c.finished(seq, result, now))
+                });
+                if let Some(v) = verdict {
+                    self.apply_verdict(link, &task_id, v);
+                }
+            }
         }
     }
 
@@ -242,7 +302,7 @@ impl Tasks {
         reason: Option<task_status::Reason>,
         message: Option<String>,
     ) {
-        let status = TaskStatus {
+        let mut status = TaskStatus {
             task_id: TaskId {
                 value: task_id.to_string(),
             },
@@ -257,6 +317,17 @@ impl Tasks {
             message: message.clone(),
             ..Default::default()
         };
+        let drop_in = self.cfg.is_drop_in();
+        let unhealthy = self.unhealthy;
+        if let Some(t) = self.tasks.get(task_id) {
+            // A task with a check: every update carries a check status, empty until known.
+            status.check_status = t.info.check.as_ref().and_then(checks::empty_status);
+            if croupier_proto::is_terminal(state)
+                && (t.kill_cause == Some(KillCause::HealthCheck) || (!drop_in && unhealthy))
+            {
+                status.healthy = Some(false);
+            }
+        }
         tracing::info!(
             "task {task_id}: {}{}",
             state_name(state),
@@ -265,7 +336,50 @@ impl Tasks {
         if croupier_proto::is_terminal(state) {
             self.log_summary(task_id, state);
         }
+        self.send(link, status);
+    }
+
+    /// Send `status` and remember it as the task's last.
+    fn send(&mut self, link: &mut AgentLink, status: TaskStatus) {
+        if let Some(t) = self.tasks.get_mut(&status.task_id.value) {
+            t.last_status = Some(status.clone());
+        }
         link.send_update(call::Update { status });
+    }
+
+    /// A TASK_RUNNING health or check update: a copy of the task's last status (keeping what
+    /// it carried) with a new uuid, timestamp and reason, and the new `healthy` or
+    /// `check_status`.
+    fn send_copy(
+        &mut self,
+        link: &mut AgentLink,
+        id: &str,
+        reason: task_status::Reason,
+        healthy: Option<bool>,
+        check_status: Option<croupier_proto::v1::CheckStatusInfo>,
+    ) {
+        let Some(t) = self.tasks.get(id) else { return };
+        let Some(mut status) = t.last_status.clone() else {
+            return;
+        };
+        status.uuid = Some(uuid::Uuid::new_v4().as_bytes().to_vec());
+        status.timestamp = Some(now_secs());
+        status.reason = Some(reason as i32);
+        if let Some(h) = healthy {
+            status.healthy = Some(h);
+        }
+        if let Some(c) = check_status {
+            status.check_status = Some(c);
+        }
+        tracing::info!(
+            "task {id}: {} ({}{})",
+            state_name(TaskState::try_from(status.state).unwrap_or(TaskState::TaskRunning)),
+            reason.as_str_name(),
+            healthy
+                .map(|h| format!(", healthy={h}"))
+                .unwrap_or_default()
+        );
+        self.send(link, status);
     }
 
     /// One line per task reaching a terminal state: state, how its process ended, how long it
@@ -371,6 +485,11 @@ impl Tasks {
                 launched: Instant::now(),
                 fetched: FetchFigures::default(),
                 exit: None,
+                root_reaped: false,
+                kill_cause: None,
+                max_completion_at: None,
+                checkers: Vec::new(),
+                last_status: None,
             },
         );
         self.update(link, &id, TaskState::TaskStarting, None, None);
@@ -382,6 +501,17 @@ impl Tasks {
             )),
             None => command::custom_task_command(&info),
         };
+        let cmd = cmd.and_then(|c| {
+            if let Some(hc) = &info.health_check {
+                checks::health_probe(hc)
+                    .map_err(|e| format!("Task '{id}' has an invalid health_check: {e}"))?;
+            }
+            if let Some(ci) = &info.check {
+                checks::check_probe(ci)
+                    .map_err(|e| format!("Task '{id}' has an invalid check: {e}"))?;
+            }
+            Ok(c)
+        });
         let cmd = match cmd.and_then(|c| command::program(&c).map(|_| c)) {
             Ok(c) => c,
             Err(msg) => {
@@ -508,11 +638,25 @@ impl Tasks {
         match process::spawn(&spec) {
             Ok(pid) => {
                 tracing::info!("task {id}: started {:?} as pid {pid}", spec.program);
+                let now = Instant::now();
                 if let Some(t) = self.tasks.get_mut(id) {
                     t.pid = Some(pid.as_raw());
                     t.phase = Phase::Running;
+                    t.max_completion_at = max_completion(id, &t.info).map(|d| now + d);
+                    // Validated at LAUNCH; a failure here cannot happen, but is not hidden.
+                    let hc = t
+                        .info
+                        .health_check
+                        .as_ref()
+                        .map(|hc| Checker::health(id, hc, now));
+                    let ck = t.info.check.as_ref().map(|ci| Checker::check(id, ci, now));
+                    for c in [hc, ck].into_iter().flatten() {
+                        match c {
+                            Ok(c) => t.checkers.push(c),
+                            Err(e) => tracing::error!("task {id}: {e}"),
+                        }
+                    }
                 }
-                self.arm_max_completion(id);
                 self.update(link, id, TaskState::TaskRunning, None, None);
             }
             Err(e) => self.finish_task(
@@ -522,16 +666,6 @@ impl Tasks {
                 Some(task_status::Reason::CommandExecutorFailed),
                 format!("Failed to launch the command: {e}"),
             ),
-        }
-    }
-
-    fn arm_max_completion(&mut self, id: &str) {
-        if let Some(t) = self.tasks.get(id) {
-            if t.info.max_completion_time.is_some() {
-                tracing::warn!(
-                    "task {id}: max_completion_time is not enforced by croupier-executor"
-                );
-            }
         }
     }
 
@@ -553,6 +687,10 @@ impl Tasks {
         }
         t.phase = Phase::Done;
         t.killing = None;
+        t.max_completion_at = None;
+        for c in &mut t.checkers {
+            c.stop();
+        }
         if let Some(f) = t.fetch.take() {
             f.abort();
         }
@@ -608,6 +746,13 @@ impl Tasks {
                 Some(id.to_string())
             },
             claim_all_orphans: self.cfg.is_drop_in(),
+            root_reaped: t.root_reaped,
+            // Probes of every task: in custom mode a probe carries its task's marker.
+            exclude_sessions: self
+                .tasks
+                .values()
+                .flat_map(|t| t.checkers.iter().filter_map(|c| c.probe_pid()))
+                .collect(),
         })
     }
 
@@ -628,6 +773,10 @@ impl Tasks {
 
     /// Kill a task with `grace` before SIGKILL. Idempotent; a repeat can only shorten the grace.
     pub fn kill(&mut self, link: &mut AgentLink, id: &str, grace: Duration) {
+        self.kill_for(link, id, grace, KillCause::Requested);
+    }
+
+    fn kill_for(&mut self, link: &mut AgentLink, id: &str, grace: Duration, cause: KillCause) {
         let now = Instant::now();
         let can_killing = link.framework_allows_killing();
         let Some(t) = self.tasks.get_mut(id) else {
@@ -663,7 +812,13 @@ impl Tasks {
                     escalate_at: now + grace,
                     escalated: false,
                 });
-                if can_killing {
+                t.kill_cause.get_or_insert(cause);
+                // No more checking, and no deadline once a kill began (as upstream).
+                t.max_completion_at = None;
+                for c in &mut t.checkers {
+                    c.stop();
+                }
+                if can_killing && cause != KillCause::MaxCompletion {
                     self.update(link, id, TaskState::TaskKilling, None, None);
                 }
                 if let Some(scope) = self.scope_of(id) {
@@ -691,8 +846,22 @@ impl Tasks {
                 .iter()
                 .find(|(_, t)| t.pid == Some(pid.as_raw()) && t.phase == Phase::Running)
                 .map(|(id, _)| id.clone());
-            match owner {
-                Some(id) => self.task_exited(link, &id, exit),
+            if let Some(id) = owner {
+                if let Some(t) = self.tasks.get_mut(&id) {
+                    t.root_reaped = true;
+                }
+                self.task_exited(link, &id, exit);
+                continue;
+            }
+            let now = Instant::now();
+            let probe = self.tasks.iter_mut().find_map(|(id, t)| {
+                t.checkers
+                    .iter_mut()
+                    .find_map(|c| c.reaped(pid.as_raw(), exit, now))
+                    .map(|v| (id.clone(), v))
+            });
+            match probe {
+                Some((id, verdict)) => self.apply_verdict(link, &id, verdict),
                 None => tracing::debug!("reaped process {pid} ({})", exit.describe()),
             }
         }
@@ -703,18 +872,23 @@ impl Tasks {
             return;
         };
         t.exit = Some(exit);
-        let state = if t.killed {
-            TaskState::TaskKilled
+        let (state, reason) = if t.kill_cause == Some(KillCause::MaxCompletion) {
+            (
+                TaskState::TaskFailed,
+                Some(task_status::Reason::MaxCompletionTimeReached),
+            )
+        } else if t.killed {
+            (TaskState::TaskKilled, None)
         } else if exit.success() {
-            TaskState::TaskFinished
+            (TaskState::TaskFinished, None)
         } else {
-            TaskState::TaskFailed
+            (TaskState::TaskFailed, None)
         };
         self.finish_task(
             link,
             id,
             state,
-            None,
+            reason,
             format!("Command {}", exit.describe()),
         );
     }
@@ -723,17 +897,154 @@ impl Tasks {
     pub fn next_deadline(&self) -> Option<Instant> {
         self.tasks
             .values()
-            .filter_map(|t| {
-                t.killing
+            .flat_map(|t| {
+                let escalation = t
+                    .killing
                     .as_ref()
                     .filter(|k| !k.escalated)
-                    .map(|k| k.escalate_at)
+                    .map(|k| k.escalate_at);
+                let probes = t.checkers.iter().filter_map(|c| c.next_deadline());
+                [escalation, t.max_completion_at]
+                    .into_iter()
+                    .flatten()
+                    .chain(probes)
             })
             .min()
     }
 
-    /// Due timers: SIGKILL for tasks whose kill grace period is over.
-    pub fn on_timers(&mut self, now: Instant) {
+    /// Due timers: SIGKILL for tasks whose kill grace period is over, `max_completion_time`,
+    /// probes to start and probes past their timeout.
+    pub fn on_timers(&mut self, link: &mut AgentLink, now: Instant) {
+        self.escalate(now);
+        let expired: Vec<String> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| {
+                t.phase == Phase::Running
+                    && t.killing.is_none()
+                    && t.max_completion_at.is_some_and(|at| at <= now)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            tracing::info!("task {id}: killing it: its max_completion_time has passed");
+            self.kill_for(link, &id, Duration::ZERO, KillCause::MaxCompletion);
+        }
+        // Killing with no grace is due at once.
+        self.escalate(Instant::now());
+        self.run_probes(link, now);
+    }
+
+    /// Probes past their timeout are killed (a failure), due probes start.
+    fn run_probes(&mut self, link: &mut AgentLink, now: Instant) {
+        let ids: Vec<String> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| {
+                t.phase == Phase::Running && t.killing.is_none() && !t.checkers.is_empty()
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            for which in [Which::Health, Which::Check] {
+                let verdicts = self.probe_step(&id, which, now);
+                for v in verdicts {
+                    self.apply_verdict(link, &id, v);
+                }
+            }
+        }
+    }
+
+    /// One checker's timers: its timeout, then its next start.
+    fn probe_step(&mut self, id: &str, which: Which, now: Instant) -> Vec<Verdict> {
+        let mut out = Vec::new();
+        let needs_http = self.tasks.get(id).is_some_and(|t| {
+            t.checkers
+                .iter()
+                .any(|c| c.which() == which && c.is_http() && c.is_due(now))
+        });
+        if needs_http && self.http.is_none() {
+            match HttpClient::new() {
+                Ok(h) => self.http = Some(h),
+                Err(e) => tracing::error!("{e}"),
+            }
+        }
+        let tx = self.tx.clone();
+        let host = &self.host;
+        let http = self.http.as_ref();
+        let Some(t) = self.tasks.get_mut(id) else {
+            return out;
+        };
+        let Task {
+            info,
+            command,
+            dir,
+            checkers,
+            ..
+        } = t;
+        let Some(c) = checkers.iter_mut().find(|c| c.which() == which) else {
+            return out;
+        };
+        if let Some(v) = c.check_timeout(now) {
+            out.push(v);
+        }
+        if c.is_due(now) {
+            let task_id = id.to_string();
+            let spec =
+                |probe: &CommandInfo| host.probe_spec(id, info, command.as_ref(), probe, dir);
+            let done = move |seq, result| {
+                let _ = tx.send(TaskInput::ProbeDone {
+                    task_id,
+                    which,
+                    seq,
+                    result,
+                });
+            };
+            out.push(c.start(now, spec, http, done));
+        }
+        out
+    }
+
+    /// Act on what a checker decided: a health or check update, and the kill after too many
+    /// failed health checks. Nothing once the task is being killed or has ended (as upstream).
+    fn apply_verdict(&mut self, link: &mut AgentLink, id: &str, verdict: Verdict) {
+        let Some(t) = self.tasks.get(id) else { return };
+        if t.phase != Phase::Running || t.killing.is_some() {
+            return;
+        }
+        let grace = grace_of(t.info.kill_policy.as_ref()).unwrap_or(DEFAULT_KILL_GRACE);
+        match verdict {
+            Verdict::Quiet => {}
+            Verdict::Check(status) => self.send_copy(
+                link,
+                id,
+                task_status::Reason::TaskCheckStatusUpdated,
+                None,
+                Some(status),
+            ),
+            Verdict::Health { healthy, kill } => {
+                self.send_copy(
+                    link,
+                    id,
+                    task_status::Reason::TaskHealthCheckStatusUpdated,
+                    Some(healthy),
+                    None,
+                );
+                if kill {
+                    tracing::warn!(
+                        "task {id}: killing it: too many consecutive failed health checks"
+                    );
+                    if !self.cfg.is_drop_in() {
+                        self.unhealthy = true;
+                    }
+                    self.kill_for(link, id, grace, KillCause::HealthCheck);
+                }
+            }
+        }
+    }
+
+    /// SIGKILL for tasks whose kill grace period is over.
+    fn escalate(&mut self, now: Instant) {
         let due: Vec<String> = self
             .tasks
             .iter()
@@ -755,4 +1066,15 @@ impl Tasks {
             }
         }
     }
+}
+
+/// A task's `max_completion_time`, if it has a positive one.
+fn max_completion(id: &str, info: &TaskInfo) -> Option<Duration> {
+    let ns = info.max_completion_time.as_ref()?.nanoseconds;
+    if ns <= 0 {
+        return None;
+    }
+    let d = Duration::from_nanos(ns as u64);
+    tracing::info!("task {id}: has a max completion time of {d:?}");
+    Some(d)
 }
