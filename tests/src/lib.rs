@@ -5,8 +5,11 @@
 //! - [`shuffle`]: a Spark shuffle-protocol client used by protocol tests and load generators.
 //! - [`bench`]: the shuffle benchmark (data sets, verified load, raw sendfile limit, report).
 //! - [`env`]: locating the interop peers (the pyspark/pymesos/moto venv, Java).
+//! - [`mesos`]: the real-Mesos tier's harness (a real master and agent, `mesos-execute`, a v1
+//!   HTTP scheduler).
 
 pub mod agent;
 pub mod bench;
 pub mod env;
+pub mod mesos;
 pub mod shuffle;
