@@ -110,6 +110,51 @@ impl HttpScript {
     }
 }
 
+/// An HTTPS-only server on 127.0.0.1 (self-signed certificate) answering 204 to every request.
+async fn https_server() -> (u16, tokio::task::JoinHandle<()>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let server_cfg = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(sock).await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16384 {
+                    match tls.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = tls
+                    .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (port, server)
+}
+
 impl Drop for HttpScript {
     fn drop(&mut self) {
         self.server.abort();
@@ -256,6 +301,42 @@ async fn http_health_check_that_passes_sends_one_healthy_update() {
     );
     // No check configured: no check_status anywhere.
     assert!(u.iter().all(|s| s.check_status.is_none()));
+}
+
+#[tokio::test]
+async fn https_health_check_accepts_a_self_signed_certificate() {
+    // As `curl -k`: the certificate is not verified; the server speaks TLS only.
+    let (port, server) = https_server().await;
+    let agent = start(drop_in()).await;
+    let mut task = agent.command_task("tls", "exec sleep 1000");
+    let mut hc = http_health(port, "/health");
+    hc.http.as_mut().unwrap().scheme = Some("https".into());
+    task.health_check = Some(hc);
+    agent.launch(task).unwrap();
+    agent
+        .wait_until("a health update", T, |r| {
+            r.updates
+                .iter()
+                .find(|u| u.status.reason == Some(HEALTH as i32))
+                .map(|u| u.status.healthy)
+        })
+        .await
+        .unwrap();
+    agent.kill("tls", None).unwrap();
+    agent.wait_terminal("tls", T).await.unwrap();
+    server.abort();
+    assert_eq!(
+        shapes(&agent, "tls"),
+        vec![
+            (TaskState::TaskStarting, S, None),
+            (RUNNING, S, None),
+            (RUNNING, Some(HEALTH), Some(true)),
+            (TaskState::TaskKilling, S, None),
+            (TaskState::TaskKilled, S, None),
+        ],
+        "{}",
+        dump(&agent, "tls")
+    );
 }
 
 #[tokio::test]
