@@ -39,7 +39,8 @@
 //! # Layout
 //! - [`config`]: typed settings; [`error`]: the error type.
 //! - [`uri`]: URI → plan (source, destination, post-processing).
-//! - `source` (+ `s3`, `hdfs`): opening a source and streaming it to disk.
+//! - `source` (+ `s3`, `hdfs`): opening a source and streaming it to disk; `stream`: the
+//!   byte stream they all yield (below all three).
 //! - [`cache`]: the shared cache; `place`: entry → sandbox (reflink, copy, hardlink).
 //! - [`extract`]: safe archive extraction.
 
@@ -52,6 +53,7 @@ mod local;
 mod place;
 mod s3;
 mod source;
+mod stream;
 pub mod uri;
 
 use std::path::{Path, PathBuf};

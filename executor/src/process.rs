@@ -10,6 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::CString;
 use std::fs::OpenOptions;
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -39,6 +40,8 @@ pub enum Output {
     Inherit,
     /// Append to this file (created 0644).
     File(PathBuf),
+    /// The executor's own standard error (health-check probes' output, as upstream).
+    ExecutorStderr,
 }
 
 /// A task process to start.
@@ -114,6 +117,14 @@ pub fn credentials_for(user: Option<&str>) -> Result<Option<Credentials>, SpawnE
 fn open_output(o: &Output) -> Result<Stdio, SpawnError> {
     match o {
         Output::Inherit => Ok(Stdio::inherit()),
+        Output::ExecutorStderr => std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(Stdio::from)
+            .map_err(|source| SpawnError::Output {
+                path: PathBuf::from("/dev/stderr"),
+                source,
+            }),
         Output::File(p) => {
             use std::os::unix::fs::OpenOptionsExt;
             let f = OpenOptions::new()
@@ -351,6 +362,14 @@ pub struct TaskScope {
     pub marker: Option<String>,
     /// Claim every adopted orphan (drop-in mode: there is only one task).
     pub claim_all_orphans: bool,
+    /// The root was reaped: its pid may belong to another process now, so only its process
+    /// group and session (which keep the pid from being reused while they have members) and
+    /// orphans find the task's processes.
+    pub root_reaped: bool,
+    /// Sessions that are never the task's (the executor's own health-check probes, each the
+    /// leader of its own session), even when their processes are direct children of the
+    /// executor.
+    pub exclude_sessions: Vec<i32>,
 }
 
 /// Every live process belonging to the task: the root's descendants, its process group and
@@ -358,17 +377,22 @@ pub struct TaskScope {
 /// (or, with `claim_all_orphans`, all of them), with their descendants. Never this process.
 pub fn members(scope: &TaskScope, procs: &HashMap<i32, ProcInfo>) -> BTreeSet<i32> {
     let me = std::process::id() as i32;
+    let excluded = |p: &ProcInfo| scope.exclude_sessions.contains(&p.session);
     let mut set = BTreeSet::new();
     if let Some(root) = scope.root {
         for p in procs.values() {
-            if p.pid != me && !p.zombie && (p.pid == root || p.pgrp == root || p.session == root) {
+            if p.pid != me
+                && !p.zombie
+                && !excluded(p)
+                && ((p.pid == root && !scope.root_reaped) || p.pgrp == root || p.session == root)
+            {
                 set.insert(p.pid);
             }
         }
     }
     // Adopted orphans: direct children of the executor that are not a task root.
     for p in procs.values() {
-        if p.ppid != me || p.zombie || Some(p.pid) == scope.root {
+        if p.ppid != me || p.zombie || excluded(p) || Some(p.pid) == scope.root {
             continue;
         }
         if scope.claim_all_orphans
@@ -388,7 +412,8 @@ pub fn members(scope: &TaskScope, procs: &HashMap<i32, ProcInfo>) -> BTreeSet<i3
     let mut stack: Vec<i32> = set.iter().copied().collect();
     while let Some(pid) = stack.pop() {
         for &c in children.get(&pid).map(|v| v.as_slice()).unwrap_or(&[]) {
-            if c != me && procs.get(&c).is_some_and(|p| !p.zombie) && set.insert(c) {
+            if c != me && procs.get(&c).is_some_and(|p| !p.zombie && !excluded(p)) && set.insert(c)
+            {
                 stack.push(c);
             }
         }
@@ -447,6 +472,20 @@ pub fn kill_task(scope: &TaskScope, sig: Signal) -> Vec<i32> {
         }
     }
     frozen.into_iter().collect()
+}
+
+/// Signal the session led by `leader` (a probe started by [`spawn`]) and its descendants.
+pub fn kill_session(leader: i32, sig: Signal) -> Vec<i32> {
+    kill_task(
+        &TaskScope {
+            root: Some(leader),
+            marker: None,
+            claim_all_orphans: false,
+            root_reaped: false,
+            exclude_sessions: Vec::new(),
+        },
+        sig,
+    )
 }
 
 /// Every live descendant of this process (used as a last sweep before exiting).

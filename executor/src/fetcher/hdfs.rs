@@ -27,7 +27,7 @@
 use futures_util::StreamExt;
 
 use super::error::FetchErrorKind;
-use super::source::ByteStream;
+use super::stream::ByteStream;
 
 /// Hadoop's default NameNode RPC port, for `hdfs://host/path` when `host` is no nameservice.
 pub const DEFAULT_NAMENODE_PORT: u16 = 8020;

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 
 use super::config::FetchConfig;
 use super::error::{io_kind, FetchErrorKind};
+use super::stream::ByteStream;
 use super::uri::Source;
 
 /// Clients shared by the URIs of one `fetch_all` call.
@@ -44,7 +44,7 @@ impl Clients {
 enum Body {
     /// A local file, already open (as the task user: see [`super::local`]).
     Local(std::fs::File),
-    Stream(BoxStream<'static, Result<Bytes, FetchErrorKind>>),
+    Stream(ByteStream),
 }
 
 /// A source that answered, with its size when it told us.
@@ -361,6 +361,3 @@ fn write_loop(
     file.flush().map_err(|e| io_kind(&path, e))?;
     Ok((n, landed))
 }
-
-/// Shared boxed stream type for the object-store clients.
-pub(crate) type ByteStream = BoxStream<'static, Result<Bytes, FetchErrorKind>>;
