@@ -19,6 +19,7 @@
 //! - [`notify`]: systemd readiness, stopping and watchdog notifications.
 
 pub mod admin;
+pub mod auth;
 pub mod checksum;
 pub mod config;
 pub mod handler;
