@@ -55,6 +55,5 @@
 //! }
 //! ```
 
-pub mod ctr;
-pub mod engine;
 pub mod sasl;
+pub mod settings;
