@@ -32,7 +32,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ErrorKind;
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// Content type of `/metrics` in OpenMetrics (what `prometheus_client::encoding::text` writes).
 pub const OPENMETRICS_CONTENT_TYPE: &str =

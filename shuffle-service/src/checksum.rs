@@ -4,7 +4,7 @@
 use std::io::{Read, Seek, SeekFrom};
 
 use crate::protocol::message::cause;
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::streams::{BlockRange, ChunkRef, ChunkWhat};
 
 /// Adler-32 as `java.util.zip.Adler32`.

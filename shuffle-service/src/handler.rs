@@ -13,7 +13,7 @@ use bytes::Bytes;
 use crate::metrics::ErrorKind;
 use crate::protocol::BlockTransferMessage as M;
 use crate::resolver::{removable_file_name, validate_id, BlockId};
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::streams::{BlockRange, Source};
 
 /// A blocking job producing the response body or the failure text.

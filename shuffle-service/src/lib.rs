@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! Data flows top to bottom:
+//! - [`auth`]: `spark.authenticate`: settings and secret, SASL DIGEST-MD5, Spark's auth engine,
+//!   the per-connection gate and the channel ciphers (imports only [`config`]'s parsers).
 //! - [`config`]: CLI, `SPARK_SHUFFLE_OPTS`, properties file → typed [`config::Config`].
 //! - [`server`]: accept loop; per connection a reader task and a writer task.
 //! - [`protocol`]: frame codec and `BlockTransferMessage` (shared with the test client).
@@ -12,7 +14,10 @@
 //! - [`index_cache`]: byte-bounded LRU of validated index files.
 //! - [`send`]: chunk resolution and zero-copy `sendfile` on the blocking pool.
 //! - [`checksum`]: the DiagnoseCorruption check.
-//! - [`mesos`]: RegisterDriver/heartbeat bookkeeping and the app cleaner.
+//! - [`mesos`]: the app cleaner (deletes the files of apps whose drivers went silent).
+//! - [`state`]: [`state::Shared`], the state every module above reads (config, registries,
+//!   caches, metrics); it imports none of them.
+//! - [`drivers`]: registered drivers and their heartbeats.
 //! - [`metrics`]: counters (Spark's `shuffleService` source names, fetch latency, errors by
 //!   kind), atomic adds only.
 //! - [`admin`]: the optional admin HTTP endpoint (`/healthz`, `/metrics` in Prometheus text).
@@ -22,6 +27,7 @@ pub mod admin;
 pub mod auth;
 pub mod checksum;
 pub mod config;
+pub mod drivers;
 pub mod handler;
 pub mod index_cache;
 pub mod mesos;
@@ -31,7 +37,9 @@ pub mod protocol;
 pub mod resolver;
 pub mod send;
 pub mod server;
+pub mod state;
 pub mod streams;
 
 pub use config::{Cli, Config};
-pub use server::{run, Shared};
+pub use server::run;
+pub use state::Shared;

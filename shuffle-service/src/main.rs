@@ -33,6 +33,7 @@ fn main() -> anyhow::Result<()> {
             .admin_address
             .map(|a| a.to_string())
             .unwrap_or_else(|| "off".into()),
+        auth = %config.auth.describe(),
         systemd_notify = notify::enabled(),
         "configuration"
     );

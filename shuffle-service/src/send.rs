@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::index_cache::{IndexError, MapOutput};
 use crate::metrics::ErrorKind;
 use crate::resolver::{Executor, ResolveError};
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::streams::{ChunkRef, ChunkWhat};
 
 /// Why a chunk could not be sent before anything was written (answered with a failure frame).

@@ -11,7 +11,7 @@
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,41 +22,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
 use crate::handler::{self, Reply};
-use crate::index_cache::IndexCache;
-use crate::mesos::Apps;
-use crate::metrics::{ErrorKind, Metrics};
+use crate::metrics::ErrorKind;
 use crate::protocol::frame::{self, FrameError};
 use crate::protocol::{Message, StreamChunkId};
-use crate::resolver::Registry;
 use crate::send;
-use crate::streams::{ChunkRef, InFlight, StreamTable};
-
-/// State shared by every connection.
-pub struct Shared {
-    pub config: Config,
-    pub registry: Registry,
-    pub index_cache: IndexCache,
-    pub streams: Arc<StreamTable>,
-    pub apps: Apps,
-    pub metrics: Metrics,
-    next_conn: AtomicU64,
-}
-
-impl Shared {
-    pub fn new(config: Config) -> Arc<Shared> {
-        Arc::new(Shared {
-            index_cache: IndexCache::new(config.index_cache_size),
-            config,
-            registry: Registry::default(),
-            streams: Arc::new(StreamTable::new()),
-            apps: Apps::default(),
-            metrics: Metrics::default(),
-            next_conn: AtomicU64::new(1),
-        })
-    }
-}
+use crate::state::Shared;
+use crate::streams::{ChunkRef, InFlight};
 
 /// Runs the accept loop (and the Mesos cleaner) until `shutdown` is cancelled.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -65,6 +37,8 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
         shared.config.cleaner_interval,
         shutdown.clone(),
     ));
+    // Connection numbers key the stream table's per-connection bookkeeping.
+    let mut next_conn: u64 = 1;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -72,7 +46,8 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
         };
         match accepted {
             Ok((sock, peer)) => {
-                let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+                let conn = next_conn;
+                next_conn += 1;
                 let shared = shared.clone();
                 tokio::spawn(async move { serve_connection(shared, sock, peer, conn).await });
             }
