@@ -6,7 +6,8 @@
 //! Spark client) the handshake runs across the two implementations, then one AES-CTR stream is
 //! exchanged each way through Spark's real Netty cipher handlers: Spark decrypts what we
 //! encrypted (fed as several TCP reads) and we decrypt what Spark encrypted (several messages).
-//! A wrong secret fails on both sides. The secret is non-ASCII and longer than one Base64 line
+//! A wrong secret fails on both sides. Spark's `CtrTransportCipher`, keyed directly with IVs
+//! next to the 64-bit carry and to the 2^128 wrap, agrees with our keystream both ways. The secret is non-ASCII and longer than one Base64 line
 //! so the UTF-8 handling of the pre-shared key is exercised.
 
 use std::io::{BufRead, BufReader, Write};
@@ -16,7 +17,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use croupier_shuffle_service::auth::ctr::{Decryptor, Encryptor};
+use croupier_shuffle_service::auth::ctr::{CtrChannel, Decryptor, Encryptor};
 use croupier_shuffle_service::auth::engine::{
     self, AuthMessage, ClientAuth, EngineError, EngineVersion,
 };
@@ -276,4 +277,33 @@ fn wrong_secret_fails_on_both_sides() {
             app_id: APP_ID.into()
         }
     );
+}
+
+/// Spark's cipher keyed directly: our → Spark starts at `00000000000000fffffffffffffffffe`
+/// (the counter carries out of the low 64 bits after two blocks, the IV of the spec's check),
+/// Spark → ours at `ff…fe` (the counter wraps at 2^128). AES-128 (v2) and AES-256 (v1) keys.
+#[test]
+fn ctr_stream_across_the_counter_carry() {
+    let to_spark: [u8; 16] = hex::decode("00000000000000fffffffffffffffffe")
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let from_spark: [u8; 16] = hex::decode("fffffffffffffffffffffffffffffffe")
+        .unwrap()
+        .try_into()
+        .unwrap();
+    for key in [pattern(16, 8), pattern(32, 9)] {
+        // Spark's inIv is what we send with, its outIv what we receive with.
+        let mut spark = Spark::start(&[
+            "ctr",
+            &hex::encode(&key),
+            &hex::encode(to_spark),
+            &hex::encode(from_spark),
+        ]);
+        let (enc, dec) = CtrChannel::new(&key, &from_spark, &to_spark)
+            .expect("16- or 32-byte key")
+            .split();
+        exchange(&mut spark, enc, dec);
+        spark.quit();
+    }
 }

@@ -6,7 +6,9 @@
 //     in:  <challenge>            out: "response <hex>" | "failed <exception class>"
 //   java AuthEngineCrossCheck client <version> <secret-hex> <appId>
 //     out: "challenge <hex>"      in:  <response>       out: "ready" | "failed <class>"
-//   then, on the channel the handshake keyed (a Netty EmbeddedChannel with Spark's cipher
+//   java AuthEngineCrossCheck ctr <key-hex> <inIv-hex> <outIv-hex>
+//     a CtrTransportCipher with the given key and IVs, no handshake
+//   then, on the channel the handshake (or the ctr arguments) keyed (a Netty EmbeddedChannel with Spark's cipher
 //   handlers installed exactly as a real connection gets them):
 //     in: "decrypt <hex>,<hex>,..."  (inbound TCP reads)    out: "plain <hex>"
 //     in: "encrypt <hex>,<hex>,..."  (outbound messages)    out: "wire <hex>"
@@ -28,6 +30,8 @@ import java.nio.charset.StandardCharsets;
 import java.util.HashMap;
 import java.util.HexFormat;
 import java.util.Map;
+import java.util.Properties;
+import javax.crypto.spec.SecretKeySpec;
 
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.Unpooled;
@@ -42,13 +46,19 @@ public final class AuthEngineCrossCheck {
 
   public static void main(String[] args) throws Exception {
     String role = args[0];
+    BufferedReader in =
+        new BufferedReader(new InputStreamReader(System.in, StandardCharsets.US_ASCII));
+    PrintStream out = new PrintStream(new FileOutputStream(FileDescriptor.out), true, "US-ASCII");
+    if (role.equals("ctr")) {
+      SecretKeySpec key = new SecretKeySpec(HEX.parseHex(args[1]), "AES");
+      serve(new CtrTransportCipher(new Properties(), key, HEX.parseHex(args[2]),
+          HEX.parseHex(args[3])), in, out);
+      return;
+    }
     Map<String, String> settings = new HashMap<>();
     settings.put("spark.network.crypto.authEngineVersion", args[1]);
     TransportConf conf = new TransportConf("shuffle", new MapConfigProvider(settings));
     String secret = new String(HEX.parseHex(args[2]), StandardCharsets.UTF_8);
-    BufferedReader in =
-        new BufferedReader(new InputStreamReader(System.in, StandardCharsets.US_ASCII));
-    PrintStream out = new PrintStream(new FileOutputStream(FileDescriptor.out), true, "US-ASCII");
 
     AuthEngine engine;
     if (role.equals("server")) {
@@ -74,7 +84,12 @@ public final class AuthEngineCrossCheck {
       out.println("ready");
     }
 
-    TransportCipher cipher = engine.sessionCipher();
+    serve(engine.sessionCipher(), in, out);
+    engine.close();
+  }
+
+  private static void serve(TransportCipher cipher, BufferedReader in, PrintStream out)
+      throws Exception {
     EmbeddedChannel channel = new EmbeddedChannel();
     cipher.addToChannel(channel);
     String line;
@@ -115,7 +130,6 @@ public final class AuthEngineCrossCheck {
       }
     }
     channel.finishAndReleaseAll();
-    engine.close();
   }
 
   private static byte[] encode(AuthMessage msg) {
