@@ -9,6 +9,8 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::auth::settings::{AuthEnv, AuthSettings};
+
 /// Command line, kept compatible with what operators and the interop tests use.
 #[derive(Debug, Clone, Default, clap::Parser)]
 #[command(
@@ -40,12 +42,29 @@ then --host/--port)
   croupier.mesos.agent.secret.file         -      file holding that principal's secret
   croupier.mesos.agent.confirm.interval    60s    how long the agent must report a framework
                                   completed (or unknown) before its files are deleted
+
+AUTHENTICATION (the same values as in every application's configuration)
+  spark.authenticate                       false  every connection must authenticate first
+  spark.authenticate.secret                -      the secret shared with the applications (or env
+                                                  _SPARK_AUTH_SECRET, or the file below)
+  croupier.authenticate.secret.file        -      file holding the secret, readable by the service
+                                                  user only (one trailing newline is ignored);
+                                                  under systemd, LoadCredential=spark.authenticate.secret:<path>
+  spark.network.crypto.enabled             false  Spark's auth engine (X25519) + AES-CTR encryption;
+                                                  SASL DIGEST-MD5 when false
+  spark.network.crypto.saslFallback        true   also accept SASL clients when the engine is on
+  spark.network.crypto.authEngineVersion   1      1 or 2; not negotiated, must match the apps
+  spark.network.crypto.cipher   AES/CTR/NoPadding AES/GCM/NoPadding is refused (3.5 clients hang)
+  spark.network.sasl.serverAlwaysEncrypt   false  SASL clients must use auth-conf
+                                                  (spark.authenticate.enableSaslEncryption=true)
 Unknown keys are logged once; the effective settings are logged at start-up.
 
 ENVIRONMENT
   SPARK_SHUFFLE_OPTS   e.g. \"-Dspark.shuffle.service.port=7337 -Dspark.shuffle.cleaner.interval=10s\"
   SPARK_CONF_DIR       where spark-defaults.conf is looked for when no --properties-file is given
   RUST_LOG             log filter (default info); logs go to stderr
+  _SPARK_AUTH_SECRET   the authentication secret (wins over spark.authenticate.secret)
+  CREDENTIALS_DIRECTORY  set by systemd LoadCredential=; spark.authenticate.secret is read from it
   NOTIFY_SOCKET        set by systemd (Type=notify): READY=1 once listening, watchdog pings
 
 EXAMPLES
@@ -104,6 +123,8 @@ pub struct Config {
     pub agent_secret_file: Option<PathBuf>,
     /// `croupier.mesos.agent.confirm.interval`.
     pub agent_confirm_interval: Duration,
+    /// `spark.authenticate` and friends (the secret is redacted in `Debug`).
+    pub auth: AuthSettings,
     /// Keys given that this service does not know (logged once at start-up).
     pub unknown_keys: Vec<String>,
     /// Known Spark keys that have no effect here (logged once at start-up).
@@ -127,6 +148,7 @@ impl Default for Config {
             agent_principal: None,
             agent_secret_file: None,
             agent_confirm_interval: Duration::from_secs(60),
+            auth: AuthSettings::default(),
             unknown_keys: Vec::new(),
             inert_keys: Vec::new(),
         }
@@ -197,13 +219,16 @@ pub enum ConfigError {
     },
     #[error("malformed setting {item:?} in {origin}: expected key=value")]
     BadItem { item: String, origin: String },
-    #[error("{key}=true (from {origin}) is not supported: this service does not implement Spark authentication")]
-    Unsupported { key: String, origin: String },
+    #[error(transparent)]
+    Auth(#[from] crate::auth::settings::AuthSettingsError),
 }
 
 impl ConfigError {
     pub fn is_retryable(&self) -> bool {
-        false
+        match self {
+            ConfigError::Auth(e) => e.is_retryable(),
+            _ => false,
+        }
     }
 }
 
@@ -251,8 +276,6 @@ const INERT: &[&str] = &[
     "spark.storage.memoryMapThreshold",
     "spark.network.timeout",
     "spark.network.sharedByteBufAllocators.enabled",
-    "spark.network.crypto.enabled",
-    "spark.authenticate",
     "spark.local.dir",
 ];
 
@@ -328,6 +351,11 @@ impl Settings {
 
     /// Builds the typed config.
     pub fn into_config(self) -> Result<Config, ConfigError> {
+        self.into_config_with(&AuthEnv::default())
+    }
+
+    /// Builds the typed config; `env` gives the secret's environment sources.
+    pub fn into_config_with(self, env: &AuthEnv) -> Result<Config, ConfigError> {
         let mut c = Config::default();
         let bad = |key: &str, value: &str, origin: &str, reason: String| ConfigError::BadValue {
             key: key.into(),
@@ -458,18 +486,9 @@ impl Settings {
             c.agent_confirm_interval = parse_time(v, Duration::from_secs(1))
                 .map_err(|r| bad(AGENT_CONFIRM_KEY, v, o, r))?;
         }
-        for key in ["spark.authenticate", "spark.network.crypto.enabled"] {
-            if let Some((v, o)) = self.get(key) {
-                if parse_bool(v).unwrap_or(false) {
-                    return Err(ConfigError::Unsupported {
-                        key: key.into(),
-                        origin: o.into(),
-                    });
-                }
-            }
-        }
+        c.auth = crate::auth::settings::from_settings(|k| self.get(k), env)?;
         for k in self.0.keys() {
-            if HONOURED.contains(&k.as_str()) {
+            if HONOURED.contains(&k.as_str()) || crate::auth::settings::KEYS.contains(&k.as_str()) {
                 continue;
             }
             if INERT.contains(&k.as_str()) {
@@ -490,6 +509,17 @@ impl Config {
         shuffle_opts: Option<&str>,
         conf_dir: Option<&Path>,
     ) -> Result<Config, ConfigError> {
+        Config::load_with_env(cli, shuffle_opts, conf_dir, &AuthEnv::from_process())
+    }
+
+    /// [`Config::load`] with the auth environment (`_SPARK_AUTH_SECRET`,
+    /// `CREDENTIALS_DIRECTORY`) passed in.
+    pub fn load_with_env(
+        cli: &Cli,
+        shuffle_opts: Option<&str>,
+        conf_dir: Option<&Path>,
+        env: &AuthEnv,
+    ) -> Result<Config, ConfigError> {
         let mut s = Settings::default();
         let file = match (&cli.properties_file, conf_dir) {
             (Some(f), _) => Some(f.clone()),
@@ -509,7 +539,7 @@ impl Config {
         for item in &cli.conf {
             s.add_conf(item)?;
         }
-        let mut c = s.into_config()?;
+        let mut c = s.into_config_with(env)?;
         if let Some(p) = cli.port {
             c.port = p;
         }

@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! Data flows top to bottom:
+//! - [`auth`]: `spark.authenticate`: settings and secret, SASL DIGEST-MD5, Spark's auth engine,
+//!   the per-connection gate and the channel ciphers (imports only [`config`]'s parsers).
 //! - [`config`]: CLI, `SPARK_SHUFFLE_OPTS`, properties file → typed [`config::Config`].
 //! - [`server`]: accept loop; per connection a reader task and a writer task.
 //! - [`protocol`]: frame codec and `BlockTransferMessage` (shared with the test client).
@@ -26,6 +28,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod auth;
 pub mod checksum;
 pub mod cleanup;
 pub mod config;

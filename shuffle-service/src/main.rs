@@ -40,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         agent_principal = config.agent_principal.as_deref().unwrap_or("-"),
         agent_secret_file = ?config.agent_secret_file,
         agent_confirm_interval_ms = config.agent_confirm_interval.as_millis() as u64,
+        auth = %config.auth.describe(),
         systemd_notify = notify::enabled(),
         "configuration"
     );

@@ -148,6 +148,9 @@ pub struct Metrics {
     pub store_write_errors: AtomicU64,
     /// Registrations read back from the store at start-up (executors + drivers).
     pub restored_registrations: AtomicU64,
+    /// Failed authentications (wrong secret, garbage, requests before authenticating) and
+    /// requests refused for acting on another application.
+    pub auth_failures: AtomicU64,
     errors: [AtomicU64; ErrorKind::ALL.len()],
 }
 

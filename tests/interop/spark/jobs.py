@@ -1,6 +1,8 @@
 """Real Spark 3.5.7 jobs whose executors use an external shuffle service on 127.0.0.1:<port>.
 
-Usage: python jobs.py <variant> <shuffle-service-port>
+Usage: python jobs.py <variant> <shuffle-service-port> [key=value ...]
+
+Extra key=value items are set on the SparkSession (e.g. spark.authenticate=true and the secret).
 
 Variants (one SparkContext each, several jobs per context):
   fetch      spark.shuffle.readHostLocalDisk=false: every remote block goes through the service
@@ -86,7 +88,7 @@ def dataframe_join(spark):
     check("dataframe_join", (joined[0], joined[1]), (100000, 2 * 100 * (999 * 1000 // 2)))
 
 
-def session(variant, port):
+def session(variant, port, extra=()):
     b = (
         SparkSession.builder.master("local-cluster[2,1,1024]")
         .appName(f"croupier-interop-{variant}")
@@ -103,6 +105,9 @@ def session(variant, port):
         .config("spark.stage.maxConsecutiveAttempts", "1")
         .config("spark.task.maxFailures", "1")
     )
+    for item in extra:
+        key, _, value = item.partition("=")
+        b = b.config(key, value)
     if variant in ("fetch", "oldproto", "dynalloc"):
         b = b.config("spark.shuffle.readHostLocalDisk", "false")
     if variant == "hostlocal":
@@ -158,7 +163,7 @@ def dynalloc(sc):
 
 def main():
     variant, port = sys.argv[1], int(sys.argv[2])
-    spark = session(variant, port)
+    spark = session(variant, port, sys.argv[3:])
     sc = spark.sparkContext
     sc.setLogLevel("WARN")
     say("INFO", "app_id", sc.applicationId)
