@@ -29,12 +29,18 @@ then --host/--port)
   spark.shuffle.service.fetch.rdd.enabled  false  serve cached RDD blocks
   spark.shuffle.io.serverThreads           cores  worker threads
   croupier.admin.address                   off    host:port for /healthz and /metrics (Prometheus)
-Unknown keys are logged once; the effective settings are logged at start-up.
+  croupier.log.format                      text   text or json (one JSON object per log line)
+Every invalid setting is reported at once, each with its key, value, source and what is
+accepted. Unknown keys, and Spark keys the JVM service honours but this one ignores, get one
+warning line each; the effective settings are logged at start-up.
 
 ENVIRONMENT
-  SPARK_SHUFFLE_OPTS   e.g. \"-Dspark.shuffle.service.port=7337 -Dspark.shuffle.cleaner.interval=10s\"
+  SPARK_SHUFFLE_OPTS   e.g. \"-Dspark.shuffle.service.port=7337 -Dspark.shuffle.cleaner.interval=10s\";
+                       split as Spark's launcher does: quotes and backslashes group words,
+                       so '-Dspark.foo=\"a b\"' sets spark.foo to `a b`
   SPARK_CONF_DIR       where spark-defaults.conf is looked for when no --properties-file is given
   RUST_LOG             log filter (default info); logs go to stderr
+  CROUPIER_LOG_FORMAT  text or json, as --log-format
   NOTIFY_SOCKET        set by systemd (Type=notify): READY=1 once listening, watchdog pings
 
 EXAMPLES
@@ -56,6 +62,10 @@ pub struct Cli {
     /// A spark-defaults.conf style file.
     #[arg(long)]
     pub properties_file: Option<PathBuf>,
+    /// Log line format: text, or json (one object per line, for log shippers); overrides
+    /// croupier.log.format.
+    #[arg(long, env = croupier_ops::log::FORMAT_ENV, value_name = "text|json")]
+    pub log_format: Option<String>,
 }
 
 pub const DEFAULT_PORT: u16 = 7337;
@@ -83,8 +93,12 @@ pub struct Config {
     /// `croupier.admin.address`: where the admin HTTP endpoint (`/healthz`, `/metrics`)
     /// listens; `None` (the default) leaves it off.
     pub admin_address: Option<SocketAddr>,
+    /// `croupier.log.format`, overridden by `--log-format` / `CROUPIER_LOG_FORMAT`.
+    pub log_format: croupier_ops::log::LogFormat,
     /// Keys given that this service does not know (logged once at start-up).
     pub unknown_keys: Vec<String>,
+    /// Spark keys the JVM service acts on but this one ignores, with why (one warning each).
+    pub ignored_keys: Vec<(String, &'static str)>,
     /// Known Spark keys that have no effect here (logged once at start-up).
     pub inert_keys: Vec<String>,
 }
@@ -101,7 +115,9 @@ impl Default for Config {
             server_threads: default_threads(),
             max_request_frame: DEFAULT_MAX_REQUEST_FRAME,
             admin_address: None,
+            log_format: croupier_ops::log::LogFormat::Text,
             unknown_keys: Vec::new(),
+            ignored_keys: Vec::new(),
             inert_keys: Vec::new(),
         }
     }
@@ -132,6 +148,31 @@ pub enum ConfigError {
     BadItem { item: String, origin: String },
     #[error("{key}=true (from {origin}) is not supported: this service does not implement Spark authentication")]
     Unsupported { key: String, origin: String },
+    #[error("invalid {origin} {value:?}: {reason}")]
+    BadOptions {
+        origin: String,
+        value: String,
+        reason: String,
+    },
+    #[error(
+        "invalid --log-format / {} {value:?}: expected text or json",
+        croupier_ops::log::FORMAT_ENV
+    )]
+    BadLogFormat { value: String },
+    /// Several of the above, every one found in a single pass.
+    #[error("{} configuration problems:\n  - {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n  - "))]
+    Several(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// One error for a list of problems (the single one itself when there is only one).
+    fn from_all(mut problems: Vec<ConfigError>) -> Result<(), ConfigError> {
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.remove(0)),
+            _ => Err(ConfigError::Several(problems)),
+        }
+    }
 }
 
 impl ConfigError {
@@ -149,39 +190,48 @@ const HONOURED: &[&str] = &[
     "spark.shuffle.cleaner.interval",
     "spark.shuffle.io.serverThreads",
     ADMIN_ADDRESS_KEY,
+    LOG_FORMAT_KEY,
 ];
+
+/// The log format's setting (ours, not Spark's).
+pub const LOG_FORMAT_KEY: &str = "croupier.log.format";
 
 /// The admin endpoint's setting (ours, not Spark's).
 pub const ADMIN_ADDRESS_KEY: &str = "croupier.admin.address";
 
-/// Spark keys a drop-in must accept but that change nothing here (we never idle-close, have
-/// no registration DB, always send zero-copy and open files lazily).
+/// Spark keys a drop-in must accept that mean nothing to a shuffle service process (client
+/// or application settings): logged once at info.
 const INERT: &[&str] = &[
     "spark.shuffle.service.enabled",
-    "spark.shuffle.service.db.enabled",
-    "spark.shuffle.service.db.backend",
     "spark.shuffle.io.numConnectionsPerPeer",
-    "spark.shuffle.io.connectionTimeout",
     "spark.shuffle.io.connectionCreationTimeout",
-    "spark.shuffle.io.mode",
     "spark.shuffle.io.clientThreads",
-    "spark.shuffle.io.backLog",
-    "spark.shuffle.io.receiveBuffer",
-    "spark.shuffle.io.sendBuffer",
     "spark.shuffle.io.maxRetries",
     "spark.shuffle.io.retryWait",
-    "spark.shuffle.io.preferDirectBufs",
-    "spark.shuffle.io.lazyFD",
-    "spark.shuffle.io.enableVerboseMetrics",
-    "spark.shuffle.io.enableTcpKeepAlive",
-    "spark.shuffle.server.chunkFetchHandlerThreadsPercent",
-    "spark.shuffle.service.removeShuffle",
-    "spark.storage.memoryMapThreshold",
-    "spark.network.timeout",
-    "spark.network.sharedByteBufAllocators.enabled",
     "spark.network.crypto.enabled",
     "spark.authenticate",
     "spark.local.dir",
+];
+
+/// Spark keys the JVM shuffle service acts on but this one ignores, and why: one warning
+/// line each, so an operator porting a configuration sees what no longer applies.
+const IGNORED: &[(&str, &str)] = &[
+    ("spark.shuffle.service.db.enabled", "no registration database: executors re-register after a restart"),
+    ("spark.shuffle.service.db.backend", "no registration database: executors re-register after a restart"),
+    ("spark.shuffle.io.connectionTimeout", "idle connections are never closed"),
+    ("spark.network.timeout", "idle connections are never closed; drivers' heartbeat timeouts come from their RegisterDriver"),
+    ("spark.shuffle.io.mode", "always epoll through tokio"),
+    ("spark.shuffle.io.backLog", "the kernel's default listen backlog is used"),
+    ("spark.shuffle.io.receiveBuffer", "the kernel's socket buffer sizes are used"),
+    ("spark.shuffle.io.sendBuffer", "the kernel's socket buffer sizes are used"),
+    ("spark.shuffle.io.preferDirectBufs", "no JVM buffers: blocks go out with sendfile"),
+    ("spark.shuffle.io.lazyFD", "files are always opened lazily"),
+    ("spark.shuffle.io.enableVerboseMetrics", "metrics are on /metrics of croupier.admin.address"),
+    ("spark.shuffle.io.enableTcpKeepAlive", "TCP keepalive is not set"),
+    ("spark.shuffle.server.chunkFetchHandlerThreadsPercent", "chunk fetches share spark.shuffle.io.serverThreads"),
+    ("spark.shuffle.service.removeShuffle", "RemoveShuffle is not acted on"),
+    ("spark.storage.memoryMapThreshold", "blocks are never memory-mapped: sendfile"),
+    ("spark.network.sharedByteBufAllocators.enabled", "no JVM buffers"),
 ];
 
 /// Settings gathered from all sources: key → (value, origin).
@@ -228,17 +278,23 @@ impl Settings {
         }
     }
 
-    /// Reads `-Dkey=value` items of a JVM options string; other items are ignored.
-    pub fn add_jvm_opts(&mut self, opts: &str, origin: &str) -> Vec<String> {
+    /// Reads the `-Dkey=value` items of a JVM options string, split into words as Spark's
+    /// launcher splits `SPARK_SHUFFLE_OPTS` (see [`split_jvm_opts`]); other items (`-Xms1g`)
+    /// are returned, unused.
+    pub fn add_jvm_opts(&mut self, opts: &str, origin: &str) -> Result<Vec<String>, ConfigError> {
+        let words = split_jvm_opts(opts).map_err(|reason| ConfigError::BadOptions {
+            origin: origin.into(),
+            value: opts.into(),
+            reason,
+        })?;
         let mut ignored = Vec::new();
-        for item in opts.split_whitespace() {
-            let item = item.trim_matches(|c| c == '"' || c == '\'');
+        for item in words {
             match item.strip_prefix("-D").and_then(|kv| kv.split_once('=')) {
                 Some((k, v)) => self.set(k, v, origin),
-                None => ignored.push(item.to_owned()),
+                None => ignored.push(item),
             }
         }
-        ignored
+        Ok(ignored)
     }
 
     pub fn add_conf(&mut self, item: &str) -> Result<(), ConfigError> {
@@ -254,92 +310,105 @@ impl Settings {
         self.0.get(key).map(|(v, o)| (v.as_str(), o.as_str()))
     }
 
-    /// Builds the typed config.
+    /// Builds the typed config, checking every setting: all problems are reported together.
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let mut c = Config::default();
+        let mut problems = Vec::new();
         let bad = |key: &str, value: &str, origin: &str, reason: String| ConfigError::BadValue {
             key: key.into(),
             value: value.into(),
             origin: origin.into(),
             reason,
         };
-        if let Some((v, o)) = self.get("spark.shuffle.service.port") {
-            c.port = v
-                .parse()
-                .map_err(|e| bad("spark.shuffle.service.port", v, o, format!("{e}")))?;
-        }
-        if let Some((v, o)) = self.get("spark.shuffle.service.index.cache.size") {
-            c.index_cache_size = parse_bytes(v)
-                .map_err(|r| bad("spark.shuffle.service.index.cache.size", v, o, r))?;
-        }
-        if let Some((v, o)) = self.get("spark.shuffle.maxChunksBeingTransferred") {
-            let n: i64 = v.parse().map_err(|e| {
-                bad(
-                    "spark.shuffle.maxChunksBeingTransferred",
-                    v,
-                    o,
-                    format!("{e}"),
-                )
-            })?;
-            if n <= 0 {
-                return Err(bad(
-                    "spark.shuffle.maxChunksBeingTransferred",
-                    v,
-                    o,
-                    "must be positive".into(),
-                ));
+        let key = "spark.shuffle.service.port";
+        if let Some((v, o)) = self.get(key) {
+            match v.parse() {
+                Ok(p) => c.port = p,
+                Err(_) => {
+                    problems.push(bad(key, v, o, "expected a port number, 0 to 65535".into()))
+                }
             }
-            c.max_chunks_being_transferred = n as u64;
         }
-        if let Some((v, o)) = self.get("spark.shuffle.service.fetch.rdd.enabled") {
-            c.fetch_rdd_enabled = parse_bool(v)
-                .map_err(|r| bad("spark.shuffle.service.fetch.rdd.enabled", v, o, r))?;
+        let key = "spark.shuffle.service.index.cache.size";
+        if let Some((v, o)) = self.get(key) {
+            match parse_bytes(v) {
+                Ok(n) => c.index_cache_size = n,
+                Err(r) => problems.push(bad(key, v, o, r)),
+            }
         }
-        if let Some((v, o)) = self.get("spark.shuffle.cleaner.interval") {
-            let d = parse_time(v, Duration::from_secs(1))
-                .map_err(|r| bad("spark.shuffle.cleaner.interval", v, o, r))?;
-            if d.is_zero() {
-                return Err(bad(
-                    "spark.shuffle.cleaner.interval",
+        let key = "spark.shuffle.maxChunksBeingTransferred";
+        if let Some((v, o)) = self.get(key) {
+            match v.parse::<i64>() {
+                Ok(n) if n > 0 => c.max_chunks_being_transferred = n as u64,
+                _ => problems.push(bad(key, v, o, "expected a positive integer".into())),
+            }
+        }
+        let key = "spark.shuffle.service.fetch.rdd.enabled";
+        if let Some((v, o)) = self.get(key) {
+            match parse_bool(v) {
+                Ok(b) => c.fetch_rdd_enabled = b,
+                Err(r) => problems.push(bad(key, v, o, r)),
+            }
+        }
+        let key = "spark.shuffle.cleaner.interval";
+        if let Some((v, o)) = self.get(key) {
+            match parse_time(v, Duration::from_secs(1)) {
+                Ok(d) if !d.is_zero() => c.cleaner_interval = d,
+                Ok(_) => problems.push(bad(key, v, o, "must be positive, e.g. 30s".into())),
+                Err(r) => problems.push(bad(key, v, o, r)),
+            }
+        }
+        let key = "spark.shuffle.io.serverThreads";
+        if let Some((v, o)) = self.get(key) {
+            match v.parse::<i64>() {
+                Ok(n) if n <= 0 => c.server_threads = default_threads(),
+                Ok(n) => c.server_threads = n.min(1024) as usize,
+                Err(_) => problems.push(bad(
+                    key,
                     v,
                     o,
-                    "must be positive".into(),
-                ));
+                    "expected an integer (0 or less: one per core, at most 8)".into(),
+                )),
             }
-            c.cleaner_interval = d;
-        }
-        if let Some((v, o)) = self.get("spark.shuffle.io.serverThreads") {
-            let n: i64 = v
-                .parse()
-                .map_err(|e| bad("spark.shuffle.io.serverThreads", v, o, format!("{e}")))?;
-            c.server_threads = if n <= 0 {
-                default_threads()
-            } else {
-                n.min(1024) as usize
-            };
         }
         if let Some((v, o)) = self.get(ADMIN_ADDRESS_KEY) {
             // An empty value (e.g. a templated config with nothing filled in) keeps it off.
             if !v.is_empty() {
-                c.admin_address =
-                    Some(parse_address(v).map_err(|r| bad(ADMIN_ADDRESS_KEY, v, o, r))?);
+                match parse_address(v) {
+                    Ok(a) => c.admin_address = Some(a),
+                    Err(r) => problems.push(bad(ADMIN_ADDRESS_KEY, v, o, r)),
+                }
+            }
+        }
+        if let Some((v, o)) = self.get(LOG_FORMAT_KEY) {
+            match v.parse() {
+                Ok(f) => c.log_format = f,
+                Err(_) => problems.push(bad(
+                    LOG_FORMAT_KEY,
+                    v,
+                    o,
+                    format!("expected {}", croupier_ops::log::LogFormat::ACCEPTED),
+                )),
             }
         }
         for key in ["spark.authenticate", "spark.network.crypto.enabled"] {
             if let Some((v, o)) = self.get(key) {
                 if parse_bool(v).unwrap_or(false) {
-                    return Err(ConfigError::Unsupported {
+                    problems.push(ConfigError::Unsupported {
                         key: key.into(),
                         origin: o.into(),
                     });
                 }
             }
         }
+        ConfigError::from_all(problems)?;
         for k in self.0.keys() {
             if HONOURED.contains(&k.as_str()) {
                 continue;
             }
-            if INERT.contains(&k.as_str()) {
+            if let Some((_, why)) = IGNORED.iter().find(|(i, _)| *i == k.as_str()) {
+                c.ignored_keys.push((k.clone(), why));
+            } else if INERT.contains(&k.as_str()) {
                 c.inert_keys.push(k.clone());
             } else {
                 c.unknown_keys.push(k.clone());
@@ -358,25 +427,56 @@ impl Config {
         conf_dir: Option<&Path>,
     ) -> Result<Config, ConfigError> {
         let mut s = Settings::default();
+        let mut problems = Vec::new();
         let file = match (&cli.properties_file, conf_dir) {
             (Some(f), _) => Some(f.clone()),
             (None, Some(d)) => Some(d.join("spark-defaults.conf")).filter(|p| p.is_file()),
             (None, None) => None,
         };
         if let Some(f) = file {
-            let text = std::fs::read_to_string(&f).map_err(|source| ConfigError::ReadFile {
-                path: f.clone(),
-                source,
-            })?;
-            s.add_properties(&text, &f.display().to_string());
+            match std::fs::read_to_string(&f) {
+                Ok(text) => s.add_properties(&text, &f.display().to_string()),
+                Err(source) => problems.push(ConfigError::ReadFile {
+                    path: f.clone(),
+                    source,
+                }),
+            }
         }
         if let Some(opts) = shuffle_opts {
-            s.add_jvm_opts(opts, "SPARK_SHUFFLE_OPTS");
+            if let Err(e) = s.add_jvm_opts(opts, "SPARK_SHUFFLE_OPTS") {
+                problems.push(e);
+            }
         }
         for item in &cli.conf {
-            s.add_conf(item)?;
+            if let Err(e) = s.add_conf(item) {
+                problems.push(e);
+            }
         }
-        let mut c = s.into_config()?;
+        let log_format = match cli.log_format.as_deref().map(str::parse) {
+            None => None,
+            Some(Ok(f)) => Some(f),
+            Some(Err(_)) => {
+                problems.push(ConfigError::BadLogFormat {
+                    value: cli.log_format.clone().unwrap_or_default(),
+                });
+                None
+            }
+        };
+        let mut c = match s.into_config() {
+            Ok(c) => c,
+            Err(ConfigError::Several(more)) => {
+                problems.extend(more);
+                Config::default()
+            }
+            Err(e) => {
+                problems.push(e);
+                Config::default()
+            }
+        };
+        ConfigError::from_all(problems)?;
+        if let Some(f) = log_format {
+            c.log_format = f;
+        }
         if let Some(p) = cli.port {
             c.port = p;
         }
@@ -387,13 +487,66 @@ impl Config {
     }
 }
 
+/// Splits a JVM options string into words the way Spark's launcher does for
+/// `SPARK_SHUFFLE_OPTS` (its `parseOptionString`, which follows the shell): whitespace
+/// separates words; single quotes keep everything literally; double quotes keep whitespace
+/// and single quotes; a backslash outside single quotes takes the next character literally;
+/// `""` is an empty word. An unclosed quote or a trailing backslash is an error.
+pub fn split_jvm_opts(s: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let (mut single, mut double, mut escaped) = (false, false, false);
+    for ch in s.chars() {
+        if escaped {
+            word.push(ch);
+            escaped = false;
+            continue;
+        }
+        match ch {
+            '\\' if !single => {
+                escaped = true;
+                in_word = true;
+            }
+            '\'' if !double => {
+                single = !single;
+                in_word = true;
+            }
+            '"' if !single => {
+                double = !double;
+                in_word = true;
+            }
+            c if c.is_whitespace() && !single && !double => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if single || double {
+        return Err("a quote is not closed".into());
+    }
+    if escaped {
+        return Err("it ends with a lone backslash".into());
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
+
 /// `JavaUtils.byteStringAsBytes`: an integer with an optional binary suffix (b, k, kb, m, mb,
 /// g, gb, t, tb, p, pb); no suffix means bytes.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
     let digits = t.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 {
-        return Err("expected a size like 100m".into());
+        return Err("expected a size like 100m (b, k, m, g, t, p, optionally with b)".into());
     }
     let n: u64 = t[..digits].parse().map_err(|e| format!("{e}"))?;
     let shift = match &t[digits..] {
@@ -403,7 +556,11 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "g" | "gb" => 30,
         "t" | "tb" => 40,
         "p" | "pb" => 50,
-        other => return Err(format!("unknown size suffix {other:?}")),
+        other => {
+            return Err(format!(
+                "unknown size suffix {other:?}: expected a size like 100m (b, k, m, g, t, p, optionally with b)"
+            ))
+        }
     };
     n.checked_mul(1u64 << shift)
         .ok_or_else(|| "too large".into())
@@ -426,7 +583,11 @@ pub fn parse_time(s: &str, default_unit: Duration) -> Result<Duration, String> {
         "m" | "min" => Duration::from_secs(60),
         "h" => Duration::from_secs(3600),
         "d" => Duration::from_secs(86400),
-        other => return Err(format!("unknown time suffix {other:?}")),
+        other => {
+            return Err(format!(
+            "unknown time suffix {other:?}: expected a duration like 30s (us, ms, s, m, min, h, d)"
+        ))
+        }
     };
     unit.checked_mul(u32::try_from(n).map_err(|_| "too large".to_string())?)
         .ok_or_else(|| "too large".into())
@@ -595,5 +756,105 @@ mod tests {
             ..Cli::default()
         };
         assert!(Config::load(&cli, None, None).is_err());
+    }
+
+    #[test]
+    fn jvm_opts_split_like_spark_launcher() {
+        let w = |s: &str| split_jvm_opts(s).unwrap();
+        assert_eq!(
+            w(r#"-Dspark.foo="a b" -Xms1g"#),
+            ["-Dspark.foo=a b", "-Xms1g"]
+        );
+        assert_eq!(w(r#""ab cd" efgh 'i " j'"#), ["ab cd", "efgh", "i \" j"]);
+        assert_eq!(
+            w(r#"-Da='x \y' -Db=c\ d "" -De="q\"r""#),
+            ["-Da=x \\y", "-Db=c d", "", "-De=q\"r"]
+        );
+        assert_eq!(w("  \t "), Vec::<String>::new());
+        assert!(split_jvm_opts(r#"-Dspark.foo="a b"#).is_err());
+        assert!(split_jvm_opts("-Da=b\\").is_err());
+        let c = Config::load(
+            &Cli::default(),
+            Some(r#"-Dspark.some.name="my app" -Dspark.shuffle.service.index.cache.size=' 3m '"#),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.index_cache_size, 3 << 20);
+        assert_eq!(c.unknown_keys, ["spark.some.name"]);
+    }
+
+    #[test]
+    fn every_problem_in_one_round() {
+        let d = tempfile::tempdir().unwrap();
+        let cli = Cli {
+            properties_file: Some(d.path().join("missing.conf")),
+            conf: vec![
+                "spark.shuffle.cleaner.interval=soon".into(),
+                "spark.shuffle.service.port=99999".into(),
+                "novalue".into(),
+                "croupier.log.format=yaml".into(),
+            ],
+            log_format: Some("xml".into()),
+            ..Cli::default()
+        };
+        let e = Config::load(
+            &cli,
+            Some(r#"-Dspark.shuffle.maxChunksBeingTransferred=-1 -Dspark.shuffle.service.index.cache.size="1 g""#),
+            None,
+        )
+        .unwrap_err();
+        let ConfigError::Several(list) = &e else {
+            panic!("expected several problems: {e}")
+        };
+        let msg = e.to_string();
+        assert_eq!(list.len(), 8, "{msg}");
+        for needle in [
+            "missing.conf",
+            "spark.shuffle.cleaner.interval",
+            "\"soon\"",
+            "spark.shuffle.service.port",
+            "0 to 65535",
+            "\"novalue\"",
+            "croupier.log.format",
+            "\"xml\"",
+            "text or json",
+            "spark.shuffle.maxChunksBeingTransferred",
+            "positive integer",
+            "\"1 g\"",
+            "SPARK_SHUFFLE_OPTS",
+        ] {
+            assert!(msg.contains(needle), "{needle} missing from {msg}");
+        }
+        let e = Config::load(&Cli::default(), Some("-Dspark.foo='a b"), None).unwrap_err();
+        assert!(
+            e.to_string().contains("SPARK_SHUFFLE_OPTS") && e.to_string().contains("quote"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn keys_the_jvm_honours_are_reported_with_why() {
+        let cli = Cli {
+            conf: vec![
+                "spark.shuffle.service.db.enabled=true".into(),
+                "spark.shuffle.service.enabled=true".into(),
+                "croupier.log.format=json".into(),
+            ],
+            ..Cli::default()
+        };
+        let c = Config::load(&cli, None, None).unwrap();
+        assert_eq!(c.ignored_keys.len(), 1);
+        assert_eq!(c.ignored_keys[0].0, "spark.shuffle.service.db.enabled");
+        assert_eq!(c.inert_keys, ["spark.shuffle.service.enabled"]);
+        assert!(c.unknown_keys.is_empty());
+        assert_eq!(c.log_format, croupier_ops::log::LogFormat::Json);
+        let cli = Cli {
+            log_format: Some("text".into()),
+            ..cli
+        };
+        assert_eq!(
+            Config::load(&cli, None, None).unwrap().log_format,
+            croupier_ops::log::LogFormat::Text
+        );
     }
 }
