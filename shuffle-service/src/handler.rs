@@ -63,7 +63,7 @@ pub fn rpc(shared: &Arc<Shared>, body: &[u8], peer: SocketAddr, conn: u64) -> Re
             );
             match shared.registry.register(&app_id, &exec_id, info) {
                 Ok(()) => {
-                    tracing::info!(%peer, "Registered executor {desc}");
+                    tracing::info!(%peer, %app_id, %exec_id, "Registered executor {desc}");
                     Reply::Now(Ok(Bytes::new()))
                 }
                 Err(e) => fail(format!("RegisterExecutor rejected: {e}")),
@@ -81,9 +81,9 @@ pub fn rpc(shared: &Arc<Shared>, body: &[u8], peer: SocketAddr, conn: u64) -> Re
             }
             let timeout = Duration::from_millis(heartbeat_timeout_ms as u64);
             if shared.apps.register(&app_id, timeout) {
-                tracing::warn!(%peer, "Received a registration request from app {app_id}, but it was already registered");
+                tracing::warn!(%peer, %app_id, "Received a registration request from app {app_id}, but it was already registered");
             }
-            tracing::info!(%peer, "Received registration request from app {app_id} (heartbeat timeout {heartbeat_timeout_ms} ms)");
+            tracing::info!(%peer, %app_id, "Received registration request from app {app_id} (heartbeat timeout {heartbeat_timeout_ms} ms)");
             Reply::Now(Ok(Bytes::new()))
         }
         M::OpenBlocks {
