@@ -223,3 +223,92 @@ async fn json_log_lines() {
         );
     }
 }
+
+/// `croupier-local` lives in the testkit package; `cargo test --workspace` (scripts/test.sh)
+/// builds it next to this package's executor binary.
+fn croupier_local() -> std::path::PathBuf {
+    let p = exe().with_file_name("croupier-local");
+    assert!(
+        p.exists(),
+        "{} is not built: run the suite with scripts/test.sh (cargo test --workspace), \
+         or cargo build -p croupier-testkit first",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn croupier_local_fetches_uris_passes_stderr_and_prints_the_final_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("src/app")).expect("mkdir");
+    std::fs::write(d.join("src/app/inner.txt"), "inner-data\n").expect("write");
+    let tar = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(d.join("src"))
+        .arg("-czf")
+        .arg(d.join("app.tgz"))
+        .arg("app")
+        .status()
+        .expect("run tar");
+    assert!(tar.success());
+    std::fs::write(d.join("tool.sh"), "#!/bin/sh\necho tool-ran\n").expect("write");
+    let out = std::process::Command::new(croupier_local())
+        .args(["--mode", "custom", "--executor"])
+        .arg(exe())
+        .arg("--executor-env")
+        .arg(format!(
+            "CROUPIER_FETCHER_CACHE_DIR={}",
+            d.join("cache").display()
+        ))
+        .arg("--uri")
+        .arg(format!("file://{},cache", d.join("app.tgz").display()))
+        .arg("--uri")
+        .arg(format!(
+            "{},executable,extract=false,output_file=run",
+            d.join("tool.sh").display()
+        ))
+        .args([
+            "--",
+            "./run; cat app/inner.txt; echo to-stderr-$MESOS_TASK_ID >&2; exit 4",
+        ])
+        .output()
+        .expect("run croupier-local");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stdout}\n{stderr}");
+    // The task's output is passed through as it comes, between the update lines.
+    let task_lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| !l.starts_with("croupier-local"))
+        .collect();
+    assert_eq!(task_lines, ["tool-ran", "inner-data"], "{stdout}");
+    assert!(
+        stderr.contains("to-stderr-croupier-local-task"),
+        "task stderr not passed through: {stderr}"
+    );
+    assert!(
+        stdout.lines().any(|l| l
+            == "croupier-local: task croupier-local-task final state TASK_FAILED, reason none: \
+                Command exited with status 4"),
+        "{stdout}"
+    );
+    assert!(
+        std::fs::read_dir(d.join("cache"))
+            .map(|r| r.count() > 0)
+            .unwrap_or(false),
+        "the cache=true URI did not go through the cache"
+    );
+
+    let out = std::process::Command::new(croupier_local())
+        .arg("--executor")
+        .arg(exe())
+        .args(["--uri", "/x.tgz", "--", "true"])
+        .output()
+        .expect("run croupier-local");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--uri needs --mode custom"),
+        "{out:?}"
+    );
+}

@@ -5,8 +5,10 @@
 //! - [`shuffle`]: a Spark shuffle-protocol client used by protocol tests and load generators.
 //! - [`bench`]: the shuffle benchmark (data sets, verified load, raw sendfile limit, report).
 //! - [`env`]: locating the interop peers (the pyspark/pymesos/moto venv, Java).
+//! - [`local`]: the `croupier-local` command line (its `--help` and man page).
 
 pub mod agent;
 pub mod bench;
 pub mod env;
+pub mod local;
 pub mod shuffle;
