@@ -46,6 +46,9 @@ const FETCHER_FLAGS: &[&str] = &[
     "frameworks_home",
 ];
 
+/// The log format flag, in our spelling and in Mesos' underscore style.
+const LOG_FLAGS: &[&str] = &["log-format", "log_format"];
+
 /// How the executor was started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
@@ -108,6 +111,8 @@ pub struct Config {
     pub mode: Mode,
     /// Command-line arguments we did not recognise (logged, not fatal).
     pub unknown_flags: Vec<String>,
+    /// `--log-format` / `CROUPIER_LOG_FORMAT`: text or json lines.
+    pub log_format: croupier_ops::log::LogFormat,
 }
 
 /// What the command line asked for.
@@ -117,6 +122,8 @@ pub enum Parsed {
     Run(Box<Config>),
     /// `--help`: print [`usage`] and exit 0.
     Help,
+    /// `--version`: print the version line and exit 0.
+    Version,
 }
 
 /// Every problem found in the environment and flags, reported together.
@@ -149,6 +156,9 @@ impl Config {
         let flags = parse_flags(args);
         if flags.help {
             return Ok(Parsed::Help);
+        }
+        if flags.version {
+            return Ok(Parsed::Version);
         }
 
         let mut required = |name: &str| -> String {
@@ -221,6 +231,23 @@ impl Config {
         let agent_id = env("MESOS_SLAVE_ID").filter(|t| !t.is_empty());
         let domain_socket = env("MESOS_DOMAIN_SOCKET").filter(|t| !t.is_empty());
 
+        let log_format = match flags
+            .log_format
+            .clone()
+            .map(|v| ("--log-format", v))
+            .or_else(|| {
+                env(croupier_ops::log::FORMAT_ENV).map(|v| (croupier_ops::log::FORMAT_ENV, v))
+            }) {
+            None => Default::default(),
+            Some((origin, v)) => v.parse().unwrap_or_else(|_| {
+                problems.push(format!(
+                    "{origin}={v:?}: expected {}",
+                    croupier_ops::log::LogFormat::ACCEPTED
+                ));
+                Default::default()
+            }),
+        };
+
         for (flag, problem) in &flags.problems {
             problems.push(format!("--{flag}: {problem}"));
         }
@@ -249,6 +276,7 @@ impl Config {
             domain_socket,
             mode,
             unknown_flags: flags.unknown,
+            log_format,
         })))
     }
 
@@ -291,6 +319,8 @@ fn valid_endpoint(s: &str) -> bool {
 #[derive(Default)]
 struct Flags {
     help: bool,
+    version: bool,
+    log_format: Option<String>,
     drop_in_seen: bool,
     drop_in: DropInFlags,
     unknown: Vec<String>,
@@ -307,6 +337,10 @@ fn parse_flags(args: &[String]) -> Flags {
             f.help = true;
             continue;
         }
+        if arg == "--version" || arg == "-V" {
+            f.version = true;
+            continue;
+        }
         let Some(body) = arg.strip_prefix("--") else {
             f.unknown.push(arg.clone());
             continue;
@@ -315,8 +349,9 @@ fn parse_flags(args: &[String]) -> Flags {
             Some((n, v)) => (n.to_string(), Some(v.to_string())),
             None => (body.to_string(), None),
         };
-        let known_value_flag =
-            DROP_IN_FLAGS.contains(&name.as_str()) || FETCHER_FLAGS.contains(&name.as_str());
+        let known_value_flag = DROP_IN_FLAGS.contains(&name.as_str())
+            || FETCHER_FLAGS.contains(&name.as_str())
+            || LOG_FLAGS.contains(&name.as_str());
         let value = match value {
             Some(v) => Some(v),
             // `--flag value` form for our known flags.
@@ -327,6 +362,15 @@ fn parse_flags(args: &[String]) -> Flags {
             None => None,
         };
         if FETCHER_FLAGS.contains(&name.as_str()) {
+            continue;
+        }
+        if LOG_FLAGS.contains(&name.as_str()) {
+            match value {
+                Some(v) => f.log_format = Some(v),
+                None => f
+                    .problems
+                    .push((name, "expects a value: text or json".into())),
+            }
             continue;
         }
         if !DROP_IN_FLAGS.contains(&name.as_str()) {
@@ -355,9 +399,68 @@ fn parse_flags(args: &[String]) -> Flags {
     f
 }
 
-/// The `--help` text: both modes and the environment contract.
+/// The `--help` text: both modes, the flags and the environment contract.
 pub fn usage() -> String {
-    r#"croupier-executor: a Mesos v1 HTTP executor.
+    command().render_long_help().to_string()
+}
+
+/// The definition behind `--help` and the man page. The executor parses its own flags (the
+/// agent adds flags across Mesos versions and unknown ones must not be fatal), so this is
+/// used to describe them, never to parse.
+pub fn command() -> clap::Command {
+    use clap::{Arg, ArgAction};
+    let value = |name: &'static str, meta: &'static str, help: &'static str| {
+        Arg::new(name)
+            .long(name)
+            .value_name(meta)
+            .action(ArgAction::Set)
+            .help(help)
+    };
+    clap::Command::new("croupier-executor")
+        .version(croupier_ops::build_info::VERSION)
+        .about("A Mesos v1 HTTP executor: custom executor, or drop-in for mesos-executor")
+        .long_about(MODES)
+        .disable_help_flag(true)
+        .disable_version_flag(true)
+        .next_line_help(false)
+        .arg(value("launcher_dir", "DIR", "Selects drop-in mode; accepted, otherwise unused"))
+        .arg(value("task_command", "JSON", "Drop-in: a CommandInfo (JSON) overriding TaskInfo.command"))
+        .arg(value("task_environment", "JSON", "Drop-in: an Environment (JSON) merged below the task's own"))
+        .arg(value("working_directory", "DIR", "Drop-in: the task's working directory (default: the sandbox)"))
+        .arg(value("user", "USER", "Drop-in: run the task as USER (when the executor runs as root)"))
+        .arg(value("sandbox_directory", "DIR", "Drop-in: accepted and ignored (no container root file system)"))
+        .arg(value("rootfs", "DIR", "Drop-in: not supported; logged and ignored (the task runs on the host)"))
+        .arg(value("fetcher_cache_dir", "DIR", "As CROUPIER_FETCHER_CACHE_DIR (wins over it)"))
+        .arg(value("fetcher_cache_size", "BYTES", "As CROUPIER_FETCHER_CACHE_SIZE (wins over it)"))
+        .arg(value("fetcher_stall_timeout", "DURATION", "As CROUPIER_FETCHER_STALL_TIMEOUT (wins over it)"))
+        .arg(
+            Arg::new("fetcher_cache_links")
+                .long("fetcher_cache_links")
+                .action(ArgAction::SetTrue)
+                .help("As CROUPIER_FETCHER_CACHE_LINKS=1"),
+        )
+        .arg(value("fetcher_ca_file", "FILE", "As CROUPIER_FETCHER_CA_FILE (wins over it)"))
+        .arg(value("fetcher_progress_interval", "DURATION", "As CROUPIER_FETCHER_PROGRESS_INTERVAL (wins over it)"))
+        .arg(value("frameworks_home", "DIR", "As MESOS_FRAMEWORKS_HOME (wins over it)"))
+        .arg(value("log-format", "text|json", "Log lines as text (default) or one JSON object per line; also --log_format, or CROUPIER_LOG_FORMAT"))
+        .arg(
+            Arg::new("help")
+                .short('h')
+                .long("help")
+                .action(ArgAction::Help)
+                .help("Print this help"),
+        )
+        .arg(
+            Arg::new("version")
+                .short('V')
+                .long("version")
+                .action(ArgAction::Version)
+                .help("Print the version, git revision, target and glibc"),
+        )
+        .after_long_help(ENVIRONMENT)
+}
+
+const MODES: &str = r#"A Mesos v1 HTTP executor (protobuf + RecordIO), in one of two modes.
 
 MODES
   Custom-executor mode (no mesos-executor flags): name croupier-executor in an ExecutorInfo of
@@ -375,8 +478,9 @@ MODES
   acknowledged. Flags honoured: --task_command, --task_environment, --working_directory, --user;
   accepted and ignored: --launcher_dir, --sandbox_directory, --rootfs, --tty_slave_path and others.
   Unknown flags are logged, never fatal.
+"#;
 
-ENVIRONMENT (set by the Mesos agent)
+const ENVIRONMENT: &str = r#"ENVIRONMENT (set by the Mesos agent)
   MESOS_FRAMEWORK_ID, MESOS_EXECUTOR_ID     required
   MESOS_AGENT_ENDPOINT                      required, IP:PORT of the agent
   MESOS_SANDBOX (or MESOS_DIRECTORY)        required, the sandbox directory
@@ -391,6 +495,9 @@ ENVIRONMENT (Croupier)
                                             (Mesos duration, e.g. 10mins; unset = never)
   CROUPIER_EXECUTOR_ACK_TIMEOUT             wait at most this long for terminal ACKs (60secs)
   RUST_LOG                                  log filter (default info); logs go to stderr
+  CROUPIER_LOG_FORMAT                       text (default) or json: one JSON object per line
+                                            (timestamp, level, target, message, framework_id,
+                                            executor_id, task_id and the event's fields)
 FETCHER (custom mode; pass these through the agent's --executor_environment_variables, or as
 the flag in brackets on the executor's command line, which wins)
   CROUPIER_FETCHER_CACHE_DIR                cache shared by every executor on the host
@@ -411,9 +518,9 @@ the flag in brackets on the executor's command line, which wins)
   HADOOP_CONF_DIR                           hdfs:// nameservices (core-site.xml, hdfs-site.xml)
 
 Durations use the Mesos syntax: a number and one of ns, us, ms, secs, mins, hrs, days, weeks.
-"#
-    .to_string()
-}
+
+Every invalid variable or flag is reported at once, each with its value and what is accepted.
+"#;
 
 #[cfg(test)]
 mod tests {
@@ -442,7 +549,7 @@ mod tests {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         match Config::parse(env(pairs), &args)? {
             Parsed::Run(c) => Ok(*c),
-            Parsed::Help => panic!("unexpected help"),
+            Parsed::Help | Parsed::Version => panic!("unexpected help/version"),
         }
     }
 
@@ -482,6 +589,16 @@ mod tests {
             assert!(msg.contains(needle), "{needle} missing from {msg}");
         }
         assert_eq!(err.problems.len(), 6, "{msg}");
+        let mut e = base();
+        e.push(("CROUPIER_LOG_FORMAT", "xml"));
+        let msg = run(&e, &["--user"]).unwrap_err().to_string();
+        assert!(
+            msg.contains("CROUPIER_LOG_FORMAT=\"xml\": expected text or json"),
+            "{msg}"
+        );
+        assert!(msg.contains("--user"), "{msg}");
+        let c = run(&e, &["--log_format=json"]).unwrap();
+        assert_eq!(c.log_format, croupier_ops::log::LogFormat::Json);
     }
 
     #[test]
@@ -511,6 +628,17 @@ mod tests {
     fn help_wins() {
         let r = Config::parse(env(&[]), &["--help".to_string()]).unwrap();
         assert!(matches!(r, Parsed::Help));
-        assert!(usage().contains("CROUPIER_EXECUTOR_IDLE_TIMEOUT"));
+        let r = Config::parse(env(&[]), &["-V".to_string()]).unwrap();
+        assert!(matches!(r, Parsed::Version));
+        let text = usage();
+        for needle in [
+            "CROUPIER_EXECUTOR_IDLE_TIMEOUT",
+            "--task_command <JSON>",
+            "--log-format <text|json>",
+            "Drop-in mode",
+            "MESOS_AGENT_ENDPOINT",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
     }
 }

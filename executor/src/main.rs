@@ -1,8 +1,10 @@
 //! The `croupier-executor` binary: parse the configuration, become a subreaper, run the event
 //! loop on a `current_thread` runtime, exit with its code.
 
+use std::io::Write;
+
 use anyhow::Context;
-use croupier_executor::config::{self, Config, Parsed};
+use croupier_executor::config::{self, Config, ConfigError, Parsed};
 use croupier_executor::executor::Executor;
 use croupier_executor::fetcher::FetchConfig;
 use croupier_executor::process;
@@ -11,7 +13,8 @@ fn main() {
     std::process::exit(match run() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("croupier-executor: {e:#}");
+            // Not eprintln!: it panics when stderr is gone.
+            let _ = writeln!(std::io::stderr(), "croupier-executor: {e:#}");
             1
         }
     })
@@ -19,25 +22,39 @@ fn main() {
 
 fn run() -> anyhow::Result<i32> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cfg = match Config::from_env_and_args(&args)? {
-        Parsed::Help => {
-            print!("{}", config::usage());
+    // Every problem of both the executor's and the fetcher's settings, in one message.
+    let (cfg, fetch_cfg) = match (
+        Config::from_env_and_args(&args),
+        FetchConfig::check_env_and_flags(&args),
+    ) {
+        (Ok(Parsed::Help), _) => {
+            let _ = std::io::stdout().write_all(config::usage().as_bytes());
             return Ok(0);
         }
-        Parsed::Run(cfg) => *cfg,
+        (Ok(Parsed::Version), _) => {
+            let line = croupier_ops::build_info::version_line("croupier-executor");
+            let _ = writeln!(std::io::stdout(), "{line}");
+            return Ok(0);
+        }
+        (Ok(Parsed::Run(cfg)), Ok(fetch_cfg)) => (*cfg, fetch_cfg),
+        (cfg, fetch) => {
+            let mut problems = cfg.err().map(|e| e.problems).unwrap_or_default();
+            problems.extend(fetch.err().into_iter().flatten().map(|e| e.to_string()));
+            return Err(ConfigError { problems }.into());
+        }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let fetch_cfg = FetchConfig::from_env_and_flags(&args).context("fetcher configuration")?;
+    // Held until run returns: dropping it flushes the queued log lines.
+    let _log = croupier_ops::log::init(cfg.log_format);
+    // Every line the executor logs carries these fields (as JSON fields with --log-format=json).
+    let span = tracing::info_span!(
+        "executor",
+        framework_id = %cfg.framework_id,
+        executor_id = %cfg.executor_id
+    );
+    let _entered = span.enter();
     tracing::info!(
         "croupier-executor {} starting: {}",
-        env!("CARGO_PKG_VERSION"),
+        croupier_ops::build_info::version(),
         cfg.summary()
     );
     tracing::info!("fetcher: {fetch_cfg:?}");
@@ -62,5 +79,32 @@ fn run() -> anyhow::Result<i32> {
         .enable_all()
         .build()
         .context("building the tokio runtime")?;
-    Ok(rt.block_on(async move { Executor::new(cfg, fetch_cfg).run().await }))
+    // The span stays entered on this (the runtime's only) thread, so every task's lines
+    // carry it too.
+    Ok(rt.block_on(async move {
+        sigint_means_sigterm();
+        Executor::new(cfg, fetch_cfg).run().await
+    }))
+}
+
+/// SIGINT (Ctrl-C in a terminal, some supervisors) stops the executor as SIGTERM does: the
+/// event loop watches SIGTERM, so SIGINT is turned into one.
+fn sigint_means_sigterm() {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Registering SIGTERM here too means a SIGTERM raised below is never the default action
+    // (exit), even before the event loop has registered its own listener.
+    let (Ok(mut int), Ok(term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!("cannot watch SIGINT; only SIGTERM stops the executor gracefully");
+        return;
+    };
+    tokio::spawn(async move {
+        let _keep = term;
+        while int.recv().await.is_some() {
+            tracing::info!("received SIGINT: shutting down as for SIGTERM");
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
+        }
+    });
 }

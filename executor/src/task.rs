@@ -329,6 +329,7 @@ impl Tasks {
             }
         }
         tracing::info!(
+            task_id = %task_id,
             "task {task_id}: {}{}",
             state_name(state),
             message.map(|m| format!(" ({m})")).unwrap_or_default()
@@ -550,14 +551,19 @@ impl Tasks {
         let tx = self.tx.clone();
         let task_id = id.clone();
         let fetch_cfg = self.fetch_cfg.clone();
-        let handle = tokio::spawn(async move {
-            // The one call into the fetcher (custom mode; the agent fetched drop-in URIs).
-            let result = fetcher::fetch_all(&uris, &dir, user.as_deref(), &fetch_cfg)
-                .await
-                .map(|s| FetchFigures::of(&s))
-                .map_err(|e| e.to_string());
-            let _ = tx.send(TaskInput::FetchDone { task_id, result });
-        });
+        // The fetcher's lines carry the task id as a field (JSON logs).
+        let span = tracing::info_span!("task", task_id = %id);
+        let handle = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                // The one call into the fetcher (custom mode; the agent fetched drop-in URIs).
+                let result = fetcher::fetch_all(&uris, &dir, user.as_deref(), &fetch_cfg)
+                    .await
+                    .map(|s| FetchFigures::of(&s))
+                    .map_err(|e| e.to_string());
+                let _ = tx.send(TaskInput::FetchDone { task_id, result });
+            },
+            span,
+        ));
         if let Some(t) = self.tasks.get_mut(&id) {
             t.fetch = Some(handle);
         }

@@ -31,6 +31,7 @@ then --host/--port)
   spark.shuffle.service.fetch.rdd.enabled  false  serve cached RDD blocks
   spark.shuffle.io.serverThreads           cores  worker threads
   croupier.admin.address                   off    host:port for /healthz and /metrics (Prometheus)
+  croupier.log.format                      text   text or json (one JSON object per log line)
   croupier.state.dir       $XDG_STATE_HOME/croupier/shuffle (else ~/.local/state/croupier/shuffle)
                                   where registrations are kept across restarts (file
                                   registrations-<port>.redb); `none` keeps them in memory only.
@@ -57,14 +58,19 @@ AUTHENTICATION (the same values as in every application's configuration)
   spark.network.crypto.cipher   AES/CTR/NoPadding AES/GCM/NoPadding is refused (3.5 clients hang)
   spark.network.sasl.serverAlwaysEncrypt   false  SASL clients must use auth-conf
                                                   (spark.authenticate.enableSaslEncryption=true)
-Unknown keys are logged once; the effective settings are logged at start-up.
+Every invalid setting is reported at once, each with its key, value, source and what is
+accepted. Unknown keys, and Spark keys the JVM service honours but this one ignores, get one
+warning line each; the effective settings are logged at start-up.
 
 ENVIRONMENT
-  SPARK_SHUFFLE_OPTS   e.g. \"-Dspark.shuffle.service.port=7337 -Dspark.shuffle.cleaner.interval=10s\"
+  SPARK_SHUFFLE_OPTS   e.g. \"-Dspark.shuffle.service.port=7337 -Dspark.shuffle.cleaner.interval=10s\";
+                       split as Spark's launcher does: quotes and backslashes group words,
+                       so '-Dspark.foo=\"a b\"' sets spark.foo to `a b`
   SPARK_CONF_DIR       where spark-defaults.conf is looked for when no --properties-file is given
   RUST_LOG             log filter (default info); logs go to stderr
   _SPARK_AUTH_SECRET   the authentication secret (wins over spark.authenticate.secret)
   CREDENTIALS_DIRECTORY  set by systemd LoadCredential=; spark.authenticate.secret is read from it
+  CROUPIER_LOG_FORMAT  text or json, as --log-format
   NOTIFY_SOCKET        set by systemd (Type=notify): READY=1 once listening, watchdog pings
 
 EXAMPLES
@@ -86,6 +92,10 @@ pub struct Cli {
     /// A spark-defaults.conf style file.
     #[arg(long)]
     pub properties_file: Option<PathBuf>,
+    /// Log line format: text, or json (one object per line, for log shippers); overrides
+    /// croupier.log.format.
+    #[arg(long, env = croupier_ops::log::FORMAT_ENV, value_name = "text|json")]
+    pub log_format: Option<String>,
 }
 
 pub const DEFAULT_PORT: u16 = 7337;
@@ -125,8 +135,12 @@ pub struct Config {
     pub agent_confirm_interval: Duration,
     /// `spark.authenticate` and friends (the secret is redacted in `Debug`).
     pub auth: AuthSettings,
+    /// `croupier.log.format`, overridden by `--log-format` / `CROUPIER_LOG_FORMAT`.
+    pub log_format: croupier_ops::log::LogFormat,
     /// Keys given that this service does not know (logged once at start-up).
     pub unknown_keys: Vec<String>,
+    /// Spark keys the JVM service acts on but this one ignores, with why (one warning each).
+    pub ignored_keys: Vec<(String, &'static str)>,
     /// Known Spark keys that have no effect here (logged once at start-up).
     pub inert_keys: Vec<String>,
 }
@@ -149,7 +163,9 @@ impl Default for Config {
             agent_secret_file: None,
             agent_confirm_interval: Duration::from_secs(60),
             auth: AuthSettings::default(),
+            log_format: croupier_ops::log::LogFormat::Text,
             unknown_keys: Vec::new(),
+            ignored_keys: Vec::new(),
             inert_keys: Vec::new(),
         }
     }
@@ -221,6 +237,31 @@ pub enum ConfigError {
     BadItem { item: String, origin: String },
     #[error(transparent)]
     Auth(#[from] crate::auth::settings::AuthSettingsError),
+    #[error("invalid {origin} {value:?}: {reason}")]
+    BadOptions {
+        origin: String,
+        value: String,
+        reason: String,
+    },
+    #[error(
+        "invalid --log-format / {} {value:?}: expected text or json",
+        croupier_ops::log::FORMAT_ENV
+    )]
+    BadLogFormat { value: String },
+    /// Several of the above, every one found in a single pass.
+    #[error("{} configuration problems:\n  - {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n  - "))]
+    Several(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// One error for a list of problems (the single one itself when there is only one).
+    fn from_all(mut problems: Vec<ConfigError>) -> Result<(), ConfigError> {
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.remove(0)),
+            _ => Err(ConfigError::Several(problems)),
+        }
+    }
 }
 
 impl ConfigError {
@@ -246,37 +287,46 @@ const HONOURED: &[&str] = &[
     AGENT_PRINCIPAL_KEY,
     AGENT_SECRET_FILE_KEY,
     AGENT_CONFIRM_KEY,
+    LOG_FORMAT_KEY,
 ];
+
+/// The log format's setting (ours, not Spark's).
+pub const LOG_FORMAT_KEY: &str = "croupier.log.format";
 
 /// The admin endpoint's setting (ours, not Spark's).
 pub const ADMIN_ADDRESS_KEY: &str = "croupier.admin.address";
 
-/// Spark keys a drop-in must accept but that change nothing here (we never idle-close, have
-/// no registration DB, always send zero-copy and open files lazily).
+/// Spark keys a drop-in must accept that mean nothing to a shuffle service process (client
+/// or application settings): logged once at info.
 const INERT: &[&str] = &[
     "spark.shuffle.service.enabled",
-    "spark.shuffle.service.db.enabled",
-    "spark.shuffle.service.db.backend",
     "spark.shuffle.io.numConnectionsPerPeer",
-    "spark.shuffle.io.connectionTimeout",
     "spark.shuffle.io.connectionCreationTimeout",
-    "spark.shuffle.io.mode",
     "spark.shuffle.io.clientThreads",
-    "spark.shuffle.io.backLog",
-    "spark.shuffle.io.receiveBuffer",
-    "spark.shuffle.io.sendBuffer",
     "spark.shuffle.io.maxRetries",
     "spark.shuffle.io.retryWait",
-    "spark.shuffle.io.preferDirectBufs",
-    "spark.shuffle.io.lazyFD",
-    "spark.shuffle.io.enableVerboseMetrics",
-    "spark.shuffle.io.enableTcpKeepAlive",
-    "spark.shuffle.server.chunkFetchHandlerThreadsPercent",
-    "spark.shuffle.service.removeShuffle",
-    "spark.storage.memoryMapThreshold",
-    "spark.network.timeout",
-    "spark.network.sharedByteBufAllocators.enabled",
     "spark.local.dir",
+];
+
+/// Spark keys the JVM shuffle service acts on but this one ignores, and why: one warning
+/// line each, so an operator porting a configuration sees what no longer applies.
+const IGNORED: &[(&str, &str)] = &[
+    ("spark.shuffle.service.db.enabled", "registrations are always kept in croupier.state.dir (`none` turns that off)"),
+    ("spark.shuffle.service.db.backend", "registrations are kept in a redb file in croupier.state.dir"),
+    ("spark.shuffle.io.connectionTimeout", "idle connections are never closed"),
+    ("spark.network.timeout", "idle connections are never closed; drivers' heartbeat timeouts come from their RegisterDriver"),
+    ("spark.shuffle.io.mode", "always epoll through tokio"),
+    ("spark.shuffle.io.backLog", "the kernel's default listen backlog is used"),
+    ("spark.shuffle.io.receiveBuffer", "the kernel's socket buffer sizes are used"),
+    ("spark.shuffle.io.sendBuffer", "the kernel's socket buffer sizes are used"),
+    ("spark.shuffle.io.preferDirectBufs", "no JVM buffers: blocks go out with sendfile"),
+    ("spark.shuffle.io.lazyFD", "files are always opened lazily"),
+    ("spark.shuffle.io.enableVerboseMetrics", "metrics are on /metrics of croupier.admin.address"),
+    ("spark.shuffle.io.enableTcpKeepAlive", "TCP keepalive is not set"),
+    ("spark.shuffle.server.chunkFetchHandlerThreadsPercent", "chunk fetches share spark.shuffle.io.serverThreads"),
+    ("spark.shuffle.service.removeShuffle", "RemoveShuffle is not acted on"),
+    ("spark.storage.memoryMapThreshold", "blocks are never memory-mapped: sendfile"),
+    ("spark.network.sharedByteBufAllocators.enabled", "no JVM buffers"),
 ];
 
 /// Settings gathered from all sources: key → (value, origin).
@@ -323,17 +373,23 @@ impl Settings {
         }
     }
 
-    /// Reads `-Dkey=value` items of a JVM options string; other items are ignored.
-    pub fn add_jvm_opts(&mut self, opts: &str, origin: &str) -> Vec<String> {
+    /// Reads the `-Dkey=value` items of a JVM options string, split into words as Spark's
+    /// launcher splits `SPARK_SHUFFLE_OPTS` (see [`split_jvm_opts`]); other items (`-Xms1g`)
+    /// are returned, unused.
+    pub fn add_jvm_opts(&mut self, opts: &str, origin: &str) -> Result<Vec<String>, ConfigError> {
+        let words = split_jvm_opts(opts).map_err(|reason| ConfigError::BadOptions {
+            origin: origin.into(),
+            value: opts.into(),
+            reason,
+        })?;
         let mut ignored = Vec::new();
-        for item in opts.split_whitespace() {
-            let item = item.trim_matches(|c| c == '"' || c == '\'');
+        for item in words {
             match item.strip_prefix("-D").and_then(|kv| kv.split_once('=')) {
                 Some((k, v)) => self.set(k, v, origin),
-                None => ignored.push(item.to_owned()),
+                None => ignored.push(item),
             }
         }
-        ignored
+        Ok(ignored)
     }
 
     pub fn add_conf(&mut self, item: &str) -> Result<(), ConfigError> {
@@ -349,7 +405,7 @@ impl Settings {
         self.0.get(key).map(|(v, o)| (v.as_str(), o.as_str()))
     }
 
-    /// Builds the typed config.
+    /// Builds the typed config, checking every setting: all problems are reported together.
     pub fn into_config(self) -> Result<Config, ConfigError> {
         self.into_config_with(&AuthEnv::default())
     }
@@ -357,72 +413,82 @@ impl Settings {
     /// Builds the typed config; `env` gives the secret's environment sources.
     pub fn into_config_with(self, env: &AuthEnv) -> Result<Config, ConfigError> {
         let mut c = Config::default();
+        let mut problems = Vec::new();
         let bad = |key: &str, value: &str, origin: &str, reason: String| ConfigError::BadValue {
             key: key.into(),
             value: value.into(),
             origin: origin.into(),
             reason,
         };
-        if let Some((v, o)) = self.get("spark.shuffle.service.port") {
-            c.port = v
-                .parse()
-                .map_err(|e| bad("spark.shuffle.service.port", v, o, format!("{e}")))?;
-        }
-        if let Some((v, o)) = self.get("spark.shuffle.service.index.cache.size") {
-            c.index_cache_size = parse_bytes(v)
-                .map_err(|r| bad("spark.shuffle.service.index.cache.size", v, o, r))?;
-        }
-        if let Some((v, o)) = self.get("spark.shuffle.maxChunksBeingTransferred") {
-            let n: i64 = v.parse().map_err(|e| {
-                bad(
-                    "spark.shuffle.maxChunksBeingTransferred",
-                    v,
-                    o,
-                    format!("{e}"),
-                )
-            })?;
-            if n <= 0 {
-                return Err(bad(
-                    "spark.shuffle.maxChunksBeingTransferred",
-                    v,
-                    o,
-                    "must be positive".into(),
-                ));
+        let key = "spark.shuffle.service.port";
+        if let Some((v, o)) = self.get(key) {
+            match v.parse() {
+                Ok(p) => c.port = p,
+                Err(_) => {
+                    problems.push(bad(key, v, o, "expected a port number, 0 to 65535".into()))
+                }
             }
-            c.max_chunks_being_transferred = n as u64;
         }
-        if let Some((v, o)) = self.get("spark.shuffle.service.fetch.rdd.enabled") {
-            c.fetch_rdd_enabled = parse_bool(v)
-                .map_err(|r| bad("spark.shuffle.service.fetch.rdd.enabled", v, o, r))?;
+        let key = "spark.shuffle.service.index.cache.size";
+        if let Some((v, o)) = self.get(key) {
+            match parse_bytes(v) {
+                Ok(n) => c.index_cache_size = n,
+                Err(r) => problems.push(bad(key, v, o, r)),
+            }
         }
-        if let Some((v, o)) = self.get("spark.shuffle.cleaner.interval") {
-            let d = parse_time(v, Duration::from_secs(1))
-                .map_err(|r| bad("spark.shuffle.cleaner.interval", v, o, r))?;
-            if d.is_zero() {
-                return Err(bad(
-                    "spark.shuffle.cleaner.interval",
+        let key = "spark.shuffle.maxChunksBeingTransferred";
+        if let Some((v, o)) = self.get(key) {
+            match v.parse::<i64>() {
+                Ok(n) if n > 0 => c.max_chunks_being_transferred = n as u64,
+                _ => problems.push(bad(key, v, o, "expected a positive integer".into())),
+            }
+        }
+        let key = "spark.shuffle.service.fetch.rdd.enabled";
+        if let Some((v, o)) = self.get(key) {
+            match parse_bool(v) {
+                Ok(b) => c.fetch_rdd_enabled = b,
+                Err(r) => problems.push(bad(key, v, o, r)),
+            }
+        }
+        let key = "spark.shuffle.cleaner.interval";
+        if let Some((v, o)) = self.get(key) {
+            match parse_time(v, Duration::from_secs(1)) {
+                Ok(d) if !d.is_zero() => c.cleaner_interval = d,
+                Ok(_) => problems.push(bad(key, v, o, "must be positive, e.g. 30s".into())),
+                Err(r) => problems.push(bad(key, v, o, r)),
+            }
+        }
+        let key = "spark.shuffle.io.serverThreads";
+        if let Some((v, o)) = self.get(key) {
+            match v.parse::<i64>() {
+                Ok(n) if n <= 0 => c.server_threads = default_threads(),
+                Ok(n) => c.server_threads = n.min(1024) as usize,
+                Err(_) => problems.push(bad(
+                    key,
                     v,
                     o,
-                    "must be positive".into(),
-                ));
+                    "expected an integer (0 or less: one per core, at most 8)".into(),
+                )),
             }
-            c.cleaner_interval = d;
-        }
-        if let Some((v, o)) = self.get("spark.shuffle.io.serverThreads") {
-            let n: i64 = v
-                .parse()
-                .map_err(|e| bad("spark.shuffle.io.serverThreads", v, o, format!("{e}")))?;
-            c.server_threads = if n <= 0 {
-                default_threads()
-            } else {
-                n.min(1024) as usize
-            };
         }
         if let Some((v, o)) = self.get(ADMIN_ADDRESS_KEY) {
             // An empty value (e.g. a templated config with nothing filled in) keeps it off.
             if !v.is_empty() {
-                c.admin_address =
-                    Some(parse_address(v).map_err(|r| bad(ADMIN_ADDRESS_KEY, v, o, r))?);
+                match parse_address(v) {
+                    Ok(a) => c.admin_address = Some(a),
+                    Err(r) => problems.push(bad(ADMIN_ADDRESS_KEY, v, o, r)),
+                }
+            }
+        }
+        if let Some((v, o)) = self.get(LOG_FORMAT_KEY) {
+            match v.parse() {
+                Ok(f) => c.log_format = f,
+                Err(_) => problems.push(bad(
+                    LOG_FORMAT_KEY,
+                    v,
+                    o,
+                    format!("expected {}", croupier_ops::log::LogFormat::ACCEPTED),
+                )),
             }
         }
         if let Some((v, o)) = self.get(STATE_DIR_KEY) {
@@ -431,12 +497,13 @@ impl Settings {
                 "none" => StateDir::Off,
                 d if Path::new(d).is_absolute() => StateDir::Dir(PathBuf::from(d)),
                 _ => {
-                    return Err(bad(
+                    problems.push(bad(
                         STATE_DIR_KEY,
                         v,
                         o,
                         "expected an absolute directory or `none`".into(),
-                    ))
+                    ));
+                    StateDir::Default
                 }
             };
         }
@@ -449,7 +516,7 @@ impl Settings {
                     if a.rsplit_once(':')
                         .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
                     {
-                        return Err(bad(
+                        problems.push(bad(
                             AGENT_ADDRESS_KEY,
                             v,
                             o,
@@ -475,7 +542,7 @@ impl Settings {
                     self.get(AGENT_SECRET_FILE_KEY).map(|x| x.1).unwrap_or(""),
                 ),
             };
-            return Err(bad(
+            problems.push(bad(
                 k,
                 "",
                 o,
@@ -483,15 +550,23 @@ impl Settings {
             ));
         }
         if let Some((v, o)) = self.get(AGENT_CONFIRM_KEY) {
-            c.agent_confirm_interval = parse_time(v, Duration::from_secs(1))
-                .map_err(|r| bad(AGENT_CONFIRM_KEY, v, o, r))?;
+            match parse_time(v, Duration::from_secs(1)) {
+                Ok(d) => c.agent_confirm_interval = d,
+                Err(r) => problems.push(bad(AGENT_CONFIRM_KEY, v, o, r)),
+            }
         }
-        c.auth = crate::auth::settings::from_settings(|k| self.get(k), env)?;
+        match crate::auth::settings::from_settings(|k| self.get(k), env) {
+            Ok(a) => c.auth = a,
+            Err(e) => problems.push(e.into()),
+        }
+        ConfigError::from_all(problems)?;
         for k in self.0.keys() {
             if HONOURED.contains(&k.as_str()) || crate::auth::settings::KEYS.contains(&k.as_str()) {
                 continue;
             }
-            if INERT.contains(&k.as_str()) {
+            if let Some((_, why)) = IGNORED.iter().find(|(i, _)| *i == k.as_str()) {
+                c.ignored_keys.push((k.clone(), why));
+            } else if INERT.contains(&k.as_str()) {
                 c.inert_keys.push(k.clone());
             } else {
                 c.unknown_keys.push(k.clone());
@@ -521,25 +596,56 @@ impl Config {
         env: &AuthEnv,
     ) -> Result<Config, ConfigError> {
         let mut s = Settings::default();
+        let mut problems = Vec::new();
         let file = match (&cli.properties_file, conf_dir) {
             (Some(f), _) => Some(f.clone()),
             (None, Some(d)) => Some(d.join("spark-defaults.conf")).filter(|p| p.is_file()),
             (None, None) => None,
         };
         if let Some(f) = file {
-            let text = std::fs::read_to_string(&f).map_err(|source| ConfigError::ReadFile {
-                path: f.clone(),
-                source,
-            })?;
-            s.add_properties(&text, &f.display().to_string());
+            match std::fs::read_to_string(&f) {
+                Ok(text) => s.add_properties(&text, &f.display().to_string()),
+                Err(source) => problems.push(ConfigError::ReadFile {
+                    path: f.clone(),
+                    source,
+                }),
+            }
         }
         if let Some(opts) = shuffle_opts {
-            s.add_jvm_opts(opts, "SPARK_SHUFFLE_OPTS");
+            if let Err(e) = s.add_jvm_opts(opts, "SPARK_SHUFFLE_OPTS") {
+                problems.push(e);
+            }
         }
         for item in &cli.conf {
-            s.add_conf(item)?;
+            if let Err(e) = s.add_conf(item) {
+                problems.push(e);
+            }
         }
-        let mut c = s.into_config_with(env)?;
+        let log_format = match cli.log_format.as_deref().map(str::parse) {
+            None => None,
+            Some(Ok(f)) => Some(f),
+            Some(Err(_)) => {
+                problems.push(ConfigError::BadLogFormat {
+                    value: cli.log_format.clone().unwrap_or_default(),
+                });
+                None
+            }
+        };
+        let mut c = match s.into_config_with(env) {
+            Ok(c) => c,
+            Err(ConfigError::Several(more)) => {
+                problems.extend(more);
+                Config::default()
+            }
+            Err(e) => {
+                problems.push(e);
+                Config::default()
+            }
+        };
+        ConfigError::from_all(problems)?;
+        if let Some(f) = log_format {
+            c.log_format = f;
+        }
         if let Some(p) = cli.port {
             c.port = p;
         }
@@ -550,13 +656,66 @@ impl Config {
     }
 }
 
+/// Splits a JVM options string into words the way Spark's launcher does for
+/// `SPARK_SHUFFLE_OPTS` (its `parseOptionString`, which follows the shell): whitespace
+/// separates words; single quotes keep everything literally; double quotes keep whitespace
+/// and single quotes; a backslash outside single quotes takes the next character literally;
+/// `""` is an empty word. An unclosed quote or a trailing backslash is an error.
+pub fn split_jvm_opts(s: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let (mut single, mut double, mut escaped) = (false, false, false);
+    for ch in s.chars() {
+        if escaped {
+            word.push(ch);
+            escaped = false;
+            continue;
+        }
+        match ch {
+            '\\' if !single => {
+                escaped = true;
+                in_word = true;
+            }
+            '\'' if !double => {
+                single = !single;
+                in_word = true;
+            }
+            '"' if !single => {
+                double = !double;
+                in_word = true;
+            }
+            c if c.is_whitespace() && !single && !double => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if single || double {
+        return Err("a quote is not closed".into());
+    }
+    if escaped {
+        return Err("it ends with a lone backslash".into());
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
+
 /// `JavaUtils.byteStringAsBytes`: an integer with an optional binary suffix (b, k, kb, m, mb,
 /// g, gb, t, tb, p, pb); no suffix means bytes.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
     let digits = t.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 {
-        return Err("expected a size like 100m".into());
+        return Err("expected a size like 100m (b, k, m, g, t, p, optionally with b)".into());
     }
     let n: u64 = t[..digits].parse().map_err(|e| format!("{e}"))?;
     let shift = match &t[digits..] {
@@ -566,7 +725,11 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "g" | "gb" => 30,
         "t" | "tb" => 40,
         "p" | "pb" => 50,
-        other => return Err(format!("unknown size suffix {other:?}")),
+        other => {
+            return Err(format!(
+                "unknown size suffix {other:?}: expected a size like 100m (b, k, m, g, t, p, optionally with b)"
+            ))
+        }
     };
     n.checked_mul(1u64 << shift)
         .ok_or_else(|| "too large".into())
@@ -589,7 +752,11 @@ pub fn parse_time(s: &str, default_unit: Duration) -> Result<Duration, String> {
         "m" | "min" => Duration::from_secs(60),
         "h" => Duration::from_secs(3600),
         "d" => Duration::from_secs(86400),
-        other => return Err(format!("unknown time suffix {other:?}")),
+        other => {
+            return Err(format!(
+            "unknown time suffix {other:?}: expected a duration like 30s (us, ms, s, m, min, h, d)"
+        ))
+        }
     };
     unit.checked_mul(u32::try_from(n).map_err(|_| "too large".to_string())?)
         .ok_or_else(|| "too large".into())
@@ -822,5 +989,105 @@ mod tests {
             ..Cli::default()
         };
         assert!(Config::load(&cli, None, None).is_err());
+    }
+
+    #[test]
+    fn jvm_opts_split_like_spark_launcher() {
+        let w = |s: &str| split_jvm_opts(s).unwrap();
+        assert_eq!(
+            w(r#"-Dspark.foo="a b" -Xms1g"#),
+            ["-Dspark.foo=a b", "-Xms1g"]
+        );
+        assert_eq!(w(r#""ab cd" efgh 'i " j'"#), ["ab cd", "efgh", "i \" j"]);
+        assert_eq!(
+            w(r#"-Da='x \y' -Db=c\ d "" -De="q\"r""#),
+            ["-Da=x \\y", "-Db=c d", "", "-De=q\"r"]
+        );
+        assert_eq!(w("  \t "), Vec::<String>::new());
+        assert!(split_jvm_opts(r#"-Dspark.foo="a b"#).is_err());
+        assert!(split_jvm_opts("-Da=b\\").is_err());
+        let c = Config::load(
+            &Cli::default(),
+            Some(r#"-Dspark.some.name="my app" -Dspark.shuffle.service.index.cache.size=' 3m '"#),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.index_cache_size, 3 << 20);
+        assert_eq!(c.unknown_keys, ["spark.some.name"]);
+    }
+
+    #[test]
+    fn every_problem_in_one_round() {
+        let d = tempfile::tempdir().unwrap();
+        let cli = Cli {
+            properties_file: Some(d.path().join("missing.conf")),
+            conf: vec![
+                "spark.shuffle.cleaner.interval=soon".into(),
+                "spark.shuffle.service.port=99999".into(),
+                "novalue".into(),
+                "croupier.log.format=yaml".into(),
+            ],
+            log_format: Some("xml".into()),
+            ..Cli::default()
+        };
+        let e = Config::load(
+            &cli,
+            Some(r#"-Dspark.shuffle.maxChunksBeingTransferred=-1 -Dspark.shuffle.service.index.cache.size="1 g""#),
+            None,
+        )
+        .unwrap_err();
+        let ConfigError::Several(list) = &e else {
+            panic!("expected several problems: {e}")
+        };
+        let msg = e.to_string();
+        assert_eq!(list.len(), 8, "{msg}");
+        for needle in [
+            "missing.conf",
+            "spark.shuffle.cleaner.interval",
+            "\"soon\"",
+            "spark.shuffle.service.port",
+            "0 to 65535",
+            "\"novalue\"",
+            "croupier.log.format",
+            "\"xml\"",
+            "text or json",
+            "spark.shuffle.maxChunksBeingTransferred",
+            "positive integer",
+            "\"1 g\"",
+            "SPARK_SHUFFLE_OPTS",
+        ] {
+            assert!(msg.contains(needle), "{needle} missing from {msg}");
+        }
+        let e = Config::load(&Cli::default(), Some("-Dspark.foo='a b"), None).unwrap_err();
+        assert!(
+            e.to_string().contains("SPARK_SHUFFLE_OPTS") && e.to_string().contains("quote"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn keys_the_jvm_honours_are_reported_with_why() {
+        let cli = Cli {
+            conf: vec![
+                "spark.shuffle.service.db.enabled=true".into(),
+                "spark.shuffle.service.enabled=true".into(),
+                "croupier.log.format=json".into(),
+            ],
+            ..Cli::default()
+        };
+        let c = Config::load(&cli, None, None).unwrap();
+        assert_eq!(c.ignored_keys.len(), 1);
+        assert_eq!(c.ignored_keys[0].0, "spark.shuffle.service.db.enabled");
+        assert_eq!(c.inert_keys, ["spark.shuffle.service.enabled"]);
+        assert!(c.unknown_keys.is_empty());
+        assert_eq!(c.log_format, croupier_ops::log::LogFormat::Json);
+        let cli = Cli {
+            log_format: Some("text".into()),
+            ..cli
+        };
+        assert_eq!(
+            Config::load(&cli, None, None).unwrap().log_format,
+            croupier_ops::log::LogFormat::Text
+        );
     }
 }

@@ -103,7 +103,7 @@ pub fn rpc(
             let Some(store) = shared.store.clone() else {
                 return match shared.registry.register(&app_id, &exec_id, info) {
                     Ok(()) => {
-                        tracing::info!(%peer, "Registered executor {desc}");
+                        tracing::info!(%peer, %app_id, %exec_id, "Registered executor {desc}");
                         Reply::Now(Ok(Bytes::new()))
                     }
                     Err(e) => fail(format!("RegisterExecutor rejected: {e}")),
@@ -123,7 +123,7 @@ pub fn rpc(
                 }
                 match shared.registry.register(&app_id, &exec_id, info) {
                     Ok(()) => {
-                        tracing::info!(%peer, "Registered executor {desc}");
+                        tracing::info!(%peer, %app_id, %exec_id, "Registered executor {desc}");
                         Ok(Bytes::new())
                     }
                     Err(e) => Err(format!("RegisterExecutor rejected: {e}")),
@@ -141,10 +141,10 @@ pub fn rpc(
                 return fail(format!("RegisterDriver rejected: heartbeatTimeoutMs {heartbeat_timeout_ms} must be positive"));
             }
             let timeout = Duration::from_millis(heartbeat_timeout_ms as u64);
-            tracing::info!(%peer, "Received registration request from app {app_id} (heartbeat timeout {heartbeat_timeout_ms} ms)");
+            tracing::info!(%peer, %app_id, "Received registration request from app {app_id} (heartbeat timeout {heartbeat_timeout_ms} ms)");
             let Some(store) = shared.store.clone() else {
                 if shared.apps.register(&app_id, timeout) {
-                    tracing::warn!(%peer, "Received a registration request from app {app_id}, but it was already registered");
+                    tracing::warn!(%peer, %app_id, "Received a registration request from app {app_id}, but it was already registered");
                 }
                 return Reply::Now(Ok(Bytes::new()));
             };
@@ -163,7 +163,7 @@ pub fn rpc(
                     tracing::error!(%peer, "driver of app {app_id} registered in memory only: {e}");
                 }
                 if shared.apps.register(&app_id, timeout) {
-                    tracing::warn!(%peer, "Received a registration request from app {app_id}, but it was already registered");
+                    tracing::warn!(%peer, %app_id, "Received a registration request from app {app_id}, but it was already registered");
                 }
                 Ok(Bytes::new())
             }))

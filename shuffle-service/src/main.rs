@@ -1,28 +1,39 @@
 //! The `croupier-shuffle-service` binary: parse configuration, bind, serve until SIGTERM/SIGINT.
 
-use std::io::IsTerminal;
+use std::io::Write;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use croupier_shuffle_service::agent::AgentClient;
 use croupier_shuffle_service::store::{Opened, Restored, Store};
 use croupier_shuffle_service::{admin, notify, run, Cli, Config, Shared};
 use tokio_util::sync::CancellationToken;
 
-fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match start() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Not eprintln!: it panics when stderr is gone.
+            let _ = writeln!(std::io::stderr(), "croupier-shuffle-service: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The clap definition behind `--help`, `--version` and the man page.
+fn command() -> clap::Command {
+    Cli::command().version(croupier_ops::build_info::version())
+}
+
+fn start() -> anyhow::Result<()> {
+    let cli = Cli::from_arg_matches(&command().get_matches())?;
     let opts = std::env::var("SPARK_SHUFFLE_OPTS").ok();
     let conf_dir = std::env::var_os("SPARK_CONF_DIR").map(std::path::PathBuf::from);
     let config = Config::load(&cli, opts.as_deref(), conf_dir.as_deref())?;
+    // Held until main returns: dropping it flushes the queued log lines.
+    let _log = croupier_ops::log::init(config.log_format);
     tracing::info!(
+        version = croupier_ops::build_info::version(),
         host = %config.host,
         port = config.port,
         index_cache_size = config.index_cache_size,
@@ -42,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         agent_confirm_interval_ms = config.agent_confirm_interval.as_millis() as u64,
         auth = %config.auth.describe(),
         systemd_notify = notify::enabled(),
+        log_format = %config.log_format,
         "configuration"
     );
     let agent = match &config.agent_address {
@@ -61,6 +73,11 @@ fn main() -> anyhow::Result<()> {
     let (store, restored, corrupt) = open_store(&config)?;
     for k in &config.unknown_keys {
         tracing::warn!("unknown setting {k} ignored");
+    }
+    for (k, why) in &config.ignored_keys {
+        tracing::warn!(
+            "setting {k} is honoured by Spark's shuffle service but ignored here: {why}"
+        );
     }
     for k in &config.inert_keys {
         tracing::info!("setting {k} accepted; it has no effect on this service");
@@ -123,9 +140,10 @@ fn main() -> anyhow::Result<()> {
         let stop = shutdown.clone();
         tokio::spawn(async move {
             let sig = signals.wait().await;
-            tracing::info!("received {sig}, shutting down");
-            notify::stopping();
+            // Stop first: nothing after this line may keep the service from stopping.
             stop.cancel();
+            notify::stopping();
+            tracing::info!("received {sig}, shutting down");
         });
         run(listener, shared.clone(), shutdown).await;
         tracing::info!("metrics: {}", shared.metrics.render(shared.registry.len()));

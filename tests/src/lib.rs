@@ -7,9 +7,11 @@
 //! - [`env`]: locating the interop peers (the pyspark/pymesos/moto venv, Java).
 //! - [`mesos`]: the real-Mesos tier's harness (a real master and agent, `mesos-execute`, a v1
 //!   HTTP scheduler).
+//! - [`local`]: the `croupier-local` command line (its `--help` and man page).
 
 pub mod agent;
 pub mod bench;
 pub mod env;
+pub mod local;
 pub mod mesos;
 pub mod shuffle;

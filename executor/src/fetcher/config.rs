@@ -52,7 +52,7 @@ impl Default for FetchConfig {
 
 /// A setting that could not be parsed; names the setting and the value.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid fetcher setting {setting}={value:?}: {reason}")]
+#[error("{setting}={value:?}: {reason}")]
 pub struct ConfigError {
     pub setting: String,
     pub value: String,
@@ -66,13 +66,29 @@ impl FetchConfig {
         Self::from_lookup_and_flags(|k| std::env::var(k).ok(), args)
     }
 
+    /// As [`FetchConfig::from_env_and_flags`], reporting every invalid setting.
+    pub fn check_env_and_flags<S: AsRef<str>>(args: &[S]) -> Result<FetchConfig, Vec<ConfigError>> {
+        Self::check_lookup_and_flags(|k| std::env::var(k).ok(), args)
+    }
+
     /// As [`FetchConfig::from_env_and_flags`], with an explicit environment (for tests).
     pub fn from_lookup_and_flags<S: AsRef<str>>(
         env: impl Fn(&str) -> Option<String>,
         args: &[S],
     ) -> Result<FetchConfig, ConfigError> {
+        Self::check_lookup_and_flags(env, args).map_err(|mut all| all.remove(0))
+    }
+
+    /// As [`FetchConfig::from_lookup_and_flags`], reporting every invalid setting (never an
+    /// empty list), each named as given: the variable or the `--flag`.
+    pub fn check_lookup_and_flags<S: AsRef<str>>(
+        env: impl Fn(&str) -> Option<String>,
+        args: &[S],
+    ) -> Result<FetchConfig, Vec<ConfigError>> {
         let mut cfg = FetchConfig::default();
-        let mut pairs: Vec<(String, String)> = Vec::new();
+        let mut problems = Vec::new();
+        // (flag name, where it came from, value)
+        let mut pairs: Vec<(String, String, String)> = Vec::new();
         for (env_name, flag) in [
             ("CROUPIER_FETCHER_CACHE_DIR", "fetcher_cache_dir"),
             ("CROUPIER_FETCHER_CACHE_SIZE", "fetcher_cache_size"),
@@ -86,7 +102,7 @@ impl FetchConfig {
             ("MESOS_FRAMEWORKS_HOME", "frameworks_home"),
         ] {
             if let Some(v) = env(env_name) {
-                pairs.push((flag.to_string(), v));
+                pairs.push((flag.to_string(), env_name.to_string(), v));
             }
         }
         let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
@@ -104,50 +120,73 @@ impl FetchConfig {
                 ];
                 if let Some((k, v)) = rest.split_once('=') {
                     if known.contains(&k) {
-                        pairs.push((k.to_string(), v.to_string()));
+                        pairs.push((k.to_string(), format!("--{k}"), v.to_string()));
                     }
                 } else if rest == "fetcher_cache_links" {
-                    pairs.push((rest.to_string(), "true".to_string()));
+                    pairs.push((rest.to_string(), format!("--{rest}"), "true".to_string()));
                 } else if known.contains(&rest) && i + 1 < args.len() {
-                    pairs.push((rest.to_string(), args[i + 1].to_string()));
+                    pairs.push((
+                        rest.to_string(),
+                        format!("--{rest}"),
+                        args[i + 1].to_string(),
+                    ));
                     i += 1;
                 }
             }
             i += 1;
         }
-        for (k, v) in pairs {
+        for (k, origin, v) in pairs {
             let bad = |reason: &str| ConfigError {
-                setting: k.clone(),
+                setting: origin.clone(),
                 value: v.clone(),
                 reason: reason.to_string(),
             };
-            match k.as_str() {
+            if let Err(e) = cfg.apply(&k, &v, bad) {
+                problems.push(e);
+            }
+        }
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn apply(
+        &mut self,
+        k: &str,
+        v: &str,
+        bad: impl Fn(&str) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let cfg = self;
+        {
+            match k {
                 "fetcher_cache_dir" => {
                     if !v.starts_with('/') {
                         return Err(bad("must be an absolute path"));
                     }
-                    cfg.cache_dir = PathBuf::from(&v);
+                    cfg.cache_dir = PathBuf::from(v);
                 }
-                "fetcher_cache_size" => cfg.cache_size = parse_bytes(&v).map_err(|r| bad(&r))?,
+                "fetcher_cache_size" => cfg.cache_size = parse_bytes(v).map_err(|r| bad(&r))?,
                 "fetcher_stall_timeout" => {
-                    cfg.stall_timeout = parse_duration(&v).map_err(|r| bad(&r))?
+                    cfg.stall_timeout = parse_duration(v).map_err(|r| bad(&r))?
                 }
-                "fetcher_cache_links" => cfg.cache_links = parse_bool(&v).map_err(|r| bad(&r))?,
+                "fetcher_cache_links" => cfg.cache_links = parse_bool(v).map_err(|r| bad(&r))?,
                 "fetcher_progress_interval" => {
-                    let d = parse_duration(&v).map_err(|r| bad(&r))?;
+                    let d = parse_duration(v).map_err(|r| bad(&r))?;
                     if d.is_zero() {
                         return Err(bad("must be more than zero"));
                     }
                     cfg.progress_interval = d
                 }
-                "fetcher_ca_file" => cfg.ca_file = (!v.is_empty()).then(|| PathBuf::from(&v)),
+                "fetcher_ca_file" => cfg.ca_file = (!v.is_empty()).then(|| PathBuf::from(v)),
                 "frameworks_home" => {
-                    cfg.frameworks_home = (!v.is_empty()).then(|| PathBuf::from(&v))
+                    cfg.frameworks_home = (!v.is_empty()).then(|| PathBuf::from(v))
                 }
                 _ => {}
             }
         }
-        Ok(cfg)
+        Ok(())
     }
 }
 

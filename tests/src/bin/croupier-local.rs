@@ -1,92 +1,18 @@
 //! `croupier-local`: run one command task locally through a Mesos executor binary, under
 //! Croupier's agent stand-in, without a cluster (like `mesos-execute`).
 
-use std::path::PathBuf;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Parser, ValueEnum};
-use croupier_proto::v1::{environment, CommandInfo, Environment, KillPolicy, TaskState};
+use clap::FromArgMatches;
+use croupier_proto::v1::{
+    environment, task_status, CommandInfo, Environment, KillPolicy, TaskState,
+};
 use croupier_testkit::agent::{duration_info, Agent, AgentConfig};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Mode {
-    /// As the agent runs its command executor for a command task: the executor gets
-    /// `mesos-executor` flags (`--launcher_dir=...`), executor id = task id, and a LAUNCH
-    /// whose TaskInfo carries the command.
-    DropIn,
-    /// As a framework runs a custom executor (ExecutorInfo type CUSTOM): LAUNCH of a TaskInfo
-    /// without `command`, its CommandInfo (protobuf) in `data`.
-    Custom,
-}
-
-/// Run one command task locally through a Mesos v1 HTTP executor.
-///
-/// Starts a Mesos agent stand-in on 127.0.0.1 (v1 executor API, protobuf and JSON), launches
-/// the executor with the agent's environment contract in a fresh sandbox, sends one LAUNCH,
-/// prints every status update, and exits with the task's exit status (0 for TASK_FINISHED,
-/// N for "Command exited with status N", 128+signal when killed by a signal, 1 otherwise).
-/// Ctrl-C sends KILL to the task (with --kill-grace), a second Ctrl-C exits at once.
-///
-/// Example:
-///   croupier-local --executor target/debug/croupier-executor -- 'echo hi'
-#[derive(Debug, Parser)]
-#[command(name = "croupier-local", version, verbatim_doc_comment)]
-struct Args {
-    /// The executor binary to run (e.g. target/debug/croupier-executor).
-    #[arg(long, value_name = "PATH")]
-    executor: PathBuf,
-
-    /// How the task is handed to the executor.
-    #[arg(long, value_enum, default_value_t = Mode::DropIn)]
-    mode: Mode,
-
-    /// Task id (also the executor id in drop-in mode).
-    #[arg(long, default_value = "croupier-local-task")]
-    task_id: String,
-
-    /// Run the command without a shell: the words after `--` are the argv (argv[0] is the
-    /// program).
-    #[arg(long)]
-    no_shell: bool,
-
-    /// Environment variable for the task, NAME=VALUE (repeatable).
-    #[arg(long = "env", short = 'e', value_name = "NAME=VALUE")]
-    env: Vec<String>,
-
-    /// Run the task as this user (needs root).
-    #[arg(long)]
-    user: Option<String>,
-
-    /// Kill policy grace period in the TaskInfo, Mesos duration syntax (e.g. 3secs).
-    #[arg(long, value_name = "DURATION")]
-    kill_grace: Option<String>,
-
-    /// MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD, Mesos duration syntax.
-    #[arg(long, default_value = "5secs", value_name = "DURATION")]
-    shutdown_grace: String,
-
-    /// Give up (KILL the task) after this long, Mesos duration syntax; unset = wait forever.
-    #[arg(long, value_name = "DURATION")]
-    timeout: Option<String>,
-
-    /// Use this directory as the sandbox and keep it (default: a temporary one, removed).
-    #[arg(long, value_name = "DIR")]
-    sandbox: Option<PathBuf>,
-
-    /// Pass MESOS_CHECKPOINT=0 (the executor then exits when the agent goes away).
-    #[arg(long)]
-    no_checkpoint: bool,
-
-    /// Extra environment for the executor itself, NAME=VALUE (e.g. RUST_LOG=debug).
-    #[arg(long = "executor-env", value_name = "NAME=VALUE")]
-    executor_env: Vec<String>,
-
-    /// The command: a shell command line (one word, quoted), or with --no-shell the argv.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
-    command: Vec<String>,
-}
+use croupier_testkit::local::{parse_uri, Args, Mode};
 
 fn parse_duration(what: &str, s: &str) -> anyhow::Result<Duration> {
     croupier_proto::duration::parse(s).with_context(|| format!("--{what}"))
@@ -96,6 +22,46 @@ fn split_env(what: &str, s: &str) -> anyhow::Result<(String, String)> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => bail!("--{what} {s:?}: expected NAME=VALUE"),
+    }
+}
+
+/// Copies what was appended to a task's stdout or stderr file since the last call.
+struct Tail {
+    path: PathBuf,
+    offset: u64,
+    to_stderr: bool,
+}
+
+impl Tail {
+    fn new(dir: &Path, name: &str) -> Tail {
+        Tail {
+            path: dir.join(name),
+            offset: 0,
+            to_stderr: name == "stderr",
+        }
+    }
+
+    fn pump(&mut self) {
+        let Ok(mut f) = std::fs::File::open(&self.path) else {
+            return;
+        };
+        if f.seek(std::io::SeekFrom::Start(self.offset)).is_err() {
+            return;
+        }
+        let mut buf = Vec::new();
+        if let Ok(n) = f.read_to_end(&mut buf) {
+            self.offset += n as u64;
+        }
+        if buf.is_empty() {
+            return;
+        }
+        // A reader that went away must not stop croupier-local from ending the task.
+        let _ = if self.to_stderr {
+            std::io::stderr().write_all(&buf)
+        } else {
+            let mut out = std::io::stdout();
+            out.write_all(&buf).and_then(|_| out.flush())
+        };
     }
 }
 
@@ -118,7 +84,22 @@ fn exit_code_for(state: TaskState, message: &str) -> u8 {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<ExitCode> {
-    let args = Args::parse();
+    let args = Args::from_arg_matches(
+        &croupier_testkit::local::command()
+            .version(croupier_ops::build_info::version())
+            .get_matches(),
+    )?;
+    let uris = args
+        .uri
+        .iter()
+        .map(|u| parse_uri(u))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if !uris.is_empty() && args.mode == Mode::DropIn {
+        bail!(
+            "--uri needs --mode custom: in drop-in mode a real agent fetches the URIs before \
+             starting the executor, and this stand-in does not"
+        );
+    }
     if !args.executor.exists() {
         bail!("--executor {}: no such file", args.executor.display());
     }
@@ -131,6 +112,10 @@ async fn main() -> anyhow::Result<ExitCode> {
     cfg.sandbox_dir = args.sandbox.clone();
     for e in &args.executor_env {
         cfg.extra_env.push(split_env("executor-env", e)?);
+    }
+    if args.mode == Mode::DropIn && !cfg.extra_env.iter().any(|(k, _)| k == "RUST_LOG") {
+        // The task shares the executor's stderr: keep the executor's lines to warnings.
+        cfg.extra_env.push(("RUST_LOG".into(), "warn".into()));
     }
     if args.mode == Mode::DropIn {
         cfg.executor_id = args.task_id.clone();
@@ -153,6 +138,7 @@ async fn main() -> anyhow::Result<ExitCode> {
 
     let mut command = CommandInfo {
         user: args.user.clone(),
+        uris,
         ..Default::default()
     };
     if args.no_shell {
@@ -213,6 +199,14 @@ async fn main() -> anyhow::Result<ExitCode> {
         grace_period: Some(duration_info(g)),
     });
     agent.launch(task).context("sending LAUNCH")?;
+    let task_dir = match args.mode {
+        Mode::DropIn => agent.sandbox().to_path_buf(),
+        Mode::Custom => agent.sandbox().join("tasks").join(&args.task_id),
+    };
+    let mut tails = [
+        Tail::new(&task_dir, "stdout"),
+        Tail::new(&task_dir, "stderr"),
+    ];
 
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let mut printed = 0;
@@ -223,6 +217,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         });
         tokio::select! {
             got = next => {
+                tails.iter_mut().for_each(Tail::pump);
                 if let Ok(updates) = got {
                     printed += updates.len();
                     let mut done = None;
@@ -236,7 +231,11 @@ async fn main() -> anyhow::Result<ExitCode> {
                             if u.duplicate { " (re-sent)" } else { "" }
                         );
                         if croupier_proto::is_terminal(state) && done.is_none() {
-                            done = Some((state, u.status.message.clone().unwrap_or_default()));
+                            done = Some((
+                                state,
+                                u.status.message.clone().unwrap_or_default(),
+                                u.status.reason,
+                            ));
                         }
                     }
                     if let Some(d) = done {
@@ -273,18 +272,23 @@ async fn main() -> anyhow::Result<ExitCode> {
         let _ = agent.shutdown();
         let _ = agent.wait_executor_exit(Duration::from_secs(10)).await;
     }
-    let task_dir = match args.mode {
-        Mode::DropIn => agent.sandbox().to_path_buf(),
-        Mode::Custom => agent.sandbox().join("tasks").join(&args.task_id),
-    };
-    for name in ["stdout", "stderr"] {
-        let path = task_dir.join(name);
-        let text = std::fs::read(&path).unwrap_or_default();
-        if name == "stdout" && !text.is_empty() {
-            eprintln!("croupier-local: task stdout ({}):", path.display());
-            print!("{}", String::from_utf8_lossy(&text));
+    tails.iter_mut().for_each(Tail::pump);
+    let reason = terminal
+        .2
+        .and_then(|r| task_status::Reason::try_from(r).ok())
+        .map(|r| r.as_str_name())
+        .unwrap_or("none");
+    println!(
+        "croupier-local: task {} final state {}, reason {}{}",
+        args.task_id,
+        terminal.0.as_str_name(),
+        reason,
+        if terminal.1.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", terminal.1)
         }
-    }
+    );
     if args.sandbox.is_none() {
         eprintln!(
             "croupier-local: the temporary sandbox is removed now; use --sandbox DIR to keep it"
