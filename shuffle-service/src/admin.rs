@@ -307,6 +307,18 @@ impl Collector for ServiceCollector {
             "Applications whose shuffle files were removed after their driver stopped heartbeating.",
             m.cleanups.load(Relaxed),
         )?;
+        gauge(
+            &mut enc,
+            "croupier_shuffle_cleanup_pending_dirs",
+            "Local dirs of timed-out applications queued for deletion and not yet deleted.",
+            as_i64(m.cleanup_pending_dirs.load(Relaxed)),
+        )?;
+        counter(
+            &mut enc,
+            "croupier_shuffle_cleanup_failures",
+            "Local dirs of timed-out applications the cleaner failed to delete.",
+            m.cleanup_failures.load(Relaxed),
+        )?;
         {
             let mut e = enc.encode_descriptor(
                 "croupier_shuffle_errors",

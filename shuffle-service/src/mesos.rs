@@ -92,6 +92,12 @@ pub async fn run_cleaner(shared: Arc<Shared>, interval: Duration, shutdown: Canc
                 tracing::info!(app_id = %app, "no executors of {app} were registered: nothing to delete");
                 continue;
             }
+            let queued: usize = executors.iter().map(|(_, dirs)| dirs.len()).sum();
+            shared
+                .metrics
+                .cleanup_pending_dirs
+                .fetch_add(queued as u64, Ordering::Relaxed);
+            let shared = shared.clone();
             tokio::task::spawn_blocking(move || {
                 for (exec, dirs) in executors {
                     for dir in dirs {
@@ -101,9 +107,17 @@ pub async fn run_cleaner(shared: Arc<Shared>, interval: Duration, shutdown: Canc
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                             Err(e) => {
+                                shared
+                                    .metrics
+                                    .cleanup_failures
+                                    .fetch_add(1, Ordering::Relaxed);
                                 tracing::warn!(app_id = %app, exec_id = %exec, "failed to delete local dir {dir}: {e}")
                             }
                         }
+                        shared
+                            .metrics
+                            .cleanup_pending_dirs
+                            .fetch_sub(1, Ordering::Relaxed);
                     }
                 }
             });

@@ -135,6 +135,10 @@ pub struct Metrics {
     pub fetch_latency: LatencyHistogram,
     /// Applications whose shuffle files the Mesos cleaner removed.
     pub cleanups: AtomicU64,
+    /// Local dirs of timed-out applications queued for deletion and not yet deleted.
+    pub cleanup_pending_dirs: AtomicU64,
+    /// Local dirs the cleaner failed to delete (other than already gone).
+    pub cleanup_failures: AtomicU64,
     errors: [AtomicU64; ErrorKind::ALL.len()],
 }
 
