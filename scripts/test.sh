@@ -26,6 +26,11 @@ else
   command -v rpm >/dev/null 2>&1 || need+=(rpm)
   command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
   command -v curl >/dev/null 2>&1 || need+=(curl)
+  # aarch64 stripping, .rpm extraction, symbolisation; promtool for the alert rules
+  command -v aarch64-linux-gnu-objcopy >/dev/null 2>&1 || need+=(binutils-aarch64-linux-gnu)
+  command -v cpio >/dev/null 2>&1 || need+=(cpio)
+  command -v gdb >/dev/null 2>&1 || need+=(gdb)
+  command -v promtool >/dev/null 2>&1 || need+=(prometheus)
   if [ "${#need[@]}" -gt 0 ]; then
     echo "== apt-get install ${need[*]} (for the packaging test)"
     apt-get update -qq

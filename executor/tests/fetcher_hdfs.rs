@@ -425,6 +425,7 @@ impl HadoopClient {
 
 #[test]
 fn hdfs_fake_is_read_identically_by_hadoops_own_client_and_ours() {
+    croupier_testkit::require_venv!();
     let layout = Layout::default();
     let fake = FakeHdfs::start(layout);
     // Five blocks (the last one short), four full packets per block, a checksum per 512 bytes.
@@ -1057,6 +1058,7 @@ fn hdfs_every_replica_dead_is_a_retryable_error_naming_the_uri_and_the_datanodes
 /// does through HADOOP_CONF_DIR; both get the fake's bytes.
 #[test]
 fn hdfs_ha_standby_answer_is_recognised_by_hadoops_own_failover_client() {
+    croupier_testkit::require_venv!();
     let layout = Layout::default();
     let fake = FakeHdfs::start_with(
         layout,

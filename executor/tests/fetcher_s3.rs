@@ -1,5 +1,5 @@
 //! `s3://`, `s3a://`, `s3n://` against a real S3 implementation: `moto_server` from the
-//! project venv (`CROUPIER_VENV`, installed by scripts/setup-venv.sh), on 127.0.0.1.
+//! project venv (`CROUPIER_VENV` or the default of scripts/setup-venv.sh), on 127.0.0.1.
 
 mod fetcher_support;
 
@@ -11,15 +11,14 @@ use std::time::{Duration, Instant};
 use croupier_executor::fetcher::{fetch_all, CacheOutcome, FetchErrorKind};
 use fetcher_support::*;
 
-/// Mirrors `croupier_testkit::env::venv()`: a missing venv fails the test, never skips it.
+/// The project venv (`croupier_testkit::env::venv()`), which must hold moto: a missing venv
+/// fails the test, never skips it (tests skip only through `require_venv!` when there is none
+/// and `CROUPIER_VENV` is unset).
 fn venv() -> PathBuf {
-    let Some(v) = std::env::var_os("CROUPIER_VENV") else {
-        panic!("CROUPIER_VENV is not set: run the suite with scripts/test.sh, which installs moto into a venv and exports it");
-    };
-    let p = PathBuf::from(v);
+    let p = croupier_testkit::env::venv();
     assert!(
         p.join("bin/moto_server").exists(),
-        "CROUPIER_VENV={} has no bin/moto_server: run scripts/setup-venv.sh (or scripts/test.sh)",
+        "the venv {} has no bin/moto_server: run scripts/setup-venv.sh (or scripts/test.sh)",
         p.display()
     );
     p
@@ -109,6 +108,7 @@ fn put(moto: &Moto, bucket: &str, key: &str, data: Vec<u8>) {
 
 #[test]
 fn s3_schemes_fetch_and_cache_through_moto() {
+    croupier_testkit::require_venv!();
     let moto = start_moto();
     let body = bytes(3 << 20, 31);
     put(&moto, "artifacts", "spark/dist/app.jar", body.clone());
@@ -147,6 +147,7 @@ fn s3_schemes_fetch_and_cache_through_moto() {
 
 #[test]
 fn s3_archive_is_extracted() {
+    croupier_testkit::require_venv!();
     let moto = start_moto();
     let tgz = gzip(
         &RawTar::new()
@@ -172,6 +173,7 @@ fn s3_archive_is_extracted() {
 
 #[test]
 fn s3_missing_key_is_not_found() {
+    croupier_testkit::require_venv!();
     let moto = start_moto();
     put(&moto, "bucket2", "present", b"x".to_vec());
     std::env::set_var("AWS_ENDPOINT_URL", &moto.endpoint);
@@ -250,6 +252,7 @@ print(k["AccessKeyId"], k["SecretAccessKey"])
 /// secret is refused by the server and the error names the URI.
 #[test]
 fn s3_credentials_come_from_the_aws_profile() {
+    croupier_testkit::require_venv!();
     let (moto, key) = start_moto_with_auth(3, IAM_SETUP);
     let (id, secret) = key.split_once(' ').expect("set-up prints `id secret`");
     let t = tempdir();

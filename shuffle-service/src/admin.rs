@@ -349,6 +349,18 @@ impl Collector for ServiceCollector {
             "Connections that failed to authenticate or sent requests before authenticating, and requests refused for another application's data (spark.authenticate).",
             m.auth_failures.load(Relaxed),
         )?;
+        gauge(
+            &mut enc,
+            "croupier_shuffle_cleanup_pending_dirs",
+            "Local dirs of removed applications queued for deletion and not yet deleted.",
+            as_i64(m.cleanup_pending_dirs.load(Relaxed)),
+        )?;
+        counter(
+            &mut enc,
+            "croupier_shuffle_cleanup_failures",
+            "Local dirs of removed applications the cleaner failed to delete.",
+            m.cleanup_failures.load(Relaxed),
+        )?;
         {
             let mut e = enc.encode_descriptor(
                 "croupier_shuffle_errors",

@@ -163,6 +163,11 @@ fn remove_app(shared: &Arc<Shared>, app: &str, why: Delete) {
     let executors = shared.registry.remove_app(app);
     shared.metrics.cleanups.fetch_add(1, Ordering::Relaxed);
     tracing::info!(app_id = %app, executors = executors.len(), "{why}. Removing shuffle files.");
+    let queued: usize = executors.iter().map(|(_, dirs)| dirs.len()).sum();
+    shared
+        .metrics
+        .cleanup_pending_dirs
+        .fetch_add(queued as u64, Ordering::Relaxed);
     let shared = shared.clone();
     let app = app.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -188,9 +193,17 @@ fn remove_app(shared: &Arc<Shared>, app: &str, why: Delete) {
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => {
+                        shared
+                            .metrics
+                            .cleanup_failures
+                            .fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(app_id = %app, exec_id = %exec, "failed to delete local dir {dir}: {e}")
                     }
                 }
+                shared
+                    .metrics
+                    .cleanup_pending_dirs
+                    .fetch_sub(1, Ordering::Relaxed);
             }
         }
         shared

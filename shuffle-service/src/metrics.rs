@@ -151,6 +151,10 @@ pub struct Metrics {
     /// Failed authentications (wrong secret, garbage, requests before authenticating) and
     /// requests refused for acting on another application.
     pub auth_failures: AtomicU64,
+    /// Local dirs of timed-out applications queued for deletion and not yet deleted.
+    pub cleanup_pending_dirs: AtomicU64,
+    /// Local dirs the cleaner failed to delete (other than already gone).
+    pub cleanup_failures: AtomicU64,
     errors: [AtomicU64; ErrorKind::ALL.len()],
 }
 

@@ -211,6 +211,7 @@ fn listening_ports_of_process_on(port: u16) -> Vec<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_after_real_fetches_parse_and_add_up() {
+    croupier_testkit::require_venv!();
     let ess = Ess::start(&[
         ("croupier.admin.address", "127.0.0.1:0"),
         ("spark.shuffle.cleaner.interval", "100ms"),
@@ -337,6 +338,7 @@ async fn metrics_after_real_fetches_parse_and_add_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registered_apps_and_errors_by_kind() {
+    croupier_testkit::require_venv!();
     let ess = Ess::start(&[("croupier.admin.address", "127.0.0.1:0")]);
     let admin = admin_addr(&ess);
     let c = Client::connect(ess.addr).await.unwrap();

@@ -45,6 +45,7 @@ fn names() -> Vec<String> {
 
 #[test]
 fn file_paths_match_sparks_executor_disk_utils() {
+    croupier_testkit::require_venv!();
     let spark_home = croupier_testkit::env::spark_home();
     let jars = spark_home.join("jars");
     let tmp = tempfile::tempdir().unwrap();

@@ -268,6 +268,7 @@ fn expected(with_cleanup: bool) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_transcript_from_sparks_jvm_service_and_ours() {
+    croupier_testkit::require_venv!();
     let work = tempfile::tempdir().unwrap();
     let spark_root = work.path().join("spark");
     let ours_root = work.path().join("ours");

@@ -284,6 +284,7 @@ fn two_executors(run: &Run) -> HashMap<String, Vec<String>> {
 /// batch fetch of contiguous reduce ranges.
 #[test]
 fn spark_jobs_fetch_every_block_through_the_service() {
+    croupier_testkit::require_venv!();
     let run = run_variant("fetch");
     run.checks(JOB_CHECKS);
     run.assert_clean();
@@ -306,6 +307,7 @@ fn spark_jobs_fetch_every_block_through_the_service() {
 /// the files directly; the answer must be exactly what was registered.
 #[test]
 fn spark_jobs_host_local_dirs_from_the_service() {
+    croupier_testkit::require_venv!();
     let run = run_variant("hostlocal");
     run.checks(JOB_CHECKS);
     run.assert_clean();
@@ -365,6 +367,7 @@ fn local_dirs_message(execs: &[String], regs: &HashMap<String, Vec<String>>) -> 
 /// spark.shuffle.useOldFetchProtocol=true: OpenBlocks with map indices, no batching.
 #[test]
 fn spark_jobs_old_fetch_protocol_open_blocks() {
+    croupier_testkit::require_venv!();
     let run = run_variant("oldproto");
     run.checks(JOB_CHECKS);
     run.assert_clean();
@@ -381,6 +384,7 @@ fn spark_jobs_old_fetch_protocol_open_blocks() {
 /// new executors fetch that output from the service (Spark skips the map stage).
 #[test]
 fn spark_jobs_dynamic_allocation_reads_dead_executors_output() {
+    croupier_testkit::require_venv!();
     let run = run_variant("dynalloc");
     run.checks(&[
         "dynalloc_first_count ok",

@@ -12,6 +12,7 @@ use spark_support::{run_python, Btm, Msg, Service, Tap};
 
 #[test]
 fn spark_mesos_driver_cleanup_after_heartbeat_timeout() {
+    croupier_testkit::require_venv!();
     // connectionTimeout=2s is shorter than B's 4 s heartbeat interval: a service that idle-closed
     // connections would silently stop B's heartbeats and then delete B's files.
     let mut service = Service::start(&[

@@ -17,6 +17,7 @@ fn script() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pymesos_executor_runs_a_task_over_json() {
+    croupier_testkit::require_venv!();
     let mut cfg = AgentConfig::new(env::python());
     cfg.executor_args = vec![script().display().to_string()];
     // pymesos treats any non-empty MESOS_CHECKPOINT as true; irrelevant here.

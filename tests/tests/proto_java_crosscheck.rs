@@ -120,6 +120,7 @@ fn java_type_name(kind: &Kind) -> &'static str {
 
 #[test]
 fn every_declared_field_and_enum_value_matches_mesos_1_4_3() {
+    croupier_testkit::require_venv!();
     let java = java();
     let dump = java.run(&["descriptors"]);
     // (message, field) -> (number, label, type, type name, default)
@@ -276,6 +277,7 @@ fn full_status(uuid: Vec<u8>) -> TaskStatus {
 
 #[test]
 fn our_calls_parse_in_the_official_classes() {
+    croupier_testkit::require_venv!();
     let java = java();
     let dir = tempfile::tempdir().expect("temp dir");
     let (eid, fid) = ids();
@@ -403,6 +405,7 @@ fn decode_event(dir: &Path, name: &str) -> Event {
 
 #[test]
 fn events_encoded_by_the_official_classes_decode_here() {
+    croupier_testkit::require_venv!();
     let java = java();
     let dir = tempfile::tempdir().expect("temp dir");
     java.run(&["encode-events", dir.path().to_str().expect("utf-8 path")]);
