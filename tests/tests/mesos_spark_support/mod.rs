@@ -484,7 +484,13 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub async fn start(cluster: &MesosCluster, dir: &Path, spark_home: &Path, home: &Path) -> Self {
+    pub async fn start(
+        cluster: &MesosCluster,
+        dir: &Path,
+        spark_home: &Path,
+        home: &Path,
+        java_opts: &str,
+    ) -> Self {
         let port = free_port().unwrap_or_else(|e| panic!("{e}"));
         let ui_port = free_port().unwrap_or_else(|e| panic!("{e}"));
         let props = dir.join("dispatcher.conf");
@@ -507,6 +513,7 @@ impl Dispatcher {
             .env("MESOS_NATIVE_JAVA_LIBRARY", native_library(cluster))
             .env("SPARK_LOCAL_IP", "127.0.0.1")
             .env("LIBPROCESS_IP", "127.0.0.1")
+            .env("SPARK_DAEMON_JAVA_OPTS", java_opts)
             .env_remove("SPARK_HOME")
             .env_remove("SPARK_CONF_DIR");
         let mut proc = Proc::spawn("MesosClusterDispatcher", cmd, &dir.join("dispatcher.log"))
