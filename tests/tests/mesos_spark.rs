@@ -32,6 +32,8 @@
 //!
 //! Needs: `MESOS_PREFIX` (else it fails with "NOT RUN: real-Mesos tier ..."), the venv
 //! (`CROUPIER_VENV`), Java 17, and both binaries built (`cargo test --workspace` builds them).
+//! `CROUPIER_MESOS_SPARK_EXECUTOR=reference` runs the same test with Mesos's own
+//! `mesos-executor` as the command executor: it must pass there too (not run in CI).
 //! Every process is stopped by pid or process group, even on failure; the cluster's logs and
 //! sandboxes are kept under `target/mesos-logs/` when the test fails.
 
@@ -43,7 +45,7 @@ use std::time::{Duration, Instant};
 use croupier_testkit::mesos::{ClusterOpts, MesosCluster};
 use mesos_spark_support::{
     dispatcher_home, files_named, framework_ids, interop_script, mesos_tasks, native_library,
-    ran_by_croupier, read_log, sandbox, tail, workspace_bin, Dispatcher, Line, MesosTask, PyDriver,
+    read_log, sandbox, tail, workspace_bin, CommandExecutor, Dispatcher, Line, MesosTask, PyDriver,
     ShuffleService,
 };
 
@@ -70,7 +72,10 @@ async fn spark_on_mesos_client_and_cluster_mode() {
     let service_bin = workspace_bin("croupier-shuffle-service", "shuffle-service");
     let spark_home = croupier_testkit::env::spark_home();
 
-    let mut opts = ClusterOpts::drop_in(&executor);
+    let mut opts = match CommandExecutor::from_env() {
+        CommandExecutor::Croupier => ClusterOpts::drop_in(&executor),
+        CommandExecutor::Reference => ClusterOpts::reference(),
+    };
     opts.name = "mesos_spark".into();
     // client mode: 2 executors of 1 cpu and 512m + 384m overhead; cluster mode: a driver of
     // 1 cpu and 896m, one executor like the above
@@ -430,10 +435,11 @@ fn check_executor_tasks(
     for t in &mine {
         let sb = sandbox(cluster, &app.id, &t.task_id)
             .ok_or_else(|| format!("no sandbox for task {} of {}", t.task_id, app.id))?;
-        if !ran_by_croupier(&sb, &app.id, &t.task_id) {
+        if !CommandExecutor::from_env().ran(&sb, &app.id, &t.task_id) {
             return Err(format!(
-                "task {} of {} did not run through croupier-executor; its stderr:\n{}",
+                "task {} of {} did not run through {}; its stderr:\n{}",
                 t.task_id,
+                CommandExecutor::from_env().name(),
                 app.id,
                 tail(&read_log(&sb.join("stderr")), 20)
             ));
@@ -462,8 +468,9 @@ fn check_executor_tasks(
         ));
     }
     Ok(format!(
-        "{} executors through croupier-executor: {}",
+        "{} executors through {}: {}",
         app.name,
+        CommandExecutor::from_env().name(),
         states.join(" ")
     ))
 }
@@ -632,10 +639,12 @@ async fn cluster_mode(
             driver.state
         )));
     }
-    if !ran_by_croupier(&sb, &driver.framework_id, &submission) {
-        return Err(sandbox_context(
-            "the driver did not run through croupier-executor".into(),
-        ));
+    let exec = CommandExecutor::from_env();
+    if !exec.ran(&sb, &driver.framework_id, &submission) {
+        return Err(sandbox_context(format!(
+            "the driver did not run through {}",
+            exec.name()
+        )));
     }
     if !stderr.contains("dispatcher-spark-home: --driver-cores 1.0 -> 1") {
         return Err(sandbox_context(
@@ -676,22 +685,25 @@ async fn cluster_mode(
     for t in &executors {
         let esb = sandbox(cluster, &driver_fw, &t.task_id)
             .ok_or_else(|| format!("no sandbox for executor task {} of {driver_fw}", t.task_id))?;
-        if !ran_by_croupier(&esb, &driver_fw, &t.task_id) || t.state != "TASK_FINISHED" {
+        if !exec.ran(&esb, &driver_fw, &t.task_id) || t.state != "TASK_FINISHED" {
             return Err(sandbox_context(format!(
-                "executor task {} of {driver_fw} ended {} (through croupier-executor: {}); its stderr:\n{}",
+                "executor task {} of {driver_fw} ended {} (through {}: {}); its stderr:\n{}",
                 t.task_id,
                 t.state,
-                ran_by_croupier(&esb, &driver_fw, &t.task_id),
+                exec.name(),
+                exec.ran(&esb, &driver_fw, &t.task_id),
                 tail(&read_log(&esb.join("stderr")), 20)
             )));
         }
     }
     Ok(format!(
-        "cluster mode: submission {submission} of framework {} ran through croupier-executor, \
+        "cluster mode: submission {submission} of framework {} ran through {}, \
          TASK_FINISHED, wordcount.py fetched into its sandbox, stdout {got:?}; its {} executor(s) \
-         TASK_FINISHED through croupier-executor\n  timings: dispatcher up {dispatcher_up:.1?}, \
+         TASK_FINISHED through {}\n  timings: dispatcher up {dispatcher_up:.1?}, \
          spark-submit {submit_took:.1?}, submission to driver's end {driver_took:.1?}",
         driver.framework_id,
-        executors.len()
+        exec.name(),
+        executors.len(),
+        exec.name(),
     ))
 }

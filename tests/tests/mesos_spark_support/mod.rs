@@ -617,16 +617,54 @@ pub fn sandbox(cluster: &MesosCluster, framework_id: &str, task_id: &str) -> Opt
     })
 }
 
-/// Whether the sandbox's stderr shows that croupier-executor ran this task as the agent's
-/// command executor (its start-up line names the mode, framework and executor).
-pub fn ran_by_croupier(sandbox: &Path, framework_id: &str, task_id: &str) -> bool {
-    let log = read_log(&sandbox.join("stderr"));
-    log.lines().any(|l| {
-        l.contains("croupier-executor")
-            && l.contains("mode=drop-in")
-            && l.contains(&format!("framework_id={framework_id} "))
-            && l.contains(&format!("executor_id={task_id} "))
-    })
+/// Which command executor the agent runs: croupier-executor (drop-in, the default), or with
+/// `CROUPIER_MESOS_SPARK_EXECUTOR=reference` Mesos's own `mesos-executor`, to check that the
+/// test holds for the real thing as well (not run in CI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandExecutor {
+    Croupier,
+    Reference,
+}
+
+impl CommandExecutor {
+    pub fn from_env() -> Self {
+        match std::env::var("CROUPIER_MESOS_SPARK_EXECUTOR").as_deref() {
+            Err(_) | Ok("") | Ok("croupier") => CommandExecutor::Croupier,
+            Ok("reference") => CommandExecutor::Reference,
+            Ok(other) => panic!(
+                "CROUPIER_MESOS_SPARK_EXECUTOR={other}: expected `croupier` (default) or `reference`"
+            ),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CommandExecutor::Croupier => "croupier-executor",
+            CommandExecutor::Reference => "mesos-executor",
+        }
+    }
+
+    /// Whether the sandbox's stderr shows that this executor ran the task: croupier-executor's
+    /// start-up line names the mode, framework and executor; mesos-executor logs
+    /// `Starting task <id>`.
+    pub fn ran(self, sandbox: &Path, framework_id: &str, task_id: &str) -> bool {
+        let log = read_log(&sandbox.join("stderr"));
+        let croupier = log.lines().any(|l| {
+            l.contains("croupier-executor")
+                && l.contains("mode=drop-in")
+                && l.contains(&format!("framework_id={framework_id} "))
+                && l.contains(&format!("executor_id={task_id} "))
+        });
+        match self {
+            CommandExecutor::Croupier => croupier,
+            CommandExecutor::Reference => {
+                !croupier
+                    && log
+                        .lines()
+                        .any(|l| l.ends_with(&format!("] Starting task {task_id}")))
+            }
+        }
+    }
 }
 
 /// Regular files under `dir` whose name starts with `prefix` (`shuffle_`).
