@@ -68,8 +68,11 @@ const FLOW: Duration = Duration::from_secs(600);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spark_on_mesos_client_and_cluster_mode() {
-    let executor = workspace_bin("croupier-executor", "executor");
-    let service_bin = workspace_bin("croupier-shuffle-service", "shuffle-service");
+    let executor = workspace_bin(
+        "croupier-executor",
+        &["executor/src", "proto/src", "proto/proto"],
+    );
+    let service_bin = workspace_bin("croupier-shuffle-service", &["shuffle-service/src"]);
     let spark_home = croupier_testkit::env::spark_home();
 
     let mut opts = match CommandExecutor::from_env() {
@@ -516,9 +519,20 @@ async fn cluster_mode(
         .collect();
     std::fs::write(&input, text).map_err(|e| format!("write {}: {e}", input.display()))?;
 
+    // every JVM's temp files in the test's dir: Spark leaves empty /tmp/spark-* dirs behind
+    // (with mesos-executor too)
+    let local = dir.join("spark-local");
+    std::fs::create_dir_all(&local).map_err(|e| format!("create {}: {e}", local.display()))?;
     let t0 = Instant::now();
     let home = dispatcher_home(&dir, spark_home);
-    let dispatcher = Dispatcher::start(cluster, &dir, spark_home, &home, JVM_OPTS).await;
+    let dispatcher = Dispatcher::start(
+        cluster,
+        &dir,
+        spark_home,
+        &home,
+        &format!("{JVM_OPTS} -Djava.io.tmpdir={}", local.display()),
+    )
+    .await;
     let dispatcher_up = t0.elapsed();
     let context = |msg: String| {
         format!(
@@ -563,13 +577,24 @@ async fn cluster_mode(
         ))
         .args(["--conf", "spark.executorEnv.SPARK_LOCAL_IP=127.0.0.1"])
         .arg("--conf")
-        .arg(format!("spark.driver.extraJavaOptions={JVM_OPTS}"))
+        .arg(format!("spark.local.dir={}", local.display()))
         .arg("--conf")
-        .arg(format!("spark.executor.extraJavaOptions={JVM_OPTS}"))
+        .arg(format!(
+            "spark.driver.extraJavaOptions={JVM_OPTS} -Djava.io.tmpdir={}",
+            local.display()
+        ))
+        .arg("--conf")
+        .arg(format!(
+            "spark.executor.extraJavaOptions={JVM_OPTS} -Djava.io.tmpdir={}",
+            local.display()
+        ))
         .arg(&app)
         .arg(&input)
         .env("SPARK_LOCAL_IP", "127.0.0.1")
-        .env("SPARK_SUBMIT_OPTS", JVM_OPTS)
+        .env(
+            "SPARK_SUBMIT_OPTS",
+            format!("{JVM_OPTS} -Djava.io.tmpdir={}", local.display()),
+        )
         .env_remove("SPARK_HOME")
         .env_remove("SPARK_CONF_DIR")
         .stdin(std::process::Stdio::null())

@@ -82,8 +82,9 @@ def session(name, master, port, heartbeat_timeout_ms, local_dir, extra):
         .config("spark.stage.maxConsecutiveAttempts", "1")
         .config("spark.task.maxFailures", "1")
         # short-lived JVMs on a 2-core box: the client compiler only, one GC thread
-        .config("spark.driver.extraJavaOptions", JVM_OPTS)
-        .config("spark.executor.extraJavaOptions", JVM_OPTS)
+        # (and their temp files in the test's dir: Spark leaves empty /tmp/spark-* dirs behind)
+        .config("spark.driver.extraJavaOptions", f"{JVM_OPTS} -Djava.io.tmpdir={local_dir}")
+        .config("spark.executor.extraJavaOptions", f"{JVM_OPTS} -Djava.io.tmpdir={local_dir}")
     )
     if os.environ.get("JAVA_HOME"):
         b = b.config("spark.executorEnv.JAVA_HOME", os.environ["JAVA_HOME"])

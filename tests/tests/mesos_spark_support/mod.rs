@@ -36,13 +36,15 @@ pub fn interop_script(name: &str) -> PathBuf {
     p
 }
 
-/// One of the workspace's binaries (`croupier-executor`, `croupier-shuffle-service`), from the
-/// profile directory this test binary was built into (`target/<profile>/deps/<test>`).
+/// One of the workspace's binaries, from the profile directory this test binary was built into
+/// (`target/<profile>/deps/<test>`). `sources` are the directories (relative to the workspace)
+/// whose files the binary is built from: its crate's `src/` and those of the workspace crates it
+/// depends on.
 ///
 /// Cargo builds another package's binaries only when that package is built too (`cargo test
-/// --workspace` does): a binary that is missing or older than a source file of its crate would
-/// make this test run yesterday's code, so it fails saying what to build.
-pub fn workspace_bin(name: &str, crate_dir: &str) -> PathBuf {
+/// --workspace` does): a binary that is missing or older than one of its sources would make
+/// this test run yesterday's code, so it fails saying what to build.
+pub fn workspace_bin(name: &str, sources: &[&str]) -> PathBuf {
     let how = format!(
         "build it first: `cargo build -p {name}` (`cargo test --workspace`, as scripts/test.sh runs, does)"
     );
@@ -58,8 +60,8 @@ pub fn workspace_bin(name: &str, crate_dir: &str) -> PathBuf {
         .and_then(|m| m.modified())
         .unwrap_or_else(|e| panic!("{}: {e}; {how}", bin.display()));
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for src in [root.join(crate_dir), root.join("proto")] {
-        if let Some((newest, path)) = newest_file(&src) {
+    for src in sources {
+        if let Some((newest, path)) = newest_file(&root.join(src)) {
             assert!(
                 newest <= built,
                 "{} is older than {} (edited since the last build); {how}",
@@ -82,17 +84,10 @@ fn newest_file(dir: &Path) -> Option<(SystemTime, PathBuf)> {
             let p = e.path();
             let Ok(meta) = e.metadata() else { continue };
             if meta.is_dir() {
-                if p.file_name().is_some_and(|n| n != "tests" && n != "target") {
-                    stack.push(p);
-                }
-            } else if p
-                .extension()
-                .is_some_and(|x| x == "rs" || x == "proto" || x == "toml")
-            {
-                if let Ok(t) = meta.modified() {
-                    if newest.as_ref().is_none_or(|(n, _)| t > *n) {
-                        newest = Some((t, p));
-                    }
+                stack.push(p);
+            } else if let Ok(t) = meta.modified() {
+                if newest.as_ref().is_none_or(|(n, _)| t > *n) {
+                    newest = Some((t, p));
                 }
             }
         }
