@@ -152,10 +152,33 @@ async fn mesos_custom_launch_with_command_in_data_json_and_protobuf() {
         .unwrap_or_else(|e| panic!("{e}"));
     finished(&s, &c, "tp", "data-exec").await;
 
+    // A third, killed by the framework (KILL with a kill-policy grace).
+    let long = json!({ "value": "echo up; exec sleep 1000", "shell": true });
+    let offer = s.next_offer(T).await.unwrap_or_else(|e| panic!("{e}"));
+    s.launch(&offer, vec![data_task("tk", &e, &long)])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.wait_update("tk", "TASK_RUNNING", T)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.kill("tk", c.agent_id(), Some(Duration::from_secs(1)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let killed = s
+        .wait_terminal("tk", T)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(killed["state"], "TASK_KILLED", "{killed}");
+    assert!(
+        s.states("tk").contains(&"TASK_KILLING".to_string()),
+        "{:?}",
+        s.states("tk")
+    );
+
     let sandbox = c.sandbox_of("data-exec").expect("executor sandbox");
     assert_eq!(read(&sandbox.join("tasks/tj/out")), "from-json\n");
     assert_eq!(read(&sandbox.join("tasks/tp/out")), "from-protobuf\n");
-    assert_eq!(c.sandboxes().len(), 1, "both tasks on one executor");
+    assert_eq!(c.sandboxes().len(), 1, "all three tasks on one executor");
     teardown_clean(&s, &c).await;
 }
 

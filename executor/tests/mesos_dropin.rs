@@ -291,3 +291,88 @@ async fn mesos_dropin_uris_fetched_by_the_agent_reach_the_task() {
     let stderr = std::fs::read_to_string(sandbox.join("stderr")).unwrap_or_default();
     assert!(stderr.contains("fetch_uris=0"), "{stderr}");
 }
+
+/// The environment the real agent gives the command executor, against the stand-in's
+/// (`croupier_testkit::agent`), by variable name, with and without checkpointing; and the
+/// only flag it passes (`--launcher_dir`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesos_dropin_agent_environment_matches_the_stand_in() {
+    use croupier_testkit::agent::{Agent, AgentConfig};
+    use std::collections::BTreeSet;
+    Install::require();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wrapper = dir.path().join("record-env");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nenv > \"$MESOS_SANDBOX/executor-env\"\necho \"$@\" > \"$MESOS_SANDBOX/executor-args\"\nexec '{}' \"$@\"\n",
+            exe().display()
+        ),
+    )
+    .expect("write wrapper");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let mut opts = ClusterOpts::drop_in(&wrapper);
+    opts.executor_env.clear(); // no --executor_environment_variables: the agent's defaults
+    let c = MesosCluster::start(opts)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let names = |text: &str| -> BTreeSet<String> {
+        text.lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_string()))
+            // what the wrapper's /bin/sh adds itself
+            .filter(|k| !matches!(k.as_str(), "PWD" | "OLDPWD" | "SHLVL" | "_"))
+            .collect()
+    };
+    for checkpoint in [true, false] {
+        let id = if checkpoint { "env-cp" } else { "env-nocp" };
+        let mut run = MesosExecute::new(&c)
+            .task(&tasks::command_task(id, "true"))
+            .expect("task");
+        if checkpoint {
+            run = run.arg("--checkpoint");
+        }
+        let out = run.timeout(T).run().await.expect("mesos-execute ran");
+        assert_eq!(
+            out.states(id).last().map(String::as_str),
+            Some("TASK_FINISHED"),
+            "{}",
+            out.summary()
+        );
+        let sandbox = c.sandbox_of(id).expect("sandbox");
+        let real_text =
+            std::fs::read_to_string(sandbox.join("executor-env")).expect("env recorded");
+        let real = names(&real_text);
+        let mut cfg = AgentConfig::new(exe());
+        cfg.checkpoint = checkpoint;
+        let stand_in = Agent::start(cfg).await.expect("stand-in");
+        let ours: BTreeSet<String> = stand_in
+            .executor_env()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            ours, real,
+            "checkpoint={checkpoint}: stand-in vs real agent; real env:\n{real_text}"
+        );
+        let real_path = real_text
+            .lines()
+            .find_map(|l| l.strip_prefix("PATH="))
+            .unwrap_or_default();
+        let ours_path = stand_in
+            .executor_env()
+            .into_iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v)
+            .unwrap_or_default();
+        assert_eq!(ours_path, real_path, "the agent's default PATH");
+        let args = std::fs::read_to_string(sandbox.join("executor-args")).expect("args recorded");
+        let launcher = c.dir().join("launcher");
+        assert_eq!(
+            args.trim(),
+            format!("--launcher_dir={}", launcher.display())
+        );
+    }
+}
