@@ -90,7 +90,15 @@ async fn spark_on_mesos_client_and_cluster_mode() {
         .prefix("croupier-mesos-spark-")
         .tempdir()
         .unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let service = ShuffleService::start(&service_bin, dir.path(), CLEANER_INTERVAL).await;
+    // The service asks this agent whether a silent driver's framework has completed before it
+    // deletes the application's files (one second of confirmation).
+    let service = ShuffleService::start(
+        &service_bin,
+        dir.path(),
+        CLEANER_INTERVAL,
+        cluster.agent_addr(),
+    )
+    .await;
 
     let started = Instant::now();
     let (client, cluster_mode) = tokio::join!(
@@ -389,6 +397,8 @@ async fn watch_removal(
     // The driver heartbeats until its SparkContext has stopped (released..stopped), so the
     // service may delete from (released + timeout - interval) on, and must by
     // (stopped + timeout + cleaner interval); a few seconds of slack for a loaded machine.
+    // The agent's confirmation (1 s) overlaps the heartbeat timeout: the framework has
+    // completed long before the timeout runs out.
     let slack = Duration::from_secs(5);
     let latest = HEARTBEAT_TIMEOUT + CLEANER_INTERVAL + slack;
     loop {

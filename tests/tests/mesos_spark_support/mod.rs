@@ -144,7 +144,14 @@ impl AppInService {
 }
 
 impl ShuffleService {
-    pub async fn start(bin: &Path, dir: &Path, cleaner_interval: Duration) -> ShuffleService {
+    /// `agent` is the Mesos agent the service asks before deleting an application's files
+    /// (`croupier.mesos.agent.address`), confirmed for one second.
+    pub async fn start(
+        bin: &Path,
+        dir: &Path,
+        cleaner_interval: Duration,
+        agent: SocketAddr,
+    ) -> ShuffleService {
         let admin_port = free_port().unwrap_or_else(|e| panic!("{e}"));
         let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
         let mut cmd = Command::new(bin);
@@ -156,6 +163,9 @@ impl ShuffleService {
             ))
             .arg("--conf")
             .arg(format!("croupier.admin.address={admin}"))
+            .arg("--conf")
+            .arg(format!("croupier.mesos.agent.address={agent}"))
+            .args(["--conf", "croupier.mesos.agent.confirm.interval=1s"])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .env_remove("SPARK_SHUFFLE_OPTS")
