@@ -29,6 +29,15 @@ fn version_and_help() {
             && line.lines().count() == 1,
         "{line}"
     );
+    // croupier-local (testkit) prints the same line with its own name.
+    let local = std::process::Command::new(croupier_local())
+        .arg("--version")
+        .output()
+        .expect("run croupier-local --version");
+    assert_eq!(
+        String::from_utf8_lossy(&local.stdout),
+        line.replacen("croupier-executor", "croupier-local", 1)
+    );
     let short = std::process::Command::new(exe())
         .arg("-V")
         .env_clear()

@@ -307,6 +307,12 @@ impl Collector for ServiceCollector {
             "Applications whose shuffle files were removed after their driver stopped heartbeating.",
             m.cleanups.load(Relaxed),
         )?;
+        counter(
+            &mut enc,
+            "croupier_log_lines_dropped",
+            "Log lines lost: writes to stderr that failed (its reader gone) or lines dropped while stderr was stalled.",
+            croupier_ops::log::dropped_lines(),
+        )?;
         {
             let mut e = enc.encode_descriptor(
                 "croupier_shuffle_errors",

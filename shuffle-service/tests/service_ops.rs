@@ -203,12 +203,31 @@ fn version_and_help() {
 /// The reading end of stderr goes away, the service logs (a registration), then `sig` must
 /// still stop it, cleanly.
 async fn stop_with_stderr_closed(sig: Signal) {
+    // A port for the admin endpoint (its own line comes after `listening on`).
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("pick a port");
     let mut cmd = base_command(EXE);
-    cmd.args(["--host", "127.0.0.1", "--port", "0"]);
+    cmd.args(["--host", "127.0.0.1", "--port", "0", "--conf"])
+        .arg(format!("croupier.admin.address={admin}"));
     let mut s = start(cmd);
     drop(s.stderr.take());
     let dirs = tempfile::tempdir().expect("tempdir");
     register(s.addr, "app-closed-stderr", dirs.path()).await;
+    // The lines written into the broken pipe were dropped and counted.
+    // (Lines are written by the log thread, so allow it a moment.)
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let dropped = scrape(admin, "croupier_log_lines_dropped_total");
+        if dropped >= 2.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "croupier_log_lines_dropped_total = {dropped} after two registrations"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let started = Instant::now();
     signal(&s, sig);
     let Some(st) = wait_exit(&mut s, Duration::from_secs(30)) else {
@@ -221,6 +240,35 @@ async fn stop_with_stderr_closed(sig: Signal) {
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// One sample of the admin endpoint's /metrics.
+fn scrape(admin: SocketAddr, sample: &str) -> f64 {
+    use std::io::Write;
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::net::TcpStream::connect(admin).and_then(|mut c| {
+            c.set_read_timeout(Some(Duration::from_secs(10)))?;
+            c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+            let mut t = String::new();
+            c.read_to_string(&mut t)?;
+            Ok(t)
+        });
+        if let Ok(text) = text {
+            if let Some(v) = text
+                .lines()
+                .find_map(|l| l.strip_prefix(sample)?.trim().parse::<f64>().ok())
+            {
+                return v;
+            }
+            panic!("no {sample} in /metrics:\n{text}");
+        }
+        assert!(
+            Instant::now() < end,
+            "cannot reach the admin endpoint {admin}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[tokio::test]
