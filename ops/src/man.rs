@@ -117,7 +117,10 @@ mod tests {
             .after_long_help("ENVIRONMENT (set by someone)\n  X=1   the x\n.hidden\n")
             .arg(clap::Arg::new("flag").long("flag").help("A flag"));
         let page = String::from_utf8(render(cmd).unwrap()).unwrap();
-        let at = |s: &str| page.find(s).unwrap_or_else(|| panic!("{s} missing:\n{page}"));
+        let at = |s: &str| {
+            page.find(s)
+                .unwrap_or_else(|| panic!("{s} missing:\n{page}"))
+        };
         assert!(at(".SH NAME") < at(".SH SYNOPSIS"));
         assert!(at(".SH DESCRIPTION") < at("Does things."));
         assert!(at(".SH MODES") < at("  a \\- one"));

@@ -26,7 +26,10 @@ fn generated() -> Vec<(&'static str, clap::Command)> {
             "croupier-shuffle-service.1",
             croupier_shuffle_service::Cli::command().version(v),
         ),
-        ("croupier-local.1", croupier_testkit::local::command().version(v)),
+        (
+            "croupier-local.1",
+            croupier_testkit::local::command().version(v),
+        ),
     ]
 }
 

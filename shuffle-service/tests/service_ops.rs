@@ -413,3 +413,53 @@ fn start_script_passes_opts_with_spaces() {
         "{lines:#?}"
     );
 }
+
+/// stderr's reader is alive but stops reading: once the pipe is full, lines are dropped and
+/// counted (each after a short wait) instead of blocking; requests are still served and
+/// SIGTERM still stops the service cleanly.
+#[tokio::test]
+async fn a_stalled_stderr_reader_never_blocks_the_service() {
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("pick a port");
+    let mut cmd = base_command(EXE);
+    cmd.args(["--host", "127.0.0.1", "--port", "0", "--log-format=json"])
+        .arg("--conf")
+        .arg(format!("croupier.admin.address={admin}"))
+        .env("RUST_LOG", "croupier_shuffle_service=trace");
+    let mut s = start(cmd);
+    // s.stderr stays open and unread from here on.
+    let c = Client::connect(s.addr).await.expect("connect");
+    c.register_driver("app-stalled", 600_000)
+        .await
+        .expect("RegisterDriver");
+    // Each heartbeat is a trace line of about 200 bytes: far more than a 64 KiB pipe holds.
+    for _ in 0..600 {
+        c.heartbeat("app-stalled").await.expect("heartbeat");
+    }
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let dropped = scrape(admin, "croupier_log_lines_dropped_total");
+        if dropped >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "no line dropped with stderr stalled (dropped = {dropped})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Still serving.
+    let dirs = tempfile::tempdir().expect("tempdir");
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        register(s.addr, "app-stalled-2", dirs.path()),
+    )
+    .await
+    .expect("requests are served while stderr is stalled");
+    signal(&s, Signal::SIGTERM);
+    let st = wait_exit(&mut s, Duration::from_secs(30))
+        .expect("the service stops on SIGTERM with stderr stalled");
+    assert_eq!(st.code(), Some(0), "{st:?}");
+    drop(s.stderr.take());
+}
