@@ -43,7 +43,7 @@ fn run() -> anyhow::Result<i32> {
             return Err(ConfigError { problems }.into());
         }
     };
-    // Held until run returns: dropping it flushes the queued log lines.
+    // Held for the life of the process.
     let _log = croupier_ops::log::init(cfg.log_format);
     // Every line the executor logs carries these fields (as JSON fields with --log-format=json).
     let span = tracing::info_span!(

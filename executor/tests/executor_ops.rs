@@ -29,6 +29,21 @@ fn version_and_help() {
             && line.lines().count() == 1,
         "{line}"
     );
+    // croupier-local (testkit) prints the same line with its own name.
+    let local = std::process::Command::new(croupier_local())
+        .arg("--version")
+        .output()
+        .expect("run croupier-local --version");
+    // (Compared without the git revision: a croupier-local built at another commit is fine.)
+    let shape = |l: &str| {
+        let (head, rest) = l.split_once(" (git ").unwrap_or((l, ""));
+        let tail = rest.split_once(", target ").map_or("", |(_, t)| t);
+        format!("{head} | {tail}")
+    };
+    assert_eq!(
+        shape(&String::from_utf8_lossy(&local.stdout)),
+        shape(&line.replacen("croupier-executor", "croupier-local", 1))
+    );
     let short = std::process::Command::new(exe())
         .arg("-V")
         .env_clear()

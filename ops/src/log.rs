@@ -4,14 +4,15 @@
 //! `timestamp`, `level`, `target`, `message`, the event's fields and the fields of every span
 //! it happened in, e.g. `framework_id`, `executor_id`, `task_id`, `app_id`, `exec_id`).
 //!
-//! Lines go to stderr through a bounded in-memory queue drained by one thread, so a stalled
-//! reader never blocks the process (when the queue is full the line is dropped), and a write
-//! that fails (the reader went away: `EPIPE`, `EIO`) is dropped too. Nothing on the logging
-//! path panics; each dropped line is counted once in [`dropped_lines`].
+//! Each line is written to stderr at once, in one `write`, by the thread that logs it (no
+//! queue, no extra thread, nothing lost at exit), but only once `poll` says stderr can take
+//! it: a stderr that stays full for [`STALL_WAIT_MS`] (a stalled reader) gets the line
+//! dropped instead of blocking the process, and a stderr whose reader went away (`POLLERR`,
+//! `EPIPE`, `EIO`) gets it dropped at once. Nothing on the logging path panics; each dropped
+//! line is counted once in [`dropped_lines`].
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -76,55 +77,61 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-static WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
-static QUEUE_DROPS: OnceLock<tracing_appender::non_blocking::ErrorCounter> = OnceLock::new();
+static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-/// Log lines lost so far: writes to stderr that failed plus lines dropped because the queue
-/// in front of a stalled stderr was full. Each lost line counts once.
+/// Log lines lost so far: stderr was gone (its reader closed, a write error) or stayed full
+/// for [`STALL_WAIT_MS`]. Each lost line counts once.
 pub fn dropped_lines() -> u64 {
-    WRITE_ERRORS.load(Ordering::Relaxed) + QUEUE_DROPS.get().map_or(0, |c| c.dropped_lines() as u64)
+    DROPPED.load(Ordering::Relaxed)
 }
 
-/// stderr that swallows write errors instead of returning them (`tracing-subscriber` would
-/// otherwise report them with `eprintln!`, which panics when stderr is gone).
+/// How long a line waits for a full stderr before it is dropped.
+pub const STALL_WAIT_MS: i32 = 10;
+
+/// stderr that never returns an error and never waits long: `tracing-subscriber` would
+/// report a failed write with `eprintln!`, which panics when stderr is gone.
 struct Stderr;
+
+impl Stderr {
+    /// Can stderr take a line now (or within [`STALL_WAIT_MS`])?
+    fn writable() -> bool {
+        let mut pfd = libc::pollfd {
+            fd: libc::STDERR_FILENO,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, count 1; poll does not keep the pointer.
+        let n = unsafe { libc::poll(&mut pfd, 1, STALL_WAIT_MS) };
+        n == 1 && pfd.revents & libc::POLLOUT != 0 && pfd.revents & libc::POLLERR == 0
+    }
+}
 
 impl Write for Stderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if std::io::stderr().write_all(buf).is_err() {
-            WRITE_ERRORS.fetch_add(1, Ordering::Relaxed);
+        if !Stderr::writable() || std::io::stderr().write_all(buf).is_err() {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
         }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        let _ = std::io::stderr().flush();
         Ok(())
     }
 }
 
-/// Keeps the writer thread alive; dropping it flushes the queued lines (waiting at most about
-/// a second), so hold it in `main` until the process is about to exit.
-#[must_use = "dropping the guard stops the log writer"]
+/// Returned by [`init`]; hold it in `main` for the life of the process (it owns nothing
+/// today, so that a buffered writer can come later without touching the binaries).
+#[must_use = "hold the guard until the process exits"]
 pub struct LogGuard {
-    _worker: tracing_appender::non_blocking::WorkerGuard,
+    _private: (),
 }
-
-/// Lines the queue holds before it drops new ones (a stalled stderr costs at most this).
-const QUEUE_LINES: usize = 64 * 1024;
 
 /// Installs the global subscriber: `RUST_LOG` filter (default `info`), `format`, stderr.
 pub fn init(format: LogFormat) -> LogGuard {
-    let (writer, worker) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(QUEUE_LINES)
-        .thread_name("croupier-log")
-        .finish(Stderr);
-    let _ = QUEUE_DROPS.set(writer.error_counter());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
+        .with_writer(|| Stderr)
         .log_internal_errors(false);
     let installed = match format {
         LogFormat::Text => builder
@@ -137,7 +144,7 @@ pub fn init(format: LogFormat) -> LogGuard {
     };
     // Already installed (a test harness calling init twice): keep the first one.
     drop(installed);
-    LogGuard { _worker: worker }
+    LogGuard { _private: () }
 }
 
 /// One JSON object per event: `timestamp`, `level`, `target`, `message`, then the fields of

@@ -361,6 +361,12 @@ impl Collector for ServiceCollector {
             "Local dirs of removed applications the cleaner failed to delete.",
             m.cleanup_failures.load(Relaxed),
         )?;
+        counter(
+            &mut enc,
+            "croupier_log_lines_dropped",
+            "Log lines lost: writes to stderr that failed (its reader gone) or lines dropped while stderr was stalled.",
+            croupier_ops::log::dropped_lines(),
+        )?;
         {
             let mut e = enc.encode_descriptor(
                 "croupier_shuffle_errors",

@@ -30,7 +30,7 @@ fn start() -> anyhow::Result<()> {
     let opts = std::env::var("SPARK_SHUFFLE_OPTS").ok();
     let conf_dir = std::env::var_os("SPARK_CONF_DIR").map(std::path::PathBuf::from);
     let config = Config::load(&cli, opts.as_deref(), conf_dir.as_deref())?;
-    // Held until main returns: dropping it flushes the queued log lines.
+    // Held for the life of the process.
     let _log = croupier_ops::log::init(config.log_format);
     tracing::info!(
         version = croupier_ops::build_info::version(),

@@ -203,12 +203,31 @@ fn version_and_help() {
 /// The reading end of stderr goes away, the service logs (a registration), then `sig` must
 /// still stop it, cleanly.
 async fn stop_with_stderr_closed(sig: Signal) {
+    // A port for the admin endpoint (its own line comes after `listening on`).
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("pick a port");
     let mut cmd = base_command(EXE);
-    cmd.args(["--host", "127.0.0.1", "--port", "0"]);
+    cmd.args(["--host", "127.0.0.1", "--port", "0", "--conf"])
+        .arg(format!("croupier.admin.address={admin}"));
     let mut s = start(cmd);
     drop(s.stderr.take());
     let dirs = tempfile::tempdir().expect("tempdir");
     register(s.addr, "app-closed-stderr", dirs.path()).await;
+    // The lines written into the broken pipe were dropped and counted.
+    // (Lines are written by the log thread, so allow it a moment.)
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let dropped = scrape(admin, "croupier_log_lines_dropped_total");
+        if dropped >= 2.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "croupier_log_lines_dropped_total = {dropped} after two registrations"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let started = Instant::now();
     signal(&s, sig);
     let Some(st) = wait_exit(&mut s, Duration::from_secs(30)) else {
@@ -221,6 +240,35 @@ async fn stop_with_stderr_closed(sig: Signal) {
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// One sample of the admin endpoint's /metrics.
+fn scrape(admin: SocketAddr, sample: &str) -> f64 {
+    use std::io::Write;
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::net::TcpStream::connect(admin).and_then(|mut c| {
+            c.set_read_timeout(Some(Duration::from_secs(10)))?;
+            c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+            let mut t = String::new();
+            c.read_to_string(&mut t)?;
+            Ok(t)
+        });
+        if let Ok(text) = text {
+            if let Some(v) = text
+                .lines()
+                .find_map(|l| l.strip_prefix(sample)?.trim().parse::<f64>().ok())
+            {
+                return v;
+            }
+            panic!("no {sample} in /metrics:\n{text}");
+        }
+        assert!(
+            Instant::now() < end,
+            "cannot reach the admin endpoint {admin}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[tokio::test]
@@ -364,4 +412,54 @@ fn start_script_passes_opts_with_spaces() {
             .any(|m| m.starts_with("setting spark.shuffle.io.backLog is honoured")),
         "{lines:#?}"
     );
+}
+
+/// stderr's reader is alive but stops reading: once the pipe is full, lines are dropped and
+/// counted (each after a short wait) instead of blocking; requests are still served and
+/// SIGTERM still stops the service cleanly.
+#[tokio::test]
+async fn a_stalled_stderr_reader_never_blocks_the_service() {
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("pick a port");
+    let mut cmd = base_command(EXE);
+    cmd.args(["--host", "127.0.0.1", "--port", "0", "--log-format=json"])
+        .arg("--conf")
+        .arg(format!("croupier.admin.address={admin}"))
+        .env("RUST_LOG", "croupier_shuffle_service=trace");
+    let mut s = start(cmd);
+    // s.stderr stays open and unread from here on.
+    let c = Client::connect(s.addr).await.expect("connect");
+    c.register_driver("app-stalled", 600_000)
+        .await
+        .expect("RegisterDriver");
+    // Each heartbeat is a trace line of about 200 bytes: far more than a 64 KiB pipe holds.
+    for _ in 0..600 {
+        c.heartbeat("app-stalled").await.expect("heartbeat");
+    }
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let dropped = scrape(admin, "croupier_log_lines_dropped_total");
+        if dropped >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "no line dropped with stderr stalled (dropped = {dropped})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Still serving.
+    let dirs = tempfile::tempdir().expect("tempdir");
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        register(s.addr, "app-stalled-2", dirs.path()),
+    )
+    .await
+    .expect("requests are served while stderr is stalled");
+    signal(&s, Signal::SIGTERM);
+    let st = wait_exit(&mut s, Duration::from_secs(30))
+        .expect("the service stops on SIGTERM with stderr stalled");
+    assert_eq!(st.code(), Some(0), "{st:?}");
+    drop(s.stderr.take());
 }

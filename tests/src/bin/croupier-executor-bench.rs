@@ -162,7 +162,12 @@ fn script() -> PathBuf {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    // The same --version line as every Croupier binary.
+    let args = <Args as clap::FromArgMatches>::from_arg_matches(
+        &<Args as clap::CommandFactory>::command()
+            .version(croupier_ops::build_info::version())
+            .get_matches(),
+    )?;
     if args.launches < 50 {
         bail!("--launches {}: use at least 50", args.launches);
     }

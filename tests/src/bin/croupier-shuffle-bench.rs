@@ -140,7 +140,12 @@ struct RunArgs {
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    // The same --version line as every Croupier binary.
+    let cli = <Cli as clap::FromArgMatches>::from_arg_matches(
+        &<Cli as clap::CommandFactory>::command()
+            .version(croupier_ops::build_info::version())
+            .get_matches(),
+    )?;
     match cli.cmd {
         Cmd::Gen {
             data_dir,
