@@ -43,6 +43,12 @@ fn main() -> anyhow::Result<()> {
         systemd_notify = notify::enabled(),
         "configuration"
     );
+    for k in &config.unknown_keys {
+        tracing::warn!("unknown setting {k} ignored");
+    }
+    for k in &config.inert_keys {
+        tracing::info!("setting {k} accepted; it has no effect on this service");
+    }
     let agent = match &config.agent_address {
         Some(addr) => Some(
             AgentClient::new(
@@ -58,14 +64,22 @@ fn main() -> anyhow::Result<()> {
     // already finds them.
     let started = std::time::Instant::now();
     let (store, restored, corrupt) = open_store(&config)?;
-    for k in &config.unknown_keys {
-        tracing::warn!("unknown setting {k} ignored");
+    let shared = Shared::new(config, store, agent);
+    if corrupt {
+        shared
+            .metrics
+            .store_corrupt
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    for k in &config.inert_keys {
-        tracing::info!("setting {k} accepted; it has no effect on this service");
+    if let Some(r) = restored {
+        let (execs, drivers) = shared.restore(r);
+        tracing::info!(
+            "restored {execs} executor and {drivers} driver registration(s) in {:?}",
+            started.elapsed()
+        );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.server_threads)
+        .worker_threads(shared.config.server_threads)
         .thread_name("shuffle-server")
         .enable_all()
         .build()
@@ -74,6 +88,7 @@ fn main() -> anyhow::Result<()> {
         // Handlers first: a SIGTERM arriving right after the "listening on" line must already
         // mean a clean shutdown.
         let signals = Signals::install().context("cannot install SIGTERM/SIGINT handlers")?;
+        let config = &shared.config;
         let addr = std::net::SocketAddr::new(config.host, config.port);
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!("cannot bind {addr} (spark.shuffle.service.port / --host / --port)")
@@ -87,20 +102,6 @@ fn main() -> anyhow::Result<()> {
             Some(addr) => Some(admin::bind(addr).await?),
             None => None,
         };
-        let shared = Shared::new(config, store, agent);
-        if corrupt {
-            shared
-                .metrics
-                .store_corrupt
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        if let Some(r) = restored {
-            let (execs, drivers) = shared.restore(r);
-            tracing::info!(
-                "restored {execs} executor and {drivers} driver registration(s) in {:?}",
-                started.elapsed()
-            );
-        }
         let shutdown = CancellationToken::new();
         tracing::info!("listening on {local}");
         if let Some(admin_listener) = admin_listener {
