@@ -128,6 +128,14 @@ fn main() -> anyhow::Result<()> {
             stop.cancel();
         });
         run(listener, shared.clone(), shutdown).await;
+        if let Some(store) = shared.store.clone() {
+            // A clean close spares the next start-up redb's repair pass.
+            match tokio::task::spawn_blocking(move || store.close()).await {
+                Ok(Ok(())) => tracing::info!("registration store closed"),
+                Ok(Err(e)) => tracing::warn!("{e}"),
+                Err(e) => tracing::warn!("closing the registration store failed: {e}"),
+            }
+        }
         tracing::info!("metrics: {}", shared.metrics.render(shared.registry.len()));
         anyhow::Ok(())
     })?;

@@ -148,6 +148,8 @@ enum Op {
     /// Last-heartbeat updates (app, wall-clock time); unknown apps are skipped.
     Heartbeats(Vec<(String, SystemTime)>),
     RemoveApp(String),
+    /// Write what is queued, close the file cleanly (so the next open needs no repair), stop.
+    Close,
 }
 
 struct Request {
@@ -261,6 +263,12 @@ impl Store {
             return Ok(());
         }
         self.submit(Op::Heartbeats(beats))
+    }
+
+    /// Blocking: writes what is queued and closes the file cleanly (at shutdown). Later writes
+    /// fail with [`StoreError::Closed`].
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.submit(Op::Close)
     }
 
     /// Removes the app's executor and driver records.
@@ -401,6 +409,14 @@ fn writer(db: Database, rx: mpsc::Receiver<Request>, path: &Path) {
                 batch.len()
             );
         }
+        if batch.iter().any(|r| matches!(r.op, Op::Close)) {
+            // Dropping the database marks the file clean before anyone is told it is closed.
+            drop(db);
+            for r in batch {
+                let _ = r.done.send(result.clone());
+            }
+            return;
+        }
         for r in batch {
             let _ = r.done.send(result.clone());
         }
@@ -443,6 +459,7 @@ fn apply(db: &Database, batch: &[Request]) -> Result<(), redb::Error> {
                         }
                     }
                 }
+                Op::Close => {}
                 Op::RemoveApp(app) => {
                     let prefix = app_prefix(app);
                     let keys: Vec<String> = execs
