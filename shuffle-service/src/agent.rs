@@ -213,6 +213,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn credentials_come_from_the_secret_file_and_never_show() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("secret");
+        std::fs::write(&f, "s3cr3t\n").unwrap();
+        let c = AgentClient::new("127.0.0.1:5051", Some("croupier"), Some(&f)).unwrap();
+        let want = base64::engine::general_purpose::STANDARD.encode("croupier:s3cr3t");
+        assert_eq!(
+            c.authorization.as_deref(),
+            Some(format!("Basic {want}").as_str())
+        );
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains(&want),
+            "{shown}"
+        );
+        let missing = d.path().join("nope");
+        let e = AgentClient::new("127.0.0.1:5051", Some("croupier"), Some(&missing)).unwrap_err();
+        assert!(
+            e.to_string().contains("croupier.mesos.agent.secret.file"),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains(&missing.display().to_string()),
+            "{e}"
+        );
+        assert!(!e.is_retryable());
+        let anon = AgentClient::new("127.0.0.1:5051", None, None).unwrap();
+        assert!(anon.authorization.is_none());
+    }
+
+    #[test]
     fn parses_an_agent_answer() {
         // The shape of a Mesos 1.11 agent's answer (ids shortened).
         let json = br#"{"type":"GET_FRAMEWORKS","get_frameworks":{

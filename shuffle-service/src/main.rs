@@ -56,6 +56,17 @@ fn start() -> anyhow::Result<()> {
         log_format = %config.log_format,
         "configuration"
     );
+    for k in &config.unknown_keys {
+        tracing::warn!("unknown setting {k} ignored");
+    }
+    for (k, why) in &config.ignored_keys {
+        tracing::warn!(
+            "setting {k} is honoured by Spark's shuffle service but ignored here: {why}"
+        );
+    }
+    for k in &config.inert_keys {
+        tracing::info!("setting {k} accepted; it has no effect on this service");
+    }
     let agent = match &config.agent_address {
         Some(addr) => Some(
             AgentClient::new(
@@ -71,19 +82,22 @@ fn start() -> anyhow::Result<()> {
     // already finds them.
     let started = std::time::Instant::now();
     let (store, restored, corrupt) = open_store(&config)?;
-    for k in &config.unknown_keys {
-        tracing::warn!("unknown setting {k} ignored");
+    let shared = Shared::new(config, store, agent);
+    if corrupt {
+        shared
+            .metrics
+            .store_corrupt
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    for (k, why) in &config.ignored_keys {
-        tracing::warn!(
-            "setting {k} is honoured by Spark's shuffle service but ignored here: {why}"
+    if let Some(r) = restored {
+        let (execs, drivers) = shared.restore(r);
+        tracing::info!(
+            "restored {execs} executor and {drivers} driver registration(s) in {:?}",
+            started.elapsed()
         );
     }
-    for k in &config.inert_keys {
-        tracing::info!("setting {k} accepted; it has no effect on this service");
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.server_threads)
+        .worker_threads(shared.config.server_threads)
         .thread_name("shuffle-server")
         .enable_all()
         .build()
@@ -92,6 +106,7 @@ fn start() -> anyhow::Result<()> {
         // Handlers first: a SIGTERM arriving right after the "listening on" line must already
         // mean a clean shutdown.
         let signals = Signals::install().context("cannot install SIGTERM/SIGINT handlers")?;
+        let config = &shared.config;
         let addr = std::net::SocketAddr::new(config.host, config.port);
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!("cannot bind {addr} (spark.shuffle.service.port / --host / --port)")
@@ -105,20 +120,6 @@ fn start() -> anyhow::Result<()> {
             Some(addr) => Some(admin::bind(addr).await?),
             None => None,
         };
-        let shared = Shared::new(config, store, agent);
-        if corrupt {
-            shared
-                .metrics
-                .store_corrupt
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        if let Some(r) = restored {
-            let (execs, drivers) = shared.restore(r);
-            tracing::info!(
-                "restored {execs} executor and {drivers} driver registration(s) in {:?}",
-                started.elapsed()
-            );
-        }
         let shutdown = CancellationToken::new();
         tracing::info!("listening on {local}");
         if let Some(admin_listener) = admin_listener {
@@ -146,6 +147,14 @@ fn start() -> anyhow::Result<()> {
             tracing::info!("received {sig}, shutting down");
         });
         run(listener, shared.clone(), shutdown).await;
+        if let Some(store) = shared.store.clone() {
+            // A clean close spares the next start-up redb's repair pass.
+            match tokio::task::spawn_blocking(move || store.close()).await {
+                Ok(Ok(())) => tracing::info!("registration store closed"),
+                Ok(Err(e)) => tracing::warn!("{e}"),
+                Err(e) => tracing::warn!("closing the registration store failed: {e}"),
+            }
+        }
         tracing::info!("metrics: {}", shared.metrics.render(shared.registry.len()));
         anyhow::Ok(())
     })?;

@@ -148,6 +148,8 @@ enum Op {
     /// Last-heartbeat updates (app, wall-clock time); unknown apps are skipped.
     Heartbeats(Vec<(String, SystemTime)>),
     RemoveApp(String),
+    /// Write what is queued, close the file cleanly (so the next open needs no repair), stop.
+    Close,
 }
 
 struct Request {
@@ -263,6 +265,12 @@ impl Store {
         self.submit(Op::Heartbeats(beats))
     }
 
+    /// Blocking: writes what is queued and closes the file cleanly (at shutdown). Later writes
+    /// fail with [`StoreError::Closed`].
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.submit(Op::Close)
+    }
+
     /// Removes the app's executor and driver records.
     pub fn remove_app(&self, app_id: &str) -> Result<(), StoreError> {
         self.submit(Op::RemoveApp(app_id.to_owned()))
@@ -298,17 +306,27 @@ fn open_and_read(path: &Path) -> Result<(Database, Restored), OpenFailure> {
 }
 
 fn open_and_read_inner(path: &Path) -> Result<(Database, Restored), OpenFailure> {
-    let db = Database::builder()
-        // Checksums of every page are verified on open: a damaged file fails here, cleanly.
-        .set_check_integrity_on_open(true)
-        .create(path)
-        .map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => OpenFailure::InUse,
-            other => OpenFailure::Bad(other.to_string()),
-        })?;
+    // redb checks and repairs the file itself after an unclean shutdown; a damaged file fails
+    // here or while its records are read below, and is then moved aside.
+    let db = Database::builder().create(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => OpenFailure::InUse,
+        other => OpenFailure::Bad(other.to_string()),
+    })?;
     let bad = |e: &dyn std::fmt::Display| OpenFailure::Bad(e.to_string());
-    // Make sure the tables and the version record exist.
-    {
+    // A store this service wrote before needs no write at start-up (a commit is an fsync);
+    // a new one gets its tables and version record.
+    let current = db
+        .begin_read()
+        .ok()
+        .and_then(|r| r.open_table(META).ok())
+        .and_then(|m| {
+            m.get(VERSION_KEY)
+                .ok()
+                .flatten()
+                .map(|v| v.value() == CURRENT_VERSION)
+        })
+        .unwrap_or(false);
+    if !current {
         let w = db.begin_write().map_err(|e| bad(&e))?;
         {
             let mut meta = w.open_table(META).map_err(|e| bad(&e))?;
@@ -391,6 +409,14 @@ fn writer(db: Database, rx: mpsc::Receiver<Request>, path: &Path) {
                 batch.len()
             );
         }
+        if batch.iter().any(|r| matches!(r.op, Op::Close)) {
+            // Dropping the database marks the file clean before anyone is told it is closed.
+            drop(db);
+            for r in batch {
+                let _ = r.done.send(result.clone());
+            }
+            return;
+        }
         for r in batch {
             let _ = r.done.send(result.clone());
         }
@@ -433,6 +459,7 @@ fn apply(db: &Database, batch: &[Request]) -> Result<(), redb::Error> {
                         }
                     }
                 }
+                Op::Close => {}
                 Op::RemoveApp(app) => {
                     let prefix = app_prefix(app);
                     let keys: Vec<String> = execs
@@ -535,6 +562,49 @@ mod tests {
         assert_eq!(r.executors.len(), 1);
         assert_eq!(r.executors[0].0, "a-b");
         assert!(r.drivers.is_empty());
+    }
+
+    #[test]
+    fn damaged_pages_are_moved_aside_or_read_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (s, _, _) = Store::open(dir.path(), 2).unwrap();
+            for i in 0..120 {
+                s.put_executor("app", &i.to_string(), &info(&format!("/d/{i}")))
+                    .unwrap();
+            }
+        }
+        let path = dir.path().join(file_name(2));
+        // Wait for the writer thread to close the file, then damage its middle.
+        let mut bytes = loop {
+            match Store::open(dir.path(), 2) {
+                Err(StoreError::InUse { .. }) => std::thread::sleep(Duration::from_millis(10)),
+                Ok(_) => break std::fs::read(&path).unwrap(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let n = bytes.len();
+        for b in &mut bytes[n / 4..n / 2] {
+            *b = 0xA5;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        // Never a crash: either the damage is detected (moved aside, empty) or what is read
+        // back is only records that decode.
+        let (s, r, o) = loop {
+            match Store::open(dir.path(), 2) {
+                Err(StoreError::InUse { .. }) => std::thread::sleep(Duration::from_millis(10)),
+                other => break other.unwrap(),
+            }
+        };
+        match o {
+            Opened::MovedAside { .. } => assert!(r.executors.is_empty()),
+            Opened::Clean => assert!(r
+                .executors
+                .iter()
+                .all(|(a, _, i)| a == "app" && i.local_dirs[0].starts_with("/d/"))),
+        }
+        s.put_executor("app", "new", &info("/d/new")).unwrap();
     }
 
     #[test]

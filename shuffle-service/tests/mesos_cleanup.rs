@@ -259,3 +259,88 @@ async fn with_the_agent_stopped_nothing_is_deleted() {
     let got = c.fetch_blocks(&f, "1", &["shuffle_1_1_0"]).await.unwrap();
     assert_eq!(got[0].1.as_ref().unwrap(), &Bytes::from_static(b"keep me"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_with_http_authentication_is_asked_with_credentials() {
+    Install::require();
+    let secrets = tempfile::tempdir().unwrap();
+    let creds = secrets.path().join("credentials.json");
+    std::fs::write(
+        &creds,
+        r#"{"credentials":[{"principal":"croupier","secret":"s3cr3t"}]}"#,
+    )
+    .unwrap();
+    let good = secrets.path().join("good");
+    std::fs::write(&good, "s3cr3t\n").unwrap();
+    let bad = secrets.path().join("bad");
+    std::fs::write(&bad, "wrong\n").unwrap();
+    let mut opts = ClusterOpts::reference();
+    // /api/v1 is in the agent's read-write realm (src/slave/slave.cpp of 1.11.0).
+    opts.agent_flags = vec![
+        "--authenticate_http_readwrite".into(),
+        format!("--http_credentials={}", creds.display()),
+    ];
+    let cluster = MesosCluster::start(opts)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let fw = framework(&cluster, "authenticated").await;
+    let f = fw.framework_id();
+    let agent = cluster.agent_addr().to_string();
+    let files = tempfile::tempdir().unwrap();
+    let d = ExecutorDirs::create(files.path(), "exec", 1);
+    let mut services = Vec::new();
+    for secret in [&good, &bad] {
+        let state = tempfile::tempdir().unwrap();
+        let args: Vec<String> = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--conf",
+            &format!("croupier.state.dir={}", state.path().display()),
+            "--conf",
+            &format!("croupier.mesos.agent.address={agent}"),
+            "--conf",
+            "croupier.mesos.agent.principal=croupier",
+            "--conf",
+            &format!("croupier.mesos.agent.secret.file={}", secret.display()),
+            "--conf",
+            "croupier.mesos.agent.confirm.interval=0s",
+            "--conf",
+            "spark.shuffle.cleaner.interval=200ms",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let ess = Ess::start_with(&args, &[]);
+        let c = Client::connect(ess.addr).await.unwrap();
+        c.register_executor(&f, "1", d.info.clone()).await.unwrap();
+        services.push((ess, state));
+    }
+    let (with_good, _) = &services[0];
+    let (with_bad, _) = &services[1];
+    wait_log(
+        with_good,
+        &format!("keeping the shuffle files of {f}: its driver is not registered"),
+        Duration::from_secs(30),
+    );
+    let refused = wait_log(
+        with_bad,
+        "answered GET_FRAMEWORKS with HTTP 401",
+        Duration::from_secs(30),
+    );
+    assert!(
+        !refused.contains("wrong") && !refused.contains("s3cr3t"),
+        "{refused}"
+    );
+    assert!(
+        !with_good
+            .log()
+            .iter()
+            .chain(with_bad.log().iter())
+            .any(|l| l.contains("s3cr3t")),
+        "a secret reached the log"
+    );
+    assert!(d.info.local_dirs.iter().all(|p| Path::new(p).exists()));
+    drop(fw);
+}

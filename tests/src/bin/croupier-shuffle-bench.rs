@@ -64,6 +64,24 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         port: u16,
     },
+    /// RegisterExecutor load: CONNECTIONS clients each send RegisterExecutor RPCs back to back
+    /// (one in flight per connection) for SECONDS, or COUNT RPCs in all when given (to preload
+    /// a service's store). Prints `register server=<label> … rpcs_per_s=… p50_ms=… p99_ms=…`.
+    Register {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value = "ours")]
+        label: String,
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Send exactly this many RPCs in all instead of running for SECONDS.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Cold start-up: spawn COMMAND, time until 127.0.0.1:PORT accepts a connection, stop it
     /// (SIGTERM). Repeats RUNS times and prints `startup server=<label> ms=<median> …`.
     Startup {
@@ -174,6 +192,14 @@ fn main() -> Result<()> {
             );
         }
         Cmd::Run(args) => run(args)?,
+        Cmd::Register {
+            host,
+            port,
+            label,
+            connections,
+            seconds,
+            count,
+        } => register_load(&host, port, &label, connections, seconds, count)?,
         Cmd::RawServer {
             data_dir,
             host,
@@ -315,6 +341,87 @@ fn run(a: RunArgs) -> Result<()> {
         line += &format!(" server_hwm_mb={:.1}", mb(h));
     }
     println!("{line}");
+    Ok(())
+}
+
+fn register_load(
+    host: &str,
+    port: u16,
+    label: &str,
+    connections: usize,
+    seconds: f64,
+    count: Option<u64>,
+) -> Result<()> {
+    use croupier_shuffle_service::protocol::ExecutorShuffleInfo;
+    use croupier_testkit::shuffle::Client;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let addr: SocketAddr = format!("{host}:{port}")
+        .parse()
+        .with_context(|| format!("bad --host/--port {host}:{port}"))?;
+    if connections == 0 {
+        bail!("--connections must be at least 1");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let issued = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs_f64(seconds);
+    let mut lat: Vec<Duration> = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for c in 0..connections {
+            let issued = issued.clone();
+            tasks.push(tokio::spawn(async move {
+                let client = Client::connect(addr).await?;
+                let mut lat = Vec::new();
+                loop {
+                    let n = issued.fetch_add(1, Ordering::Relaxed);
+                    let more = match count {
+                        Some(total) => n < total,
+                        None => Instant::now() < deadline,
+                    };
+                    if !more {
+                        break;
+                    }
+                    // Ten executors per app, as a busy agent would see them.
+                    let app = format!("app-20261203000000-{:04}", n / 10);
+                    let info = ExecutorShuffleInfo {
+                        local_dirs: vec![
+                            format!("/var/lib/mesos/slaves/S0/frameworks/{app}/executors/{n}/runs/latest/blockmgr-{c}"),
+                            format!("/tmp/spark-{app}/blockmgr-{n}"),
+                        ],
+                        sub_dirs_per_local_dir: 64,
+                        shuffle_manager: "org.apache.spark.shuffle.sort.SortShuffleManager".into(),
+                    };
+                    let t = Instant::now();
+                    client.register_executor(&app, &n.to_string(), info).await?;
+                    lat.push(t.elapsed());
+                }
+                anyhow::Ok(lat)
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.context("load task panicked")??);
+        }
+        anyhow::Ok(all)
+    })?;
+    let wall = t0.elapsed().as_secs_f64();
+    lat.sort();
+    let q = |p: f64| {
+        lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .map(|d| d.as_secs_f64() * 1e3)
+            .unwrap_or(0.0)
+    };
+    println!(
+        "register server={label} conns={connections} rpcs={} seconds={wall:.2} rpcs_per_s={:.0} p50_ms={:.3} p99_ms={:.3} max_ms={:.3}",
+        lat.len(),
+        lat.len() as f64 / wall.max(1e-9),
+        q(0.5),
+        q(0.99),
+        q(1.0)
+    );
     Ok(())
 }
 
