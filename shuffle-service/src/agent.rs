@@ -1,6 +1,14 @@
-//! Asks the local Mesos agent which frameworks are active and which completed: the operator
-//! API's `GET_FRAMEWORKS` call (`POST /api/v1`, JSON), whose answer lists `frameworks` (active
-//! here) and `completed_frameworks` (finished here, kept in a bounded history).
+//! Asks the Mesos cluster, through the local agent, whether a framework has ended.
+//!
+//! A Mesos 1.11 agent lists a framework among its `completed_frameworks` as soon as the
+//! framework is idle on that agent (`Slave::removeFramework` when its last executor there has
+//! gone: `git show 1.11.0:src/slave/slave.cpp` in an apache/mesos clone), not when it has ended:
+//! a Spark application whose executors all left this agent (dynamic allocation) is "completed"
+//! here while it runs. Only the master knows that a framework was torn down. So the cleaner asks
+//! the agent for its master (the operator API's `GET_FLAGS`, flag `master`), then that master
+//! for `GET_FRAMEWORKS` (`POST /api/v1`, JSON): `frameworks` are registered (connected or
+//! within their failover timeout), `completed_frameworks` were removed for good. An agent whose
+//! `master` is a ZooKeeper URL cannot tell us which master leads: nothing is deleted then.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -19,15 +27,17 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("cannot reach the Mesos agent at {addr} (croupier.mesos.agent.address): {reason}")]
+    #[error("cannot reach the Mesos agent at {addr} (croupier.mesos.agent.address) or its master: {reason}")]
     Unreachable { addr: String, reason: String },
-    #[error("the Mesos agent at {addr} answered GET_FRAMEWORKS with HTTP {status}: {body}")]
+    #[error("the Mesos agent or master at {addr} answered with HTTP {status}: {body}")]
     Status {
         addr: String,
         status: u16,
         body: String,
     },
-    #[error("the Mesos agent at {addr} sent an answer to GET_FRAMEWORKS that is not what Mesos sends: {reason}")]
+    #[error(
+        "the Mesos agent or master at {addr} sent an answer that is not what Mesos sends: {reason}"
+    )]
     BadAnswer { addr: String, reason: String },
     #[error(
         "cannot read the agent secret file {path} (croupier.mesos.agent.secret.file): {source}"
@@ -147,12 +157,37 @@ impl AgentClient {
         &self.addr
     }
 
-    /// Asks the agent for its frameworks (bounded in time and size).
+    /// Asks the agent for its master, then the master for its frameworks (each bounded in
+    /// time and size).
     pub async fn frameworks(&self) -> Result<Frameworks, AgentError> {
-        match tokio::time::timeout(TIMEOUT, self.ask()).await {
-            Ok(r) => r,
-            Err(_) => Err(self.unreachable(format!("no answer within {TIMEOUT:?}"))),
+        let master = match tokio::time::timeout(TIMEOUT, self.master()).await {
+            Ok(r) => r?,
+            Err(_) => return Err(self.unreachable(format!("no answer within {TIMEOUT:?}"))),
+        };
+        match tokio::time::timeout(TIMEOUT, self.ask(&master, br#"{"type":"GET_FRAMEWORKS"}"#))
+            .await
+        {
+            Ok(r) => {
+                let body = r?;
+                Frameworks::parse(&body).map_err(|reason| AgentError::BadAnswer {
+                    addr: master.clone(),
+                    reason,
+                })
+            }
+            Err(_) => Err(AgentError::Unreachable {
+                addr: master,
+                reason: format!("the Mesos master gave no answer within {TIMEOUT:?}"),
+            }),
         }
+    }
+
+    /// The `host:port` of the agent's master (its `master` flag).
+    async fn master(&self) -> Result<String, AgentError> {
+        let body = self.ask(&self.addr, br#"{"type":"GET_FLAGS"}"#).await?;
+        master_of_flags(&body).map_err(|reason| AgentError::BadAnswer {
+            addr: self.addr.clone(),
+            reason,
+        })
     }
 
     fn unreachable(&self, reason: String) -> AgentError {
@@ -162,49 +197,78 @@ impl AgentClient {
         }
     }
 
-    async fn ask(&self) -> Result<Frameworks, AgentError> {
-        let stream = tokio::net::TcpStream::connect(&self.addr)
+    /// One operator-API call to `addr` (the agent, or its master); the answer's body.
+    async fn ask(&self, addr: &str, call: &'static [u8]) -> Result<Bytes, AgentError> {
+        let unreachable = |reason: String| AgentError::Unreachable {
+            addr: addr.to_owned(),
+            reason,
+        };
+        let stream = tokio::net::TcpStream::connect(addr)
             .await
-            .map_err(|e| self.unreachable(e.to_string()))?;
+            .map_err(|e| unreachable(e.to_string()))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| self.unreachable(e.to_string()))?;
+            .map_err(|e| unreachable(e.to_string()))?;
         let conn = tokio::spawn(conn);
         let mut req = hyper::Request::post("/api/v1")
-            .header(hyper::header::HOST, &self.addr)
+            .header(hyper::header::HOST, addr)
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header(hyper::header::ACCEPT, "application/json");
         if let Some(a) = &self.authorization {
             req = req.header(hyper::header::AUTHORIZATION, a);
         }
         let req = req
-            .body(Full::new(Bytes::from_static(
-                br#"{"type":"GET_FRAMEWORKS"}"#,
-            )))
-            .map_err(|e| self.unreachable(e.to_string()))?;
+            .body(Full::new(Bytes::from_static(call)))
+            .map_err(|e| unreachable(e.to_string()))?;
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| self.unreachable(e.to_string()))?;
+            .map_err(|e| unreachable(e.to_string()))?;
         let status = resp.status();
         let body = Limited::new(resp.into_body(), MAX_ANSWER)
             .collect()
             .await
-            .map_err(|e| self.unreachable(format!("reading the answer: {e}")))?
+            .map_err(|e| unreachable(format!("reading the answer: {e}")))?
             .to_bytes();
         conn.abort();
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
             return Err(AgentError::Status {
-                addr: self.addr.clone(),
+                addr: addr.to_owned(),
                 status: status.as_u16(),
                 body: text,
             });
         }
-        Frameworks::parse(&body).map_err(|reason| AgentError::BadAnswer {
-            addr: self.addr.clone(),
-            reason,
-        })
+        Ok(body)
+    }
+}
+
+/// The `host:port` in the `master` flag of an agent's `GET_FLAGS` answer.
+pub fn master_of_flags(json: &[u8]) -> Result<String, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| format!("not JSON: {e}"))?;
+    let flags = v
+        .pointer("/get_flags/flags")
+        .and_then(|f| f.as_array())
+        .ok_or("no `get_flags.flags` list")?;
+    let master = flags
+        .iter()
+        .find(|f| f.get("name").and_then(|n| n.as_str()) == Some("master"))
+        .and_then(|f| f.get("value"))
+        .and_then(|v| v.as_str())
+        .ok_or("the agent has no `master` flag")?;
+    let m = master.trim();
+    let m = m.strip_prefix("http://").unwrap_or(m).trim_end_matches('/');
+    let ok = m
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && !h.contains('/') && p.parse::<u16>().is_ok());
+    if ok {
+        Ok(m.to_owned())
+    } else {
+        Err(format!(
+            "its master is {master:?}, not host:port (a ZooKeeper or file URL names no leading \
+             master): cannot tell whether a framework ended, so nothing is deleted"
+        ))
     }
 }
 
@@ -241,6 +305,26 @@ mod tests {
         assert!(!e.is_retryable());
         let anon = AgentClient::new("127.0.0.1:5051", None, None).unwrap();
         assert!(anon.authorization.is_none());
+    }
+
+    #[test]
+    fn the_master_comes_from_the_agents_flags() {
+        let flags = |m: &str| {
+            format!(
+                r#"{{"type":"GET_FLAGS","get_flags":{{"flags":[{{"name":"port","value":"5051"}},{{"name":"master","value":"{m}"}}]}}}}"#
+            )
+        };
+        assert_eq!(
+            master_of_flags(flags("127.0.0.1:5050").as_bytes()).unwrap(),
+            "127.0.0.1:5050"
+        );
+        assert_eq!(
+            master_of_flags(flags("http://m1:5050/").as_bytes()).unwrap(),
+            "m1:5050"
+        );
+        let zk = master_of_flags(flags("zk://z1:2181,z2:2181/mesos").as_bytes()).unwrap_err();
+        assert!(zk.contains("nothing is deleted"), "{zk}");
+        assert!(master_of_flags(br#"{"type":"GET_FLAGS","get_flags":{"flags":[]}}"#).is_err());
     }
 
     #[test]

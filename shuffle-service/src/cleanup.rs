@@ -47,16 +47,19 @@ pub enum Keep {
     AgentUnreachable,
     /// The agent reports the framework gone, not yet for a whole confirmation interval.
     Confirming { remaining: Duration },
+    /// The master does not know the framework: the appId may not be a framework id (a
+    /// standalone or local application), the master may have forgotten it after a failover, or
+    /// the principal may not be allowed to see it. None of that proves it ended.
+    FrameworkUnknown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delete {
     /// Heartbeat-only mode and the driver went silent (Spark's rule).
     HeartbeatTimeout,
-    /// The agent reported the framework completed for at least the confirmation interval.
+    /// The master reported the framework completed (removed for good) for at least the
+    /// confirmation interval.
     FrameworkCompleted,
-    /// The agent did not know the framework for at least the confirmation interval.
-    FrameworkUnknown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +85,8 @@ pub struct Track {
 /// | never registered| not asked      | keep (Spark's rule)                               |
 /// | silent / never  | active         | keep, forget any "gone" observation               |
 /// | silent / never  | unreachable    | keep, retry next round                            |
-/// | silent / never  | completed/unknown | keep until gone for `confirm`, then delete     |
+/// | silent / never  | unknown        | keep: not knowing a framework proves nothing      |
+/// | silent / never  | completed      | keep until completed for `confirm`, then delete   |
 pub fn decide(
     driver: Driver,
     agent: Agent,
@@ -101,19 +105,15 @@ pub fn decide(
         },
         Agent::Active => (K(Keep::FrameworkActive), Track::default()),
         Agent::Unreachable => (K(Keep::AgentUnreachable), track),
-        Agent::Completed | Agent::Unknown => {
+        Agent::Unknown => (K(Keep::FrameworkUnknown), Track::default()),
+        Agent::Completed => {
             let since = track.gone_since.unwrap_or(now);
             let gone_for = now.saturating_duration_since(since);
             let next = Track {
                 gone_since: Some(since),
             };
             if gone_for >= confirm {
-                let why = if agent == Agent::Completed {
-                    Delete::FrameworkCompleted
-                } else {
-                    Delete::FrameworkUnknown
-                };
-                (D(why), next)
+                (D(Delete::FrameworkCompleted), next)
             } else {
                 (
                     K(Keep::Confirming {
@@ -276,23 +276,22 @@ mod tests {
                 Delete(super::Delete::FrameworkCompleted),
                 gone_at(t0),
             ),
+            // Unknown to the master: never deleted, however long.
             (
                 Dr::Silent,
                 A::Unknown,
                 gone_at(t0),
                 t1,
-                Keep(super::Keep::Confirming {
-                    remaining: C - Duration::from_secs(30),
-                }),
-                gone_at(t0),
+                Keep(super::Keep::FrameworkUnknown),
+                none,
             ),
             (
                 Dr::Silent,
                 A::Unknown,
-                gone_at(t0),
+                none,
                 t2,
-                Delete(super::Delete::FrameworkUnknown),
-                gone_at(t0),
+                Keep(super::Keep::FrameworkUnknown),
+                none,
             ),
             // An app that never registered a driver is cleaned when its framework completes.
             (
@@ -316,8 +315,8 @@ mod tests {
                 A::Unknown,
                 gone_at(t0),
                 t2,
-                Delete(super::Delete::FrameworkUnknown),
-                gone_at(t0),
+                Keep(super::Keep::FrameworkUnknown),
+                none,
             ),
         ];
         for (i, (d, a, tr, now, want, want_track)) in rows.into_iter().enumerate() {

@@ -23,6 +23,7 @@ struct AppMemo {
     /// "kept: framework active" was logged (and counted) since the last change.
     said_active: bool,
     said_confirming: bool,
+    said_unknown: bool,
 }
 
 /// Runs the cleaner every `interval` until `shutdown`.
@@ -94,7 +95,7 @@ pub async fn run_cleaner(shared: Arc<Shared>, interval: Duration, shutdown: Canc
                         shared.metrics.kept_active.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(
                             app_id = %app,
-                            "keeping the shuffle files of {app}: its driver is {}, but the Mesos agent reports framework {app} active",
+                            "keeping the shuffle files of {app}: its driver is {}, but the Mesos master reports framework {app} registered",
                             if driver == Driver::Silent { "silent" } else { "not registered" }
                         );
                     }
@@ -105,14 +106,24 @@ pub async fn run_cleaner(shared: Arc<Shared>, interval: Duration, shutdown: Canc
                         m.said_confirming = true;
                         tracing::info!(
                             app_id = %app,
-                            "the Mesos agent reports framework {app} {}; its shuffle files go if that still holds in {remaining:?}",
-                            if agent_says == Agent::Completed { "completed" } else { "unknown" }
+                            "the Mesos master reports framework {app} completed; its shuffle files go if that still holds in {remaining:?}"
                         );
                     }
                 }
                 Action::Keep(Keep::Heartbeating) => {
                     m.said_active = false;
                     m.said_confirming = false;
+                }
+                Action::Keep(Keep::FrameworkUnknown) => {
+                    m.said_confirming = false;
+                    if !m.said_unknown {
+                        m.said_unknown = true;
+                        tracing::info!(
+                            app_id = %app,
+                            "keeping the shuffle files of {app}: its driver is {}, and the Mesos master does not know framework {app} (not a framework id, forgotten after a master failover, or not visible to the principal): that does not prove it ended",
+                            if driver == Driver::Silent { "silent" } else { "not registered" }
+                        );
+                    }
                 }
                 Action::Keep(_) => {}
                 Action::Delete(why) => {
@@ -147,11 +158,8 @@ fn reason(why: Delete, app: &str) -> String {
         // Spark's own words, which operators grep for.
         Delete::HeartbeatTimeout => format!("Application {app} timed out"),
         Delete::FrameworkCompleted => {
-            format!("the Mesos agent reports framework {app} completed")
+            format!("the Mesos master reports framework {app} completed")
         }
-        Delete::FrameworkUnknown => format!(
-            "the Mesos agent does not know framework {app} (and its driver is silent or never registered)"
-        ),
     }
 }
 

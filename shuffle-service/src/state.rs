@@ -54,7 +54,21 @@ impl Shared {
             }
         }
         let mut drivers = 0;
-        for d in restored.drivers {
+        // Heartbeat-only cleanup: a restored driver never heartbeats again (Spark's driver never
+        // re-opens that connection), so its app would be deleted one timeout after every
+        // restart. Spark's own service forgets drivers on restart and deletes nothing; so do we.
+        let drivers_in = if self.agent.is_some() {
+            restored.drivers
+        } else {
+            if !restored.drivers.is_empty() {
+                tracing::info!(
+                    "not restoring {} driver registration(s): with croupier.mesos.agent.address=none an application registered before the restart is kept, as Spark's service keeps it",
+                    restored.drivers.len()
+                );
+            }
+            Vec::new()
+        };
+        for d in drivers_in {
             if validate_id("appId", &d.app_id).is_err() || d.heartbeat_timeout.is_zero() {
                 tracing::warn!(
                     "skipping a stored driver registration of app {:?}: invalid",
