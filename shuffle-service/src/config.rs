@@ -205,6 +205,11 @@ const INERT: &[&str] = &[
     "spark.network.timeout",
     "spark.network.sharedByteBufAllocators.enabled",
     "spark.local.dir",
+    // Client-side authentication settings (the apps' side; the service's own are in auth).
+    "spark.authenticate.enableSaslEncryption",
+    "spark.network.auth.rpcTimeout",
+    "spark.shuffle.sasl.timeout",
+    "spark.shuffle.sasl.enableRetries",
 ];
 
 /// Settings gathered from all sources: key → (value, origin).

@@ -38,7 +38,7 @@ fn run(service_conf: &[(&str, &str)], app_conf: &[(&str, &str)]) -> Run {
     for (k, v) in app_conf {
         args.push(format!("{k}={v}"));
     }
-    let py = run_python("jobs.py", &args, Duration::from_secs(240));
+    let py = run_python("jobs.py", &args, Duration::from_secs(420));
     let context = format!(
         "{:?} under test, {:.1?}\nstdout:\n{}\nstderr tail:\n{}\ntap: {}\nservice log tail:\n{}",
         service.flavour,
@@ -332,6 +332,76 @@ fn mesos_driver_client_with_auth_engine() {
                 "{context}"
             );
         }
+        assert!(!log.contains(SECRET), "the secret reached the log");
+    }
+    service.stop_cleanly();
+}
+
+/// Spark's own clients refused: a wrong secret, no authentication, and an app asking for another
+/// app's blocks over its authenticated connection; the good app is served before and after.
+/// Run with `CROUPIER_ESS_UNDER_TEST=spark-mesos`, the same CHECKs hold for Spark's JVM service.
+#[test]
+fn spark_clients_refused_wrong_secret_no_auth_other_app() {
+    let _one_cluster_at_a_time = serial();
+    let mut service = Service::start(&service_conf(&[("spark.network.crypto.enabled", "true")]));
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let py = run_python(
+        "auth_negative.py",
+        &[
+            service.port.to_string(),
+            work.path().display().to_string(),
+            SECRET.to_string(),
+        ],
+        Duration::from_secs(120),
+    );
+    let context = format!(
+        "({:?} under test, {:.1?})\nstdout:\n{}\nstderr tail:\n{}\nservice log tail:\n{}",
+        service.flavour,
+        py.elapsed,
+        py.stdout,
+        py.stderr_tail(),
+        tail(&service.log(), 40)
+    );
+    assert!(
+        py.status.success(),
+        "auth_negative.py failed: {}\n{context}",
+        py.status
+    );
+    assert_eq!(
+        py.lines("CHECK"),
+        [
+            "good ok",
+            "wrong ok",
+            "none ok",
+            "crossapp ok",
+            "afterall ok"
+        ],
+        "{context}"
+    );
+    for case in ["wrong", "none", "crossapp"] {
+        eprintln!(
+            "{:?} {case}: {}",
+            service.flavour,
+            py.info(&format!("error_{case}")).unwrap_or_default()
+        );
+    }
+    assert!(service.is_running(), "the service died\n{context}");
+    if service.flavour == Flavour::Ours {
+        let app_a = py.info("app_A").unwrap_or_default();
+        let log = service.log();
+        let failed = log
+            .lines()
+            .filter(|l| l.contains("authentication failed") && l.contains(&app_a))
+            .count();
+        assert!(
+            failed >= 1,
+            "no `authentication failed` line naming {app_a}\n{context}"
+        );
+        assert!(
+            log.lines()
+                .any(|l| l.contains("not authorized") || l.contains("authenticated as")),
+            "no log line for the cross-app request\n{context}"
+        );
         assert!(!log.contains(SECRET), "the secret reached the log");
     }
     service.stop_cleanly();
