@@ -77,6 +77,7 @@ else
 fi
 
 echo "== data sets in $DATA" >&2
+[ $AUTH_ONLY = 1 ] && SETS=()
 for s in "${SETS[@]}"; do
   read -r id maps red block per <<<"$s"
   "$BENCH" gen --data-dir "$DATA" --shuffle-id "$id" --maps "$maps" --reduces "$red" --block-size "$block" >&2
