@@ -307,6 +307,12 @@ impl Collector for ServiceCollector {
             "Applications whose shuffle files were removed after their driver stopped heartbeating.",
             m.cleanups.load(Relaxed),
         )?;
+        counter(
+            &mut enc,
+            "croupier_shuffle_auth_failures",
+            "Connections that failed to authenticate or sent requests before authenticating, and requests refused for another application's data (spark.authenticate).",
+            m.auth_failures.load(Relaxed),
+        )?;
         {
             let mut e = enc.encode_descriptor(
                 "croupier_shuffle_errors",

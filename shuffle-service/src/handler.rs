@@ -41,12 +41,47 @@ fn unsupported(name: &str) -> Reply {
     ))
 }
 
-/// Handles one RpcRequest body.
-pub fn rpc(shared: &Arc<Shared>, body: &[u8], peer: SocketAddr, conn: u64) -> Reply {
+/// The appId a message acts on, where Spark's `ExternalBlockHandler.checkAuth` compares it
+/// with the authenticated connection's (RegisterDriver is not checked, as in Spark's Mesos
+/// handler).
+fn checked_app_id(msg: &M) -> Option<&str> {
+    match msg {
+        M::OpenBlocks { app_id, .. }
+        | M::FetchShuffleBlocks { app_id, .. }
+        | M::FetchShuffleBlockChunks { app_id, .. }
+        | M::RegisterExecutor { app_id, .. }
+        | M::RemoveBlocks { app_id, .. }
+        | M::GetLocalDirsForExecutors { app_id, .. }
+        | M::FinalizeShuffleMerge { app_id, .. }
+        | M::RemoveShuffleMerge { app_id, .. }
+        | M::DiagnoseCorruption { app_id, .. }
+        | M::PushBlockStream { app_id, .. } => Some(app_id),
+        _ => None,
+    }
+}
+
+/// Handles one RpcRequest body. `client` is the appId the connection authenticated as (with
+/// `spark.authenticate`): a message for another application is refused.
+pub fn rpc(
+    shared: &Arc<Shared>,
+    body: &[u8],
+    peer: SocketAddr,
+    conn: u64,
+    client: Option<&str>,
+) -> Reply {
     let msg = match M::decode(body) {
         Ok(m) => m,
         Err(e) => return fail(format!("cannot decode RPC from {peer}: {e}")),
     };
+    if let (Some(client), Some(app)) = (client, checked_app_id(&msg)) {
+        if client != app {
+            shared.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, app = client, "refused {} for application {app}: the connection authenticated as {client}", msg.name());
+            return fail(format!(
+                "java.lang.SecurityException: Client for {client} not authorized for application {app}."
+            ));
+        }
+    }
     match msg {
         M::RegisterExecutor {
             app_id,

@@ -135,6 +135,9 @@ pub struct Metrics {
     pub fetch_latency: LatencyHistogram,
     /// Applications whose shuffle files the Mesos cleaner removed.
     pub cleanups: AtomicU64,
+    /// Failed authentications (wrong secret, garbage, requests before authenticating) and
+    /// requests refused for acting on another application.
+    pub auth_failures: AtomicU64,
     errors: [AtomicU64; ErrorKind::ALL.len()],
 }
 

@@ -12,6 +12,7 @@ use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::auth::channel::Outbound;
 use crate::index_cache::{IndexError, MapOutput};
 use crate::metrics::ErrorKind;
 use crate::resolver::{Executor, ResolveError};
@@ -69,6 +70,9 @@ impl ChunkError {
         }
     }
 }
+
+/// Bytes read and encrypted at a time for an encrypted connection.
+pub const SEAL_BATCH: usize = 1 << 20;
 
 /// Where a resolved chunk's bytes are: `offset..offset+len` of [`Sender`]'s open file.
 #[derive(Debug, Clone, Copy)]
@@ -217,6 +221,48 @@ impl<'a> Sender<'a> {
     /// The path of the file last resolved (for messages).
     pub fn path(&self) -> &Path {
         self.open.as_ref().map_or(Path::new(""), Open::path)
+    }
+
+    /// For an encrypted connection: sends `header` and then `seg` of the file last resolved,
+    /// read in batches of [`SEAL_BATCH`] bytes and sealed with `cipher` (no zero-copy). Blocking.
+    pub fn send_sealed(
+        &self,
+        sock: BorrowedFd<'_>,
+        header: Vec<u8>,
+        seg: &Seg,
+        cipher: &mut Outbound,
+    ) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let open = self
+            .open
+            .as_ref()
+            .ok_or_else(|| io::Error::other("no data file open"))?;
+        let mut buf = header;
+        buf.reserve(SEAL_BATCH.min(seg.len as usize));
+        let mut scratch = Vec::new();
+        let (mut off, end) = (seg.offset, seg.offset + seg.len);
+        loop {
+            let at = buf.len();
+            let want = ((end - off) as usize).min(SEAL_BATCH);
+            buf.resize(at + want, 0);
+            open.file.read_exact_at(&mut buf[at..], off).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "reading {} bytes at {off} of {}: {e}",
+                        want,
+                        open.path().display()
+                    ),
+                )
+            })?;
+            off += want as u64;
+            let sealed = cipher.seal_buf(&mut buf, &mut scratch);
+            write_all(sock, sealed, off < end)?;
+            buf.clear();
+            if off >= end {
+                return Ok(());
+            }
+        }
     }
 
     /// `sendfile`s `seg` from the file last resolved. Blocking.

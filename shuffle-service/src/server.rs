@@ -22,13 +22,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::channel::{Inbound, Outbound};
+use crate::auth::gate::{Gate, Verdict};
 use crate::handler::{self, Reply};
 use crate::metrics::ErrorKind;
 use crate::protocol::frame::{self, FrameError};
 use crate::protocol::{Message, StreamChunkId};
 use crate::send;
 use crate::state::Shared;
-use crate::streams::{ChunkRef, InFlight};
+use crate::streams::{ChunkRef, InFlight, StreamError};
 
 /// Runs the accept loop (and the Mesos cleaner) until `shutdown` is cancelled.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -64,6 +66,9 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
 /// Something for the writer to send, in order.
 enum Out {
     Frame(Bytes),
+    /// Everything queued after this is sealed with it (sent right after the plaintext answer
+    /// that completed authentication).
+    Cipher(Box<Outbound>),
     /// ChunkFetchSuccess / ChunkFetchFailure for a chunk.
     Chunk {
         id: StreamChunkId,
@@ -101,7 +106,11 @@ async fn serve_connection(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr
     let (rd, wr) = sock.into_split();
     let (tx, rx) = mpsc::channel::<Out>(512);
     let writer = tokio::spawn(writer_loop(shared.clone(), wr, rx, peer));
-    let stop = reader_loop(&shared, rd, &tx, peer, conn).await;
+    let mut auth = ConnAuth {
+        gate: shared.config.auth.enabled.then(Gate::new),
+        ..ConnAuth::default()
+    };
+    let stop = reader_loop(&shared, rd, &tx, peer, conn, &mut auth).await;
     drop(tx);
     let dropped = shared.streams.connection_closed(conn);
     match stop {
@@ -121,12 +130,31 @@ async fn serve_connection(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr
         .fetch_sub(1, Ordering::Relaxed);
 }
 
+/// A connection's authentication state (`spark.authenticate`).
+#[derive(Default)]
+struct ConnAuth {
+    /// `Some` until the connection authenticates (never set without `spark.authenticate`).
+    gate: Option<Gate>,
+    /// The appId the connection authenticated as.
+    client: Option<Arc<str>>,
+    /// Decrypts what is read once an encrypted session started.
+    inbound: Option<Inbound>,
+    /// The session just started: bytes already buffered behind the handshake are ciphertext.
+    switched: bool,
+}
+
+fn auth_failed(shared: &Shared, peer: SocketAddr, app: Option<&str>, what: &str) {
+    shared.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(%peer, app = app.unwrap_or("unknown"), "authentication failed: {what}");
+}
+
 async fn reader_loop(
     shared: &Arc<Shared>,
     mut rd: OwnedReadHalf,
     tx: &mpsc::Sender<Out>,
     peer: SocketAddr,
     conn: u64,
+    auth: &mut ConnAuth,
 ) -> Stop {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     // Raw bytes following an UploadStream/StreamResponse header, to discard.
@@ -171,12 +199,40 @@ async fn reader_loop(
                     return closed(shared, ErrorKind::BadFrame, e.to_string());
                 }
             };
-            match handle(shared, msg, tx, peer, conn, &mut skip).await {
-                Ok(()) => {}
-                Err(stop) => return stop,
+            let r = if auth.gate.is_some() {
+                handle_unauthenticated(shared, msg, tx, peer, auth).await
+            } else {
+                handle(
+                    shared,
+                    msg,
+                    tx,
+                    peer,
+                    conn,
+                    &mut skip,
+                    auth.client.as_deref(),
+                )
+                .await
+            };
+            if let Err(stop) = r {
+                return stop;
+            }
+            if std::mem::take(&mut auth.switched) {
+                if let Some(inbound) = &mut auth.inbound {
+                    if let Err(e) = inbound.after_read(&mut buf, 0) {
+                        return closed(shared, ErrorKind::BadFrame, format!("{e}"));
+                    }
+                }
             }
         }
-        match rd.read_buf(&mut buf).await {
+        let from = buf.len();
+        let read = rd.read_buf(&mut buf).await;
+        if let (Ok(_), Some(inbound)) = (&read, &mut auth.inbound) {
+            if let Err(e) = inbound.after_read(&mut buf, from) {
+                auth_failed(shared, peer, auth.client.as_deref(), &e.to_string());
+                return closed(shared, ErrorKind::BadFrame, format!("{e}"));
+            }
+        }
+        match read {
             Ok(0) if buf.is_empty() && skip == 0 => return Stop::Eof,
             Ok(0) => {
                 return closed(shared, ErrorKind::BadFrame, format!(
@@ -191,6 +247,148 @@ async fn reader_loop(
     }
 }
 
+/// Before authentication (spec `spark-auth.md` §4): RpcRequests are authentication messages;
+/// one-way messages are dropped (logged), uploads refused and the connection closed; chunk,
+/// stream and merged-meta requests — which Spark serves unauthenticated — are refused and the
+/// connection closed.
+async fn handle_unauthenticated(
+    shared: &Arc<Shared>,
+    msg: Message,
+    tx: &mpsc::Sender<Out>,
+    peer: SocketAddr,
+    auth: &mut ConnAuth,
+) -> Result<(), Stop> {
+    let send = |o: Out| async move {
+        tx.send(o)
+            .await
+            .map_err(|_| Stop::Closed("writer gone".into()))
+    };
+    let refuse_and_close = |what: String| {
+        auth_failed(shared, peer, None, &what);
+        Stop::Closed(format!("{what} before authenticating"))
+    };
+    let Some(gate) = auth.gate.as_mut() else {
+        return Ok(());
+    };
+    match msg {
+        Message::RpcRequest { request_id, body } => match gate.on_rpc(&shared.config.auth, &body) {
+            Verdict::Continue(body) => {
+                send(Out::Frame(
+                    Message::RpcResponse {
+                        request_id,
+                        body: body.into(),
+                    }
+                    .to_bytes(),
+                ))
+                .await
+            }
+            Verdict::Refuse {
+                error,
+                close,
+                app_id,
+                why,
+            } => {
+                auth_failed(shared, peer, app_id.as_deref(), &why);
+                send(Out::Frame(
+                    Message::RpcFailure { request_id, error }.to_bytes(),
+                ))
+                .await?;
+                if close {
+                    return Err(Stop::Closed(format!("authentication failed: {why}")));
+                }
+                Ok(())
+            }
+            Verdict::Authenticated {
+                reply,
+                app_id,
+                protocol,
+                cipher,
+            } => {
+                tracing::info!(%peer, app = %app_id, "authenticated ({protocol})");
+                send(Out::Frame(
+                    Message::RpcResponse {
+                        request_id,
+                        body: reply.into(),
+                    }
+                    .to_bytes(),
+                ))
+                .await?;
+                if let Some(pair) = cipher {
+                    let (inbound, outbound) = *pair;
+                    send(Out::Cipher(Box::new(outbound))).await?;
+                    auth.inbound = Some(inbound);
+                    auth.switched = true;
+                }
+                auth.client = Some(app_id.into());
+                auth.gate = None;
+                Ok(())
+            }
+        },
+        Message::OneWayMessage { .. } => {
+            // Spark logs "Unauthenticated call to receive()" and sends nothing back.
+            auth_failed(
+                shared,
+                peer,
+                None,
+                "one-way message before authenticating (dropped)",
+            );
+            Ok(())
+        }
+        Message::UploadStream { request_id, .. } => {
+            send(Out::Frame(
+                Message::RpcFailure {
+                    request_id,
+                    error: "java.lang.SecurityException: Unauthenticated call to receiveStream()."
+                        .into(),
+                }
+                .to_bytes(),
+            ))
+            .await?;
+            Err(refuse_and_close("UploadStream".into()))
+        }
+        Message::ChunkFetchRequest(id) => {
+            send(Out::Frame(
+                Message::ChunkFetchFailure {
+                    id,
+                    error: "java.lang.SecurityException: chunk fetch before authenticating.".into(),
+                }
+                .to_bytes(),
+            ))
+            .await?;
+            Err(refuse_and_close(format!(
+                "ChunkFetchRequest for stream {}",
+                id.stream_id
+            )))
+        }
+        Message::StreamRequest { stream_id } => {
+            send(Out::Frame(
+                Message::StreamFailure {
+                    stream_id: stream_id.clone(),
+                    error: "java.lang.SecurityException: stream request before authenticating."
+                        .into(),
+                }
+                .to_bytes(),
+            ))
+            .await?;
+            Err(refuse_and_close(format!("StreamRequest for {stream_id}")))
+        }
+        Message::MergedBlockMetaRequest { request_id, .. } => {
+            send(Out::Frame(
+                Message::RpcFailure {
+                    request_id,
+                    error:
+                        "java.lang.SecurityException: MergedBlockMetaRequest before authenticating."
+                            .into(),
+                }
+                .to_bytes(),
+            ))
+            .await?;
+            Err(refuse_and_close("MergedBlockMetaRequest".into()))
+        }
+        other => Err(refuse_and_close(other.name().to_owned())),
+    }
+}
+
 async fn handle(
     shared: &Arc<Shared>,
     msg: Message,
@@ -198,6 +396,7 @@ async fn handle(
     peer: SocketAddr,
     conn: u64,
     skip: &mut u64,
+    client: Option<&str>,
 ) -> Result<(), Stop> {
     let send = |o: Out| async move {
         tx.send(o)
@@ -208,7 +407,10 @@ async fn handle(
         Message::ChunkFetchRequest(id) => {
             let received = Instant::now();
             check_in_flight(shared)?;
-            match shared.streams.next_chunk(id.stream_id, id.chunk_index) {
+            match shared
+                .streams
+                .next_chunk_for(id.stream_id, id.chunk_index, client)
+            {
                 Ok(chunk) => {
                     send(Out::Chunk {
                         id,
@@ -220,6 +422,7 @@ async fn handle(
                 }
                 Err(e) => {
                     shared.metrics.error(ErrorKind::BadRequest);
+                    not_authorized(shared, peer, &e);
                     send(Out::Frame(
                         Message::ChunkFetchFailure {
                             id,
@@ -241,7 +444,10 @@ async fn handle(
                 None => Err(format!(
                     "malformed stream id {stream_id:?}: expected <streamId>_<chunkIndex>"
                 )),
-                Some((s, c)) => shared.streams.next_chunk(s, c).map_err(|e| e.to_string()),
+                Some((s, c)) => shared.streams.next_chunk_for(s, c, client).map_err(|e| {
+                    not_authorized(shared, peer, &e);
+                    e.to_string()
+                }),
             };
             match result {
                 Ok(chunk) => {
@@ -263,7 +469,7 @@ async fn handle(
             }
         }
         Message::RpcRequest { request_id, body } => {
-            match handler::rpc(shared, &body, peer, conn) {
+            match handler::rpc(shared, &body, peer, conn, client) {
                 Reply::Now(Ok(resp)) => {
                     send(Out::Frame(
                         Message::RpcResponse {
@@ -360,6 +566,19 @@ async fn handle(
     }
 }
 
+/// Counts and logs a chunk or stream request for another application's stream.
+fn not_authorized(shared: &Shared, peer: SocketAddr, e: &StreamError) {
+    if let StreamError::NotAuthorized {
+        client,
+        stream_id,
+        app_id,
+    } = e
+    {
+        shared.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%peer, app = %client, "refused stream {stream_id} of application {app_id}: the connection authenticated as {client}");
+    }
+}
+
 fn check_in_flight(shared: &Shared) -> Result<(), Stop> {
     let in_flight = shared.streams.in_flight();
     let max = shared.config.max_chunks_being_transferred;
@@ -382,26 +601,43 @@ async fn writer_loop(
     mut rx: mpsc::Receiver<Out>,
     peer: SocketAddr,
 ) {
+    // Set once the connection's encrypted session starts (spark.authenticate).
+    let mut cipher: Option<Outbound> = None;
     while let Some(out) = rx.recv().await {
         let r = match out {
+            Out::Cipher(c) => {
+                cipher = Some(*c);
+                Ok(())
+            }
             // A lone frame (an RPC answer) is written from here: no blocking-pool hand-off.
-            Out::Frame(b) => wr
-                .write_all(&b)
-                .await
-                .map_err(|e| format!("write error: {e}")),
+            Out::Frame(b) => {
+                let sealed;
+                let bytes: &[u8] = match &mut cipher {
+                    None => &b,
+                    Some(c) => {
+                        sealed = c.seal(b.to_vec());
+                        &sealed
+                    }
+                };
+                wr.write_all(bytes)
+                    .await
+                    .map_err(|e| format!("write error: {e}"))
+            }
             first => {
                 // One blocking job takes the write half and the queue, and keeps sending while
                 // items are queued (the client pipelines every chunk of a stream), so the
                 // hand-off to the pool is paid per burst, not per chunk.
                 let sh = shared.clone();
+                let mut c = cipher.take();
                 let job = move || {
-                    let r = send_queued(&sh, &wr, first, &mut rx);
-                    (wr, rx, r)
+                    let r = send_queued(&sh, &wr, first, &mut rx, &mut c);
+                    (wr, rx, c, r)
                 };
                 match tokio::task::spawn_blocking(job).await {
-                    Ok((w, q, r)) => {
+                    Ok((w, q, c, r)) => {
                         wr = w;
                         rx = q;
+                        cipher = c;
                         r
                     }
                     Err(e) => {
@@ -435,6 +671,7 @@ fn send_queued(
     wr: &OwnedWriteHalf,
     first: Out,
     rx: &mut mpsc::Receiver<Out>,
+    cipher: &mut Option<Outbound>,
 ) -> Result<(), String> {
     let sock = wr.as_ref().as_fd();
     let mut sender = send::Sender::new(shared);
@@ -442,15 +679,22 @@ fn send_queued(
     let mut sent = 0;
     while let Some(out) = next.take() {
         match out {
-            Out::Frame(b) => {
-                send::write_all(sock, &b, false).map_err(|e| format!("write error: {e}"))?
-            }
+            Out::Cipher(c) => *cipher = Some(*c),
+            Out::Frame(b) => write_frame(sock, &b, false, cipher)?,
             Out::Chunk {
                 id,
                 chunk,
                 received,
                 _guard,
-            } => send_chunk(shared, &mut sender, sock, &chunk, Kind::Chunk(id), received)?,
+            } => send_chunk(
+                shared,
+                &mut sender,
+                sock,
+                &chunk,
+                Kind::Chunk(id),
+                received,
+                cipher,
+            )?,
             Out::Stream {
                 stream_id,
                 chunk,
@@ -463,6 +707,7 @@ fn send_queued(
                 &chunk,
                 Kind::Stream(&stream_id),
                 received,
+                cipher,
             )?,
         }
         sent += 1;
@@ -488,6 +733,7 @@ fn send_chunk(
     chunk: &ChunkRef,
     kind: Kind<'_>,
     received: Instant,
+    cipher: &mut Option<Outbound>,
 ) -> Result<(), String> {
     let failure = match sender.resolve(chunk) {
         Err(e) => Some((e.error_kind(), e.to_string())),
@@ -504,6 +750,27 @@ fn send_chunk(
                 seg.len,
                 sender.path().display()
             )))
+        }
+        Ok(seg) if cipher.is_some() => {
+            // Encrypted connection: no zero-copy; the body is read in large batches and
+            // encrypted in place behind its header.
+            let header = match kind {
+                Kind::Chunk(id) => frame::chunk_success_header(id, seg.len).to_vec(),
+                Kind::Stream(stream_id) => Message::StreamResponse {
+                    stream_id: stream_id.to_owned(),
+                    byte_count: seg.len as i64,
+                }
+                .to_bytes()
+                .to_vec(),
+            };
+            if let Some(c) = cipher.as_mut() {
+                sender
+                    .send_sealed(sock, header, &seg, c)
+                    .map_err(|e| format!("sending {} failed: {e}", sender.path().display()))?;
+            }
+            shared.metrics.record_transfer(seg.blocks, seg.len);
+            shared.metrics.fetch_latency.observe(received.elapsed());
+            None
         }
         Ok(seg) => {
             let more = seg.len > 0;
@@ -539,7 +806,26 @@ fn send_chunk(
                 error,
             },
         };
-        send::write_all(sock, &m.to_bytes(), false).map_err(|e| format!("write error: {e}"))?;
+        write_frame(sock, &m.to_bytes(), false, cipher)?;
     }
     Ok(())
+}
+
+/// Blocking: writes one frame, sealed when the connection is encrypted.
+fn write_frame(
+    sock: BorrowedFd<'_>,
+    b: &[u8],
+    more: bool,
+    cipher: &mut Option<Outbound>,
+) -> Result<(), String> {
+    let r = match cipher {
+        None => send::write_all(sock, b, more),
+        Some(c) => {
+            let mut v = b.to_vec();
+            let mut scratch = Vec::new();
+            let sealed = c.seal_buf(&mut v, &mut scratch);
+            send::write_all(sock, sealed, more)
+        }
+    };
+    r.map_err(|e| format!("write error: {e}"))
 }

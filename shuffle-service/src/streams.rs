@@ -76,6 +76,12 @@ pub enum StreamError {
         got: i32,
         expected: usize,
     },
+    #[error("java.lang.SecurityException: Client {client} not authorized to read stream {stream_id} (app {app_id}).")]
+    NotAuthorized {
+        client: String,
+        stream_id: i64,
+        app_id: String,
+    },
 }
 
 impl StreamError {
@@ -132,10 +138,30 @@ impl StreamTable {
 
     /// Hands out chunk `index` of `stream_id`, which must be the next one.
     pub fn next_chunk(&self, stream_id: i64, index: i32) -> Result<ChunkRef, StreamError> {
+        self.next_chunk_for(stream_id, index, None)
+    }
+
+    /// [`StreamTable::next_chunk`] for a connection authenticated as `client`: a stream of
+    /// another application is refused (and left untouched), as Spark's `checkAuthorization`.
+    pub fn next_chunk_for(
+        &self,
+        stream_id: i64,
+        index: i32,
+        client: Option<&str>,
+    ) -> Result<ChunkRef, StreamError> {
         let mut s = self.streams.lock().unwrap_or_else(|p| p.into_inner());
         let st = s
             .get_mut(&stream_id)
             .ok_or(StreamError::Closed(stream_id))?;
+        if let Some(client) = client {
+            if *st.app_id != *client {
+                return Err(StreamError::NotAuthorized {
+                    client: client.to_owned(),
+                    stream_id,
+                    app_id: st.app_id.to_string(),
+                });
+            }
+        }
         if index < 0 || index as usize != st.next {
             return Err(StreamError::OutOfOrder {
                 stream_id,

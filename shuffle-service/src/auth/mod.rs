@@ -55,7 +55,9 @@
 //! }
 //! ```
 
+pub mod channel;
 pub mod ctr;
 pub mod engine;
+pub mod gate;
 pub mod sasl;
 pub mod settings;

@@ -268,7 +268,7 @@ pub enum Step {
     /// through it.
     Complete {
         token: Vec<u8>,
-        privacy: Option<SaslPrivacy>,
+        privacy: Option<Box<SaslPrivacy>>,
     },
 }
 
@@ -406,7 +406,7 @@ impl DigestServer {
             return Err(v("Mismatched response."));
         }
         let token = format!("rspauth={}", input.kd(&ha1, ":")).into_bytes();
-        let privacy = (qop == "auth-conf").then(|| SaslPrivacy::server(&ha1));
+        let privacy = (qop == "auth-conf").then(|| Box::new(SaslPrivacy::server(&ha1)));
         Ok(Step::Complete { token, privacy })
     }
 }
@@ -476,9 +476,45 @@ impl SaslPrivacy {
         }
     }
 
+    /// The sending and receiving halves, for a writer task and a reader task.
+    pub fn split(self) -> (SaslWrap, SaslUnwrap) {
+        (SaslWrap(self.send), SaslUnwrap(self.recv))
+    }
+
     /// Appends the wrapped form of `msg` to `out`: `RC4(msg ‖ mac) ‖ 00 01 ‖ seq`.
     pub fn wrap(&mut self, msg: &[u8], out: &mut Vec<u8>) {
-        let h = &mut self.send;
+        wrap_with(&mut self.send, msg, out)
+    }
+
+    /// Unwraps one record (without Spark's 8-byte length prefix), checking the sequence
+    /// number and the MAC.
+    pub fn unwrap(&mut self, rec: &[u8]) -> Result<Vec<u8>, SaslError> {
+        unwrap_with(&mut self.recv, rec)
+    }
+}
+
+/// The sending half of [`SaslPrivacy`].
+pub struct SaslWrap(Half);
+
+impl SaslWrap {
+    /// See [`SaslPrivacy::wrap`].
+    pub fn wrap(&mut self, msg: &[u8], out: &mut Vec<u8>) {
+        wrap_with(&mut self.0, msg, out)
+    }
+}
+
+/// The receiving half of [`SaslPrivacy`].
+pub struct SaslUnwrap(Half);
+
+impl SaslUnwrap {
+    /// See [`SaslPrivacy::unwrap`].
+    pub fn unwrap(&mut self, rec: &[u8]) -> Result<Vec<u8>, SaslError> {
+        unwrap_with(&mut self.0, rec)
+    }
+}
+
+fn wrap_with(h: &mut Half, msg: &[u8], out: &mut Vec<u8>) {
+    {
         let seq = h.seq;
         h.seq = h.seq.wrapping_add(1);
         let mac = h.mac(seq, msg);
@@ -489,10 +525,10 @@ impl SaslPrivacy {
         out.extend_from_slice(&[0, 1]);
         out.extend_from_slice(&seq.to_be_bytes());
     }
+}
 
-    /// Unwraps one record (without Spark's 8-byte length prefix), checking the sequence
-    /// number and the MAC.
-    pub fn unwrap(&mut self, rec: &[u8]) -> Result<Vec<u8>, SaslError> {
+fn unwrap_with(h: &mut Half, rec: &[u8]) -> Result<Vec<u8>, SaslError> {
+    {
         if rec.len() < 16 {
             return Err(SaslError::Record(format!(
                 "record of {} bytes is shorter than its 16-byte trailer",
@@ -504,7 +540,6 @@ impl SaslPrivacy {
             return Err(SaslError::Record("bad message type".into()));
         }
         let seq = u32::from_be_bytes([trailer[2], trailer[3], trailer[4], trailer[5]]);
-        let h = &mut self.recv;
         if seq != h.seq {
             return Err(SaslError::Record(format!(
                 "out of order: sequence {seq}, expected {}",

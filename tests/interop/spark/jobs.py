@@ -1,9 +1,13 @@
 """Real Spark 3.5.7 jobs whose executors use an external shuffle service on 127.0.0.1:<port>.
 
-Usage: python jobs.py <variant> <shuffle-service-port>
+Usage: python jobs.py <variant> <shuffle-service-port> [key=value ...]
+
+Extra key=value items are set on the SparkSession (e.g. spark.authenticate=true and the secret).
 
 Variants (one SparkContext each, several jobs per context):
   fetch      spark.shuffle.readHostLocalDisk=false: every remote block goes through the service
+  lean       as fetch, two jobs only (small and larger blocks), for the per-setting variants
+             (authentication) where a whole run per setting would cost too much CI time
   hostlocal  Spark's production default (readHostLocalDisk=true, which local-cluster mode turns
              off unless set): executors ask the service for each other's local dirs
              (GetLocalDirsForExecutors) and read the files themselves
@@ -86,7 +90,7 @@ def dataframe_join(spark):
     check("dataframe_join", (joined[0], joined[1]), (100000, 2 * 100 * (999 * 1000 // 2)))
 
 
-def session(variant, port):
+def session(variant, port, extra=()):
     b = (
         SparkSession.builder.master("local-cluster[2,1,1024]")
         .appName(f"croupier-interop-{variant}")
@@ -103,7 +107,10 @@ def session(variant, port):
         .config("spark.stage.maxConsecutiveAttempts", "1")
         .config("spark.task.maxFailures", "1")
     )
-    if variant in ("fetch", "oldproto", "dynalloc"):
+    for item in extra:
+        key, _, value = item.partition("=")
+        b = b.config(key, value)
+    if variant in ("fetch", "lean", "oldproto", "dynalloc"):
         b = b.config("spark.shuffle.readHostLocalDisk", "false")
     if variant == "hostlocal":
         # Spark's default everywhere but local-cluster mode: SparkContext does
@@ -158,7 +165,7 @@ def dynalloc(sc):
 
 def main():
     variant, port = sys.argv[1], int(sys.argv[2])
-    spark = session(variant, port)
+    spark = session(variant, port, sys.argv[3:])
     sc = spark.sparkContext
     sc.setLogLevel("WARN")
     say("INFO", "app_id", sc.applicationId)
@@ -166,6 +173,9 @@ def main():
     try:
         if variant == "dynalloc":
             dynalloc(sc)
+        elif variant == "lean":
+            rdd_reduce_by_key(sc)
+            rdd_group_by_key_strings(sc)
         else:
             rdd_reduce_by_key(sc)
             rdd_group_by_key_strings(sc)
