@@ -12,21 +12,28 @@
 # Every cell: N connections, one request in flight each, all ChunkFetchRequests pipelined,
 # every received byte compared with the data set; the table shows medians over the rounds.
 #
-# Usage: bench/shuffle.sh [--quick] [--data-dir DIR] [--results FILE]
-#   --quick   reduced matrix (< 3 minutes once built); ends with the `summary:` line.
+# Usage: bench/shuffle.sh [--quick] [--auth-only] [--data-dir DIR] [--results FILE]
+#   --quick      reduced matrix (< 3 minutes once built); ends with the `summary:` line.
+#   --auth-only  only the spark.authenticate rows (below).
+# spark.authenticate rows (after the matrix): ours and java restarted with the same secret, once
+# SASL-only and once with the auth engine (AES-CTR); 1 MiB and 32 KiB blocks at 16 connections,
+# interleaved rounds, plus ours unauthenticated in the same rounds; then the cost of a new
+# connection (connect, authenticate, one RegisterExecutor, close), sequential, medians.
 # Needs: the pyspark venv (scripts/setup-venv.sh; CROUPIER_VENV), java, python3, ~1 GiB in DATA.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 QUICK=0
+AUTH_ONLY=0
 DATA="${CROUPIER_BENCH_DATA:-${TMPDIR:-/tmp}/croupier-shuffle-bench}"
 RESULTS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
+    --auth-only) AUTH_ONLY=1 ;;
     --data-dir) DATA="$2"; shift ;;
     --results) RESULTS="$2"; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -70,6 +77,7 @@ else
 fi
 
 echo "== data sets in $DATA" >&2
+[ $AUTH_ONLY = 1 ] && SETS=()
 for s in "${SETS[@]}"; do
   read -r id maps red block per <<<"$s"
   "$BENCH" gen --data-dir "$DATA" --shuffle-id "$id" --maps "$maps" --reduces "$red" --block-size "$block" >&2
@@ -112,6 +120,7 @@ startup_cmd() { # label port -> command words
 
 LABELS=(ours java raw)
 T0=$SECONDS
+if [ $AUTH_ONLY = 0 ]; then
 echo "# machine: nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\" mem_kb=$(awk '/MemTotal/{print $2}' /proc/meminfo) kernel=$(uname -r)" | tee -a "$RESULTS" >&2
 echo "# loadavg at start: $(cat /proc/loadavg)" | tee -a "$RESULTS" >&2
 echo "== cold start-up (spawn -> first accepted connection)" >&2
@@ -167,10 +176,96 @@ for label in "${LABELS[@]}"; do
   echo "rss server=$label idle_mb=${IDLE[$label]} load_mb=$("$BENCH" mem --pid "${PID[$label]}" --peak)" | tee -a "$RESULTS"
 done
 stop_servers
+PID=(); PORT=()
+fi
+
+# ---- spark.authenticate rows ------------------------------------------------------------------
+SECRET="croupier-bench-secret-$RANDOM$RANDOM"
+AUTH_RESULTS="${RESULTS%.txt}-auth.txt"
+: > "$AUTH_RESULTS"
+for s in "2 64 64 32768 32" "3 16 16 1048576 8"; do
+  read -r id maps red block per <<<"$s"
+  "$BENCH" gen --data-dir "$DATA" --shuffle-id "$id" --maps "$maps" --reduces "$red" --block-size "$block" >&2
+done
+start_auth_server() { # label kind(sasl|engine|none) port
+  local conf=()
+  case "$2" in
+    sasl) conf=(spark.authenticate=true "spark.authenticate.secret=$SECRET") ;;
+    engine) conf=(spark.authenticate=true "spark.authenticate.secret=$SECRET" spark.network.crypto.enabled=true) ;;
+  esac
+  local opts="-Dspark.shuffle.service.port=$3" args=(--host 127.0.0.1 --port "$3")
+  for c in "${conf[@]}"; do opts="$opts -D$c"; args+=(--conf "$c"); done
+  case "$1" in
+    ours*) "$OURS" "${args[@]}" 2>"$LOGS/$1.log" & ;;
+    java*) SPARK_SHUFFLE_OPTS="$opts" "$SPARK_HOME/bin/spark-class" "$JAVA_CLASS" >"$LOGS/$1.log" 2>&1 & ;;
+  esac
+  PID[$1]=$!
+  PORT[$1]=$3
+  wait_port "$3" "${PID[$1]}"
+}
+for kind in sasl engine; do
+  client_auth=$kind
+  echo "== spark.authenticate: $kind ($((SECONDS - T0)) s)" >&2
+  AL=("ours-$kind" "java-$kind" "ours-none")
+  start_auth_server "ours-$kind" $kind "$(free_port)"
+  start_auth_server "java-$kind" $kind "$(free_port)"
+  start_auth_server ours-none none "$(free_port)"
+  auth_args() { case "$1" in *-none) ;; *) echo "--auth $client_auth --secret $SECRET" ;; esac; }
+  for l in "${AL[@]}"; do
+    # shellcheck disable=SC2046
+    "$BENCH" run --data-dir "$DATA" --port "${PORT[$l]}" --shuffle-id 2 --fetches 0 --repeat 1 --connections 1 $(auth_args "$l") >/dev/null
+    for id in 2 3; do
+      warm=$WARM; case "$l" in java*) warm=$JAVA_WARM ;; esac
+      # shellcheck disable=SC2046
+      "$BENCH" run --data-dir "$DATA" --port "${PORT[$l]}" --shuffle-id $id --connections 16 --blocks-per-fetch 8 \
+        --repeat 1 --duration-s "$warm" --no-register --label "$l-warmup" $(auth_args "$l") >/dev/null 2>&1
+    done
+  done
+  for s in "2 64 64 32768 32" "3 16 16 1048576 8"; do
+    read -r id maps red block per <<<"$s"
+    for _ in $(seq "$REPEAT"); do
+      for l in "${AL[@]}"; do
+        # shellcheck disable=SC2046
+        "$BENCH" run --data-dir "$DATA" --port "${PORT[$l]}" --shuffle-id "$id" --connections 16 --blocks-per-fetch "$per" \
+          --repeat 1 --duration-s "$DUR" --server-pid "${PID[$l]}" --label "$l" --no-register $(auth_args "$l") \
+          2>/dev/null >>"$AUTH_RESULTS"
+      done
+    done
+    echo "  auth cell $kind block=$block done ($((SECONDS - T0)) s)" >&2
+  done
+  for _ in $(seq "$REPEAT"); do
+    for l in "${AL[@]}"; do
+      # shellcheck disable=SC2046
+      "$BENCH" run --data-dir "$DATA" --port "${PORT[$l]}" --shuffle-id 2 --handshakes 20 --label "$l" $(auth_args "$l") >>"$AUTH_RESULTS"
+    done
+  done
+  stop_servers
+  PID=(); PORT=()
+done
+echo "== spark.authenticate rows" >&2
+python3 - "$AUTH_RESULTS" <<'PY' | tee -a "$RESULTS"
+import statistics, sys
+rows = [dict(kv.split("=", 1) for kv in l.split()[1:]) | {"kind": l.split()[0]} for l in open(sys.argv[1]) if "=" in l]
+def med(kind, server, key, block=None):
+    v = [float(r[key]) for r in rows if r["kind"] == kind and r["server"] == server and (block is None or r.get("block") == block)]
+    return statistics.median(v) if v else float("nan")
+print("| auth | block | ours GB/s | java GB/s | ours/java | ours unauthenticated GB/s | ours auth/unauth |")
+print("|---|---|---|---|---|---|---|")
+for kind in ("sasl", "engine"):
+    for block, name in (("1048576", "1 MiB"), ("32768", "32 KiB")):
+        o, j, n = (med("result", s, "gb_per_s", block) for s in (f"ours-{kind}", f"java-{kind}", "ours-none"))
+        print(f"| {kind} | {name} | {o:.3f} | {j:.3f} | {o / j:.2f}x | {n:.3f} | {o / n:.3f} |")
+print()
+print("| auth | new connection p50 ours (ms) | java (ms) | ours/java | ours unauthenticated (ms) |")
+print("|---|---|---|---|---|")
+for kind in ("sasl", "engine"):
+    o, j, n = (med("handshake", s, "p50_ms") for s in (f"ours-{kind}", f"java-{kind}", "ours-none"))
+    print(f"| {kind} | {o:.3f} | {j:.3f} | {o / j:.2f}x | {n:.3f} |")
+PY
 echo "# loadavg at end: $(cat /proc/loadavg)" | tee -a "$RESULTS" >&2
 echo "== done in $((SECONDS - T0)) s (after the build)" >&2
 
 echo
-echo "results: $RESULTS"
+echo "results: $RESULTS (spark.authenticate rows: $AUTH_RESULTS)"
 echo
-"$BENCH" report "$RESULTS"
+[ $AUTH_ONLY = 1 ] || "$BENCH" report "$RESULTS"

@@ -306,6 +306,11 @@ const INERT: &[&str] = &[
     "spark.shuffle.io.maxRetries",
     "spark.shuffle.io.retryWait",
     "spark.local.dir",
+    // Client-side authentication settings (the apps' side; the service's own are in auth).
+    "spark.authenticate.enableSaslEncryption",
+    "spark.network.auth.rpcTimeout",
+    "spark.shuffle.sasl.timeout",
+    "spark.shuffle.sasl.enableRetries",
 ];
 
 /// Spark keys the JVM shuffle service acts on but this one ignores, and why: one warning

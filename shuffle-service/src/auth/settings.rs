@@ -340,13 +340,15 @@ fn find_secret<'a>(
     }
     if let Some((v, _)) = get(SECRET_FILE_KEY).filter(|(v, _)| !v.trim().is_empty()) {
         let path = PathBuf::from(v.trim());
-        let s = read_secret_file(&path)?;
+        let s = read_secret_file(&path, 0o044)?;
         return nonempty(s, SecretSource::File(path));
     }
     if let Some(dir) = &env.credentials_directory {
         let path = dir.join(CREDENTIAL_NAME);
         if path.exists() {
-            let s = read_secret_file(&path)?;
+            // systemd makes the credential private to the service (a mode or an ACL, which
+            // shows in the group bits); only a world-readable one is refused.
+            let s = read_secret_file(&path, 0o004)?;
             return nonempty(s, SecretSource::Credential(path));
         }
     }
@@ -355,9 +357,10 @@ fn find_secret<'a>(
     })
 }
 
-/// Reads a secret file: refused unless only its owner may read it; UTF-8 (Spark holds the
-/// secret as a string); one trailing newline (as `echo` writes) is not part of the secret.
-pub fn read_secret_file(path: &Path) -> Result<String, AuthSettingsError> {
+/// Reads a secret file: refused when any bit of `forbidden` (e.g. `0o044`, group- or
+/// world-readable) is set in its mode; UTF-8 (Spark holds the secret as a string); one
+/// trailing newline (as `echo` writes) is not part of the secret.
+pub fn read_secret_file(path: &Path, forbidden: u32) -> Result<String, AuthSettingsError> {
     let err = |reason: String| AuthSettingsError::SecretFile {
         path: path.to_owned(),
         reason,
@@ -367,7 +370,7 @@ pub fn read_secret_file(path: &Path) -> Result<String, AuthSettingsError> {
         return Err(err("not a regular file".into()));
     }
     let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o044 != 0 {
+    if mode & forbidden != 0 {
         return Err(AuthSettingsError::SecretFileMode {
             path: path.to_owned(),
             mode,

@@ -8,6 +8,8 @@
 //     out: "challenge <hex>"      in:  <response>       out: "ready" | "failed <class>"
 //   java AuthEngineCrossCheck ctr <key-hex> <inIv-hex> <outIv-hex>
 //     a CtrTransportCipher with the given key and IVs, no handshake
+//   java AuthEngineCrossCheck bench <seconds>
+//     prints "handshake_us V" and "ctr_MiB_s SIZE V" like our auth_engine_bench example
 //   then, on the channel the handshake (or the ctr arguments) keyed (a Netty EmbeddedChannel with Spark's cipher
 //   handlers installed exactly as a real connection gets them):
 //     in: "decrypt <hex>,<hex>,..."  (inbound TCP reads)    out: "plain <hex>"
@@ -49,6 +51,10 @@ public final class AuthEngineCrossCheck {
     BufferedReader in =
         new BufferedReader(new InputStreamReader(System.in, StandardCharsets.US_ASCII));
     PrintStream out = new PrintStream(new FileOutputStream(FileDescriptor.out), true, "US-ASCII");
+    if (role.equals("bench")) {
+      bench(Double.parseDouble(args[1]));
+      return;
+    }
     if (role.equals("ctr")) {
       SecretKeySpec key = new SecretKeySpec(HEX.parseHex(args[1]), "AES");
       serve(new CtrTransportCipher(new Properties(), key, HEX.parseHex(args[2]),
@@ -130,6 +136,84 @@ public final class AuthEngineCrossCheck {
       }
     }
     channel.finishAndReleaseAll();
+  }
+
+  /** The same measurements as our auth_engine_bench example, on Spark's classes. */
+  private static void bench(double seconds) throws Exception {
+    long budget = (long) (seconds * 1e9);
+    String secret = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    TransportConf conf = new TransportConf("shuffle", new MapConfigProvider(new HashMap<>()));
+    byte[][] challenges = new byte[64][];
+    for (int i = 0; i < challenges.length; i++) {
+      try (AuthEngine client = new AuthEngine(String.format("app-20261203-%04d", i), secret, conf)) {
+        challenges[i] = encode(client.challenge());
+      }
+    }
+    // Warm-up (JIT), then the measured loop: what the server does per new connection.
+    for (int round = 0; round < 2; round++) {
+      long n = 0;
+      long start = System.nanoTime();
+      while (System.nanoTime() - start < (round == 0 ? budget / 2 : budget)) {
+        AuthMessage challenge =
+            AuthMessage.decodeMessage(ByteBuffer.wrap(challenges[(int) (n % challenges.length)]));
+        try (AuthEngine engine = new AuthEngine(challenge.appId, secret, conf)) {
+          byte[] response = encode(engine.response(challenge));
+          EmbeddedChannel channel = new EmbeddedChannel();
+          engine.sessionCipher().addToChannel(channel);
+          channel.finishAndReleaseAll();
+          if (response.length == 0) {
+            throw new IllegalStateException();
+          }
+        }
+        n++;
+      }
+      if (round == 1) {
+        System.out.printf("handshake_us %.1f%n", (System.nanoTime() - start) / 1e3 / n);
+      }
+    }
+    // CTR through Spark's encryption handler, as the ESS writes chunk bodies.
+    AuthMessage challenge = AuthMessage.decodeMessage(ByteBuffer.wrap(challenges[0]));
+    AuthEngine engine = new AuthEngine(challenge.appId, secret, conf);
+    engine.response(challenge);
+    WritableByteChannel sink = new WritableByteChannel() {
+      public int write(ByteBuffer src) {
+        int n = src.remaining();
+        src.position(src.limit());
+        return n;
+      }
+      public boolean isOpen() {
+        return true;
+      }
+      public void close() {}
+    };
+    for (int size : new int[] {1 << 20, 32 << 10}) {
+      EmbeddedChannel channel = new EmbeddedChannel();
+      engine.sessionCipher().addToChannel(channel);
+      byte[] data = new byte[size];
+      java.util.Arrays.fill(data, (byte) 0x5a);
+      for (int round = 0; round < 2; round++) {
+        long bytes = 0;
+        long start = System.nanoTime();
+        while (System.nanoTime() - start < (round == 0 ? budget / 2 : budget)) {
+          channel.writeOutbound(Unpooled.wrappedBuffer(data));
+          Object sent;
+          while ((sent = channel.readOutbound()) != null) {
+            FileRegion region = (FileRegion) sent;
+            while (region.transferred() < region.count()) {
+              region.transferTo(sink, region.transferred());
+            }
+            region.release();
+          }
+          bytes += size;
+        }
+        if (round == 1) {
+          double mibs = bytes / 1048576.0 / ((System.nanoTime() - start) / 1e9);
+          System.out.printf("ctr_MiB_s %d %.0f%n", size, mibs);
+        }
+      }
+      channel.finishAndReleaseAll();
+    }
+    engine.close();
   }
 
   private static byte[] encode(AuthMessage msg) {

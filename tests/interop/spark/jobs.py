@@ -6,6 +6,8 @@ Extra key=value items are set on the SparkSession (e.g. spark.authenticate=true 
 
 Variants (one SparkContext each, several jobs per context):
   fetch      spark.shuffle.readHostLocalDisk=false: every remote block goes through the service
+  lean       as fetch, two jobs only (small and larger blocks), for the per-setting variants
+             (authentication) where a whole run per setting would cost too much CI time
   hostlocal  Spark's production default (readHostLocalDisk=true, which local-cluster mode turns
              off unless set): executors ask the service for each other's local dirs
              (GetLocalDirsForExecutors) and read the files themselves
@@ -108,7 +110,7 @@ def session(variant, port, extra=()):
     for item in extra:
         key, _, value = item.partition("=")
         b = b.config(key, value)
-    if variant in ("fetch", "oldproto", "dynalloc"):
+    if variant in ("fetch", "lean", "oldproto", "dynalloc"):
         b = b.config("spark.shuffle.readHostLocalDisk", "false")
     if variant == "hostlocal":
         # Spark's default everywhere but local-cluster mode: SparkContext does
@@ -171,6 +173,9 @@ def main():
     try:
         if variant == "dynalloc":
             dynalloc(sc)
+        elif variant == "lean":
+            rdd_reduce_by_key(sc)
+            rdd_group_by_key_strings(sc)
         else:
             rdd_reduce_by_key(sc)
             rdd_group_by_key_strings(sc)

@@ -1,6 +1,10 @@
 """Spark's own Mesos driver client against a Mesos-flavour external shuffle service.
 
-Usage: python mesos_driver.py <shuffle-service-port> <work-dir>
+Usage: python mesos_driver.py <shuffle-service-port> <work-dir> [<secret> [crypto|crypto2]]
+
+With a secret, every client authenticates (spark.authenticate): SASL DIGEST-MD5, or Spark's auth
+engine with AES-CTR when `crypto` (authEngineVersion 1) or `crypto2` (version 2) follows; the key
+holder is Spark's ShuffleSecretManager with the secret registered for each app id.
 
 Uses the classes a Spark 3.5.7 driver on Mesos uses (spark-mesos / spark-network-shuffle jars from
 pyspark), through a py4j gateway JVM; no SparkContext is needed:
@@ -75,23 +79,28 @@ def offsets(partitions):
 
 
 class App:
-    def __init__(self, gw, conf, port, name, work, timeout_ms, interval_ms):
+    def __init__(self, gw, conf, port, name, work, timeout_ms, interval_ms, secret=None):
         jvm = gw.jvm
         self.app_id = f"{name}-{uuid.uuid4().hex[:12]}"
+        keys = None
+        if secret is not None:
+            keys = jvm.org.apache.spark.network.sasl.ShuffleSecretManager()
+            keys.registerApp(self.app_id, secret)
+        auth = keys is not None
         self.local_dir = os.path.join(work, name, f"blockmgr-{uuid.uuid4()}")
         os.makedirs(self.local_dir)
         self.files = write_map_output(self.local_dir, 0, 0, [b"0123456789", b"", b"abcdefghijklmnopqrst"])
         self.files += write_map_output(self.local_dir, 1, 7, [b"x" * 1000])
         say("INFO", f"app_{name}", self.app_id)
         # the driver side: RegisterDriver, then heartbeats on the same pooled connection
-        self.driver = jvm.org.apache.spark.network.shuffle.mesos.MesosExternalBlockStoreClient(conf, None, False, 5000)
+        self.driver = jvm.org.apache.spark.network.shuffle.mesos.MesosExternalBlockStoreClient(conf, keys, auth, 5000)
         self.driver.init(self.app_id)
         self.driver.registerDriverWithShuffleService("127.0.0.1", port, timeout_ms, interval_ms)
         # the executor side: its own client, connection closed after the reply
         dirs = gw.new_array(jvm.java.lang.String, 1)
         dirs[0] = self.local_dir
         info = jvm.org.apache.spark.network.shuffle.protocol.ExecutorShuffleInfo(dirs, SUB_DIRS, MANAGER)
-        executor = jvm.org.apache.spark.network.shuffle.ExternalBlockStoreClient(conf, None, False, 5000)
+        executor = jvm.org.apache.spark.network.shuffle.ExternalBlockStoreClient(conf, keys, auth, 5000)
         executor.init(self.app_id)
         executor.registerWithShuffleServer("127.0.0.1", port, "0", info)
         executor.close()
@@ -111,15 +120,21 @@ def expect(name, ok, detail=""):
 
 def main():
     port, work = int(sys.argv[1]), sys.argv[2]
+    secret = sys.argv[3] if len(sys.argv) > 3 else None
+    mode = sys.argv[4] if len(sys.argv) > 4 else ""
     gw = launch_gateway()
     jvm = gw.jvm
+    settings = jvm.java.util.HashMap()
+    if mode in ("crypto", "crypto2"):
+        settings.put("spark.network.crypto.enabled", "true")
+        settings.put("spark.network.crypto.authEngineVersion", "2" if mode == "crypto2" else "1")
     conf = jvm.org.apache.spark.network.util.TransportConf(
-        "shuffle", jvm.org.apache.spark.network.util.MapConfigProvider(jvm.java.util.HashMap())
+        "shuffle", jvm.org.apache.spark.network.util.MapConfigProvider(settings)
     )
     say("INFO", "gateway_seconds", "%.1f" % (time.monotonic() - T0))
 
-    a = App(gw, conf, port, "A", work, A_TIMEOUT_MS, A_INTERVAL_MS)
-    b = App(gw, conf, port, "B", work, B_TIMEOUT_MS, B_INTERVAL_MS)
+    a = App(gw, conf, port, "A", work, A_TIMEOUT_MS, A_INTERVAL_MS, secret)
+    b = App(gw, conf, port, "B", work, B_TIMEOUT_MS, B_INTERVAL_MS, secret)
     b_registered = time.monotonic()
 
     # A heartbeats every second with a 4 s timeout: after 6 s it must still be there.

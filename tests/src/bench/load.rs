@@ -16,8 +16,156 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+use croupier_shuffle_service::auth::ctr::{Decryptor, Encryptor};
+use croupier_shuffle_service::auth::engine::{AuthMessage, ClientAuth, EngineVersion};
+use croupier_shuffle_service::auth::sasl::{netty_base64, DigestInput, SaslMessage};
+
 use super::data::{Content, DataSet, Shape, APP_ID, EXEC_ID, SHUFFLE_MANAGER, SUB_DIRS};
 use super::wire;
+
+/// How each connection authenticates (`spark.authenticate` on the server).
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub secret: String,
+    pub protocol: AuthProtocol,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthProtocol {
+    /// SASL DIGEST-MD5, qop auth (authenticated, not encrypted).
+    Sasl,
+    /// Spark's auth engine v1, then AES-256-CTR on everything.
+    Engine,
+    /// Spark's auth engine v2, then AES-128-CTR on everything.
+    Engine2,
+}
+
+/// The read half, decrypting once an encrypted session started.
+struct Reader {
+    r: BufReader<OwnedReadHalf>,
+    dec: Option<Decryptor>,
+}
+
+impl Reader {
+    async fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.r.read_exact(buf).await?;
+        if let Some(d) = &mut self.dec {
+            d.decrypt(buf);
+        }
+        Ok(())
+    }
+}
+
+/// The write half, encrypting (in place, the caller's buffer is consumed) once a session started.
+struct Writer {
+    w: OwnedWriteHalf,
+    enc: Option<Encryptor>,
+}
+
+impl Writer {
+    async fn write_all(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        if let Some(e) = &mut self.enc {
+            e.encrypt(buf);
+        }
+        self.w.write_all(buf).await
+    }
+}
+
+async fn connect(addr: SocketAddr, auth: Option<&Auth>) -> Result<(Reader, Writer), LoadError> {
+    let sock = TcpStream::connect(addr)
+        .await
+        .map_err(|source| LoadError::Connect { addr, source })?;
+    let _ = sock.set_nodelay(true);
+    let (r, w) = sock.into_split();
+    let mut r = Reader {
+        r: BufReader::with_capacity(256 << 10, r),
+        dec: None,
+    };
+    let mut w = Writer { w, enc: None };
+    if let Some(a) = auth {
+        authenticate(addr, &mut r, &mut w, a).await?;
+    }
+    Ok((r, w))
+}
+
+async fn send_rpc(w: &mut Writer, id: i64, payload: &[u8]) -> io::Result<()> {
+    let mut frame = Vec::new();
+    wire::rpc_request(&mut frame, id, payload);
+    w.write_all(&mut frame).await
+}
+
+/// Runs the client side of the handshake, as a Spark 3.5 client does.
+async fn authenticate(
+    addr: SocketAddr,
+    r: &mut Reader,
+    w: &mut Writer,
+    a: &Auth,
+) -> Result<(), LoadError> {
+    let io = |source| LoadError::Io { addr, source };
+    let proto = |detail: String| LoadError::Protocol { addr, detail };
+    let mut body = Vec::new();
+    match a.protocol {
+        AuthProtocol::Sasl => {
+            let first = SaslMessage {
+                app_id: APP_ID.into(),
+                payload: Vec::new(),
+            };
+            send_rpc(w, -1, &first.encode()).await.map_err(io)?;
+            read_rpc_response(addr, r, -1, "SASL challenge", &mut body).await?;
+            let challenge = String::from_utf8_lossy(&body).into_owned();
+            let nonce = challenge
+                .split("nonce=\"")
+                .nth(1)
+                .and_then(|x| x.split('"').next())
+                .ok_or_else(|| proto(format!("no nonce in the SASL challenge {challenge:?}")))?
+                .to_owned();
+            let password = netty_base64(a.secret.as_bytes());
+            let cnonce = "croupierbenchcnonce0123456789abcdefghijk";
+            let input = DigestInput {
+                username: "c3BhcmtTYXNsVXNlcg==",
+                realm: "default",
+                password: &password,
+                nonce: &nonce,
+                cnonce,
+                nc: "00000001",
+                qop: "auth",
+                digest_uri: "null/default",
+                authzid: None,
+            };
+            let resp = format!(
+                "charset=utf-8,username=\"c3BhcmtTYXNsVXNlcg==\",realm=\"default\",nonce=\"{nonce}\",nc=00000001,\
+                 cnonce=\"{cnonce}\",digest-uri=\"null/default\",maxbuf=65536,response={},qop=auth",
+                input.response()
+            );
+            let second = SaslMessage {
+                app_id: APP_ID.into(),
+                payload: resp.into_bytes(),
+            };
+            send_rpc(w, -2, &second.encode()).await.map_err(io)?;
+            read_rpc_response(addr, r, -2, "SASL response", &mut body).await?;
+            if body != format!("rspauth={}", input.rspauth()).as_bytes() {
+                return Err(proto("wrong SASL rspauth".into()));
+            }
+        }
+        AuthProtocol::Engine | AuthProtocol::Engine2 => {
+            let version = if a.protocol == AuthProtocol::Engine {
+                EngineVersion::V1
+            } else {
+                EngineVersion::V2
+            };
+            let (client, challenge) =
+                ClientAuth::start(a.secret.as_bytes(), APP_ID, version, &mut rand::rngs::OsRng);
+            send_rpc(w, -1, &challenge.encode()).await.map_err(io)?;
+            read_rpc_response(addr, r, -1, "auth engine challenge", &mut body).await?;
+            let response = AuthMessage::decode(&body).map_err(|e| proto(e.to_string()))?;
+            let keys = client.finish(&response).map_err(|e| proto(e.to_string()))?;
+            let (enc, dec) = keys.channel().map_err(|e| proto(e.to_string()))?.split();
+            r.dec = Some(dec);
+            w.enc = Some(enc);
+        }
+    }
+    Ok(())
+}
 
 /// How blocks are requested.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -55,6 +203,8 @@ pub struct LoadConfig {
     pub blocks_per_fetch: u32,
     /// Reduces per chunk in batch mode, capped at the number of reduces.
     pub batch_reduces: u32,
+    /// Authenticate every connection first.
+    pub auth: Option<Auth>,
 }
 
 /// A run's failure; every variant names the peer.
@@ -129,13 +279,12 @@ impl RunStats {
 }
 
 /// Registers the data set's executor with the server (RegisterExecutor; empty RpcResponse).
-pub async fn register(addr: SocketAddr, data: &DataSet) -> Result<(), LoadError> {
-    let sock = TcpStream::connect(addr)
-        .await
-        .map_err(|source| LoadError::Connect { addr, source })?;
-    let _ = sock.set_nodelay(true);
-    let (r, mut w) = sock.into_split();
-    let mut r = BufReader::new(r);
+pub async fn register(
+    addr: SocketAddr,
+    data: &DataSet,
+    auth: Option<&Auth>,
+) -> Result<(), LoadError> {
+    let (mut r, mut w) = connect(addr, auth).await?;
     let body = wire::register_executor(
         APP_ID,
         EXEC_ID,
@@ -146,16 +295,33 @@ pub async fn register(addr: SocketAddr, data: &DataSet) -> Result<(), LoadError>
     let mut frame = Vec::new();
     wire::rpc_request(&mut frame, 1, &body);
     let io = |source| LoadError::Io { addr, source };
-    w.write_all(&frame).await.map_err(io)?;
+    w.write_all(&mut frame).await.map_err(io)?;
     let mut rest = Vec::new();
     read_rpc_response(addr, &mut r, 1, "RegisterExecutor", &mut rest).await?;
     Ok(())
 }
 
+/// Opens `n` connections one after another, each authenticating (when `auth`) and answering
+/// one RegisterExecutor, then closed; returns the time of each (the cost of a new connection).
+pub async fn handshakes(
+    addr: SocketAddr,
+    data: &DataSet,
+    auth: Option<&Auth>,
+    n: usize,
+) -> Result<Vec<Duration>, LoadError> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        register(addr, data, auth).await?;
+        out.push(t0.elapsed());
+    }
+    Ok(out)
+}
+
 /// Reads one RPC answer into `body`; RpcFailure becomes an error.
 async fn read_rpc_response(
     addr: SocketAddr,
-    r: &mut BufReader<OwnedReadHalf>,
+    r: &mut Reader,
     request_id: i64,
     what: &'static str,
     body: &mut Vec<u8>,
@@ -197,8 +363,8 @@ struct Want {
 
 struct Conn {
     addr: SocketAddr,
-    r: BufReader<OwnedReadHalf>,
-    w: OwnedWriteHalf,
+    r: Reader,
+    w: Writer,
     out: Vec<u8>,
     body: Vec<u8>,
     rpc: Vec<u8>,
@@ -260,14 +426,10 @@ async fn conn_loop(
     deadline: Option<Instant>,
 ) -> Result<RunStats, LoadError> {
     let addr = cfg.addr;
-    let sock = TcpStream::connect(addr)
-        .await
-        .map_err(|source| LoadError::Connect { addr, source })?;
-    let _ = sock.set_nodelay(true);
-    let (r, w) = sock.into_split();
+    let (r, w) = connect(addr, cfg.auth.as_ref()).await?;
     let mut c = Conn {
         addr,
-        r: BufReader::with_capacity(256 << 10, r),
+        r,
         w,
         out: Vec::with_capacity(4096),
         body: Vec::new(),
@@ -364,7 +526,7 @@ async fn fetch_once(
     c.next_request += 1;
     c.out.clear();
     wire::rpc_request(&mut c.out, request_id, &c.rpc);
-    c.w.write_all(&c.out).await.map_err(io)?;
+    c.w.write_all(&mut c.out).await.map_err(io)?;
     let mut handle = std::mem::take(&mut c.body);
     read_rpc_response(addr, &mut c.r, request_id, what, &mut handle).await?;
     if handle.len() != 13 || handle[0] != wire::STREAM_HANDLE {
@@ -389,7 +551,7 @@ async fn fetch_once(
     for j in 0..num_chunks {
         wire::chunk_fetch_request(&mut c.out, stream, j);
     }
-    c.w.write_all(&c.out).await.map_err(io)?;
+    c.w.write_all(&mut c.out).await.map_err(io)?;
     let bs = content.block_size();
     for (j, want) in c.wants.iter().enumerate() {
         let mut h = [0u8; wire::HEADER];

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
 use clap::{Parser, Subcommand};
 use croupier_testkit::bench::data::{Content, DataSet, Shape};
-use croupier_testkit::bench::load::{self, LoadConfig, Mode, RunStats};
+use croupier_testkit::bench::load::{self, Auth, AuthProtocol, LoadConfig, Mode, RunStats};
 use croupier_testkit::bench::procfs::{Proc, RssSampler};
 use croupier_testkit::bench::raw;
 use croupier_testkit::bench::report::{self, median};
@@ -155,6 +156,16 @@ struct RunArgs {
     /// Client runtime threads.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
+    /// Authenticate every connection (the server runs with spark.authenticate=true).
+    #[arg(long, value_enum)]
+    auth: Option<AuthProtocol>,
+    /// The shared secret for --auth.
+    #[arg(long, default_value = "croupier-bench-secret")]
+    secret: String,
+    /// Instead of the load: open this many connections one after another (authenticate, one
+    /// RegisterExecutor, close) and print a `handshake` line with the per-connection times.
+    #[arg(long)]
+    handshakes: Option<usize>,
 }
 
 fn main() -> Result<()> {
@@ -263,9 +274,31 @@ fn run(a: RunArgs) -> Result<()> {
         fetches_per_conn: a.fetches,
         blocks_per_fetch: a.blocks_per_fetch,
         batch_reduces: a.batch_reduces,
+        auth: a.auth.map(|protocol| Auth {
+            secret: a.secret.clone(),
+            protocol,
+        }),
     };
+    let auth_name = a
+        .auth
+        .and_then(|p| p.to_possible_value())
+        .map_or_else(|| "none".to_owned(), |v| v.get_name().to_owned());
+    if let Some(n) = a.handshakes {
+        let mut t = rt.block_on(load::handshakes(addr, &ds, base.auth.as_ref(), n.max(1)))?;
+        t.sort_unstable();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "handshake server={} auth={auth_name} n={} p50_ms={:.3} p90_ms={:.3} min_ms={:.3}",
+            a.label,
+            t.len(),
+            ms(t[t.len() / 2]),
+            ms(t[(t.len() * 9 / 10).min(t.len() - 1)]),
+            ms(t[0])
+        );
+        return Ok(());
+    }
     if !a.no_register {
-        rt.block_on(load::register(addr, &ds))?;
+        rt.block_on(load::register(addr, &ds, base.auth.as_ref()))?;
     }
     if a.warmup_s > 0.0 {
         let warm = LoadConfig {
@@ -310,7 +343,7 @@ fn run(a: RunArgs) -> Result<()> {
     let m = |f: &dyn Fn(&RunStats) -> f64| median(runs.iter().map(f).collect());
     let mb = |b: u64| b as f64 / (1 << 20) as f64;
     let mut line = format!(
-        "result server={} shuffle={} block={} conns={} mode={} blocks_per_fetch={} repeats={} blocks_per_s={:.1} gb_per_s={:.4} p50_ms={:.3} p99_ms={:.3} p999_ms={:.3} fetches={} blocks={} bytes={} verified_bytes={}",
+        "result server={} auth={auth_name} shuffle={} block={} conns={} mode={} blocks_per_fetch={} repeats={} blocks_per_s={:.1} gb_per_s={:.4} p50_ms={:.3} p99_ms={:.3} p999_ms={:.3} fetches={} blocks={} bytes={} verified_bytes={}",
         a.label,
         shape.shuffle_id,
         shape.block_size,
