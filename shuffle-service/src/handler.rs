@@ -43,11 +43,14 @@ fn unsupported(name: &str) -> Reply {
 }
 
 /// The appId a message acts on, where Spark's `ExternalBlockHandler.checkAuth` compares it
-/// with the authenticated connection's (RegisterDriver is not checked, as in Spark's Mesos
-/// handler).
+/// with the authenticated connection's. Spark's Mesos handler does not check RegisterDriver
+/// (nor heartbeats); we do: an app holding the shared secret could otherwise shorten another
+/// app's heartbeat timeout and have its files deleted. Spark's `MesosExternalBlockStoreClient`
+/// authenticates as the appId it registers, so real drivers are not affected.
 fn checked_app_id(msg: &M) -> Option<&str> {
     match msg {
-        M::OpenBlocks { app_id, .. }
+        M::RegisterDriver { app_id, .. }
+        | M::OpenBlocks { app_id, .. }
         | M::FetchShuffleBlocks { app_id, .. }
         | M::FetchShuffleBlockChunks { app_id, .. }
         | M::RegisterExecutor { app_id, .. }
@@ -317,8 +320,13 @@ pub fn rpc(
 }
 
 /// Handles one OneWayMessage body (no reply possible).
-pub fn one_way(shared: &Shared, body: &[u8], peer: SocketAddr) {
+pub fn one_way(shared: &Shared, body: &[u8], peer: SocketAddr, client: Option<&str>) {
     match M::decode(body) {
+        Ok(M::ShuffleServiceHeartbeat { app_id }) if client.is_some_and(|c| c != app_id) => {
+            // Another app's heartbeats would keep its files forever (see `checked_app_id`).
+            shared.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, app = ?client, "ignoring ShuffleServiceHeartbeat for application {app_id:?}: the connection authenticated as another application");
+        }
         Ok(M::ShuffleServiceHeartbeat { app_id }) => {
             if !shared.apps.heartbeat(&app_id) {
                 tracing::warn!(%peer, "Received ShuffleServiceHeartbeat from an unknown app {app_id}");

@@ -120,7 +120,7 @@ async fn serve_connection(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr
                 .metrics
                 .caught_exceptions
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%peer, conn, dropped, "closing connection: {why}")
+            tracing::warn!(%peer, conn, dropped, "closing connection: {}", why.escape_debug())
         }
     }
     let _ = writer.await;
@@ -145,7 +145,7 @@ struct ConnAuth {
 
 fn auth_failed(shared: &Shared, peer: SocketAddr, app: Option<&str>, what: &str) {
     shared.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(%peer, app = app.unwrap_or("unknown"), "authentication failed: {what}");
+    tracing::warn!(%peer, app = ?app, "authentication failed: {}", what.escape_debug());
 }
 
 async fn reader_loop(
@@ -304,7 +304,7 @@ async fn handle_unauthenticated(
                 protocol,
                 cipher,
             } => {
-                tracing::info!(%peer, app = %app_id, "authenticated ({protocol})");
+                tracing::info!(%peer, app = ?app_id, "authenticated ({protocol})");
                 send(Out::Frame(
                     Message::RpcResponse {
                         request_id,
@@ -519,7 +519,7 @@ async fn handle(
             }
         }
         Message::OneWayMessage { body } => {
-            handler::one_way(shared, &body, peer);
+            handler::one_way(shared, &body, peer, client);
             Ok(())
         }
         Message::UploadStream {

@@ -111,15 +111,15 @@ pub enum EngineError {
     #[error(transparent)]
     Message(#[from] AuthMessageError),
     #[error(
-        "auth message from app {app_id} carries a {len}-byte sealed key, expected {SEALED_KEY_LEN}"
+        "auth message from app {app_id:?} carries a {len}-byte sealed key, expected {SEALED_KEY_LEN}"
     )]
     SealedKeyLength { app_id: String, len: usize },
     #[error(
-        "authentication failed for app {app_id}: its key does not open with our secret \
+        "authentication failed for app {app_id:?}: its key does not open with our secret \
          (the secrets differ or the message was altered)"
     )]
     Rejected { app_id: String },
-    #[error("authentication failed for app {app_id}: its ephemeral key is a low-order point")]
+    #[error("authentication failed for app {app_id:?}: its ephemeral key is a low-order point")]
     WeakPublicKey { app_id: String },
     #[error("the server answered for app {got:?}, but this client authenticates app {expected:?}")]
     AppIdMismatch { expected: String, got: String },

@@ -16,6 +16,9 @@ use rc4::{Rc4, StreamCipher};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+/// Longest appId accepted in a SaslMessage (the auth engine's own bound).
+const MAX_APP_ID_LEN: usize = 1024;
+
 use super::settings::Secret;
 
 /// First byte of a `SaslMessage` RPC body.
@@ -73,6 +76,13 @@ impl SaslMessage {
             return Err(SaslError::NotSasl);
         }
         let n = read_i32_len(body, 1, "appId")?;
+        // An appId is a framework or application id: a few dozen bytes. It is logged with every
+        // refusal on the connection, so a huge one is refused before anything is kept.
+        if n > MAX_APP_ID_LEN {
+            return Err(SaslError::BadMessage(format!(
+                "appId of {n} bytes is longer than {MAX_APP_ID_LEN}"
+            )));
+        }
         let app = body
             .get(5..5 + n)
             .ok_or_else(|| SaslError::BadMessage(format!("appId of {n} bytes is truncated")))?;

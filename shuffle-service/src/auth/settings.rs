@@ -289,6 +289,13 @@ pub fn from_settings<'a>(
         a.sasl_max_block = n as usize;
     }
     if !a.enabled {
+        if a.crypto_enabled {
+            // Spark encrypts only authenticated connections: say so rather than serve
+            // plaintext in silence to an operator who asked for encryption.
+            tracing::warn!(
+                "spark.network.crypto.enabled=true has no effect without spark.authenticate=true: connections are neither authenticated nor encrypted"
+            );
+        }
         return Ok(a);
     }
     if a.crypto_enabled {
