@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 {
   cat bench/summary.md
-  for f in results-executor results-fetcher results-fetcher-xfs results-shuffle-startup results-shuffle; do
+  for f in results-executor results-mesos-executor results-fetcher results-fetcher-xfs results-shuffle-startup results-shuffle; do
     echo
     echo "---"
     echo

@@ -1,8 +1,73 @@
 #!/usr/bin/env bash
 # The whole Croupier test suite: lints, unit tests, integration and interop tests against
-# real Spark 3.5.7, pymesos 0.3.15, moto and the official Mesos protobuf classes.
+# real Spark 3.5.7, pymesos 0.3.15, moto, the official Mesos protobuf classes, the real-Mesos
+# tier (a real Mesos 1.11 master and agent: test files named mesos_*.rs) and the packaging test.
+#
+# Before running anything it checks what the suite needs from the machine. As root it installs
+# what is missing (Debian's rpm, systemd and curl for the packaging test; Apache Mesos 1.11 from
+# ../shared/mesos/install.sh beside the clone); otherwise it lists what is missing and how to
+# get it, and stops. Opt-outs, each reported as NOT RUN at the start and at the end:
+#   CROUPIER_SKIP_PACKAGING=1  leave out the packaging test (it needs root: dpkg -i)
+#   CROUPIER_SKIP_MESOS=1      leave out the real-Mesos tier (no Mesos on this machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+is_root=0; [ "$(id -u)" -eq 0 ] && is_root=1
+problems=(); notrun=()
+
+# --- packaging test: root, rpm, systemd-analyze, curl
+packaging=1
+if [ "${CROUPIER_SKIP_PACKAGING:-}" = 1 ]; then
+  packaging=0
+  notrun+=("NOT RUN: packaging test (CROUPIER_SKIP_PACKAGING=1 was set)")
+elif [ "$is_root" -ne 1 ]; then
+  problems+=("the packaging test installs the built .deb and needs root: run as root, or set CROUPIER_SKIP_PACKAGING=1 to leave it out")
+else
+  need=()
+  command -v rpm >/dev/null 2>&1 || need+=(rpm)
+  command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+  command -v curl >/dev/null 2>&1 || need+=(curl)
+  if [ "${#need[@]}" -gt 0 ]; then
+    echo "== apt-get install ${need[*]} (for the packaging test)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+fi
+
+# --- real-Mesos tier: MESOS_PREFIX with the binaries, else install ../shared/mesos
+mesos_ok() { [ -n "${MESOS_PREFIX:-}" ] && [ -x "$MESOS_PREFIX/sbin/mesos-agent" ] \
+  && [ -x "$MESOS_PREFIX/sbin/mesos-master" ] && [ -x "$MESOS_PREFIX/bin/mesos-execute" ]; }
+mesos_tier=1
+if [ "${CROUPIER_SKIP_MESOS:-}" = 1 ]; then
+  mesos_tier=0
+  notrun+=("NOT RUN: real-Mesos tier (CROUPIER_SKIP_MESOS=1 was set)")
+elif ! mesos_ok; then
+  installer=../shared/mesos/install.sh
+  # a MESOS_PREFIX set by hand but wrong is reported, not installed over
+  if [ -z "${MESOS_PREFIX:-}" ] && [ -f "$installer" ]; then
+    # as root: apt-get the runtime packages and extract; otherwise only an existing install
+    if [ "$is_root" -eq 1 ]; then out=$(bash "$installer") || out=
+    else out=$(SKIP_APT=1 bash "$installer" 2>/dev/null) || out=; fi
+    [ -n "$out" ] && eval "$out"
+  fi
+  if ! mesos_ok; then
+    if [ -z "${MESOS_PREFIX:-}" ]; then why="MESOS_PREFIX is not set"; else why="MESOS_PREFIX=$MESOS_PREFIX lacks sbin/mesos-{master,agent} or bin/mesos-execute"; fi
+    if [ ! -f "$installer" ]; then why="$why, and there is no $installer"
+    elif [ "$is_root" -ne 1 ]; then why="$why, and installing $installer needs root"; fi
+    problems+=("NOT RUN: real-Mesos tier ($why; run this script as root with ../shared/mesos beside the clone, or eval \"\$(sudo bash ../shared/mesos/install.sh)\" first); set CROUPIER_SKIP_MESOS=1 to run the rest without it")
+  fi
+fi
+
+if [ "${#problems[@]}" -gt 0 ]; then
+  echo "scripts/test.sh cannot run the whole suite on this machine:" >&2
+  for p in "${problems[@]}"; do echo "  - $p" >&2; done
+  exit 1
+fi
+for n in "${notrun[@]+"${notrun[@]}"}"; do echo "$n"; done
+if [ "$mesos_tier" -eq 1 ]; then
+  echo "== real-Mesos tier: MESOS_PREFIX=$MESOS_PREFIX"
+  export MESOS_PREFIX MESOS_NATIVE_JAVA_LIBRARY="${MESOS_NATIVE_JAVA_LIBRARY:-$MESOS_PREFIX/lib/libmesos-jni.so}"
+fi
+
 VENV="$(bash scripts/setup-venv.sh | tail -n 1)"
 export CROUPIER_VENV="$VENV"
 echo "== venv: $CROUPIER_VENV"
@@ -11,10 +76,20 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
-cargo test --workspace -- --test-threads=2
-echo "== packaging (build .deb/.rpm, install, start/stop, purge)"
-if [ "$(id -u)" -ne 0 ] && [ "${CROUPIER_SKIP_PACKAGING:-}" = 1 ]; then
-  echo "NOT RUN: packaging test (needs root to dpkg -i; CROUPIER_SKIP_PACKAGING=1 was set)"
+if [ "$mesos_tier" -eq 1 ]; then
+  cargo test --workspace -- --test-threads=2
 else
+  # every test target except the tier's (tests/mesos_*.rs), then the doctests
+  targets=()
+  for f in */tests/*.rs; do
+    name=$(basename "$f" .rs)
+    case "$name" in mesos_*) ;; *) targets+=(--test "$name") ;; esac
+  done
+  cargo test --workspace --lib --bins "${targets[@]}" -- --test-threads=2
+  cargo test --workspace --doc
+fi
+if [ "$packaging" -eq 1 ]; then
+  echo "== packaging (build .deb/.rpm, install, start/stop, purge)"
   bash packaging/test.sh
 fi
+for n in "${notrun[@]+"${notrun[@]}"}"; do echo "$n"; done

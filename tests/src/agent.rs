@@ -43,6 +43,10 @@ use croupier_proto::v1::{
 };
 use tokio::sync::{mpsc, watch};
 
+/// What the stand-in gives as `MESOS_NATIVE_{JAVA_,}LIBRARY` (a real agent names its own
+/// libmesos, e.g. `/opt/mesos-1.11/lib/libmesos-1.11.0.so`; nothing here loads it).
+pub const STAND_IN_LIBMESOS: &str = "/usr/lib/libmesos.so";
+
 /// A failure of the stand-in or of a wait. Timeouts are retryable (try again with a longer
 /// wait); the others are not.
 #[derive(Debug, thiserror::Error)]
@@ -562,6 +566,11 @@ impl Agent {
                 croupier_proto::duration::format(cfg.shutdown_grace_period),
             ),
             ("LIBPROCESS_PORT".into(), "0".into()),
+            // A real agent also hands every executor these (seen under Mesos 1.11: the
+            // libprocess IP it binds and its own libmesos, for executors built on libmesos).
+            ("LIBPROCESS_IP".into(), self.shared.addr.ip().to_string()),
+            ("MESOS_NATIVE_JAVA_LIBRARY".into(), STAND_IN_LIBMESOS.into()),
+            ("MESOS_NATIVE_LIBRARY".into(), STAND_IN_LIBMESOS.into()),
         ];
         if cfg.checkpoint {
             env.push((

@@ -36,7 +36,8 @@ pub struct ClusterOpts {
     /// The agent's `--resources`.
     pub resources: String,
     /// `--executor_environment_variables` (the agent passes executors none of its own
-    /// environment). Default: `PATH=/usr/local/bin:/usr/bin:/bin`, `RUST_LOG=info`.
+    /// environment). Default: `PATH=/usr/local/bin:/usr/bin:/bin`, `RUST_LOG=info`. Empty:
+    /// the flag is not passed (the agent then sets only its default `PATH`).
     pub executor_env: BTreeMap<String, String>,
     /// More agent flags (`--name=value`), after the harness's (a later flag wins).
     pub agent_flags: Vec<String>,
@@ -170,8 +171,10 @@ impl MesosCluster {
             "--isolation=posix/cpu,posix/mem".to_string(),
             "--no-systemd_enable_support".to_string(),
             format!("--resources={}", opts.resources),
-            format!("--executor_environment_variables={executor_env}"),
         ];
+        if !opts.executor_env.is_empty() {
+            agent_args.push(format!("--executor_environment_variables={executor_env}"));
+        }
         if opts.http_command_executor {
             agent_args.push("--http_command_executor".to_string());
         }

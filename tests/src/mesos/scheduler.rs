@@ -60,6 +60,7 @@ struct State {
     updates: Vec<Value>,
     offers: VecDeque<Value>,
     closed: Option<String>,
+    error: Option<String>,
 }
 
 struct Shared {
@@ -103,7 +104,6 @@ impl Scheduler {
                 "checkpoint": opts.checkpoint,
                 "failover_timeout": opts.failover_timeout,
                 "capabilities": caps,
-                "roles": ["*"],
             }}
         });
         let body = serde_json::to_vec(&call).unwrap_or_default();
@@ -199,9 +199,16 @@ impl Scheduler {
                     return Ok(v);
                 }
                 if let Some(why) = &s.closed {
+                    let error = s
+                        .error
+                        .as_deref()
+                        .map(|e| format!("; the master's ERROR event: {e}"))
+                        .unwrap_or_default();
                     return Err(MesosError::Protocol {
                         peer: format!("http://{}{PATH}", self.shared.master),
-                        message: format!("event stream closed ({why}) while waiting for {what}"),
+                        message: format!(
+                            "event stream closed ({why}) while waiting for {what}{error}"
+                        ),
                     });
                 }
             }
@@ -485,6 +492,9 @@ async fn on_event(shared: &Arc<Shared>, ev: Value) {
             Some("RESCIND") => {
                 let id = ev["rescind"]["offer_id"].clone();
                 s.offers.retain(|o| o["id"] != id);
+            }
+            Some("ERROR") => {
+                s.error = ev["error"]["message"].as_str().map(str::to_string);
             }
             Some("UPDATE") => {
                 let status = ev["update"]["status"].clone();
