@@ -48,6 +48,8 @@ pub enum LinkInput {
 pub enum Happened {
     /// Handled inside the link (or stale).
     Nothing,
+    /// SUBSCRIBED: the link is up (again).
+    Subscribed,
     /// An event for the event loop (LAUNCH, LAUNCH_GROUP, KILL, SHUTDOWN, MESSAGE, ERROR, ...).
     Event(Box<Event>),
     /// The agent acknowledged an update.
@@ -388,7 +390,7 @@ impl AgentLink {
                     self.send_call("UPDATE", c);
                 }
                 self.rearm_ack_deadline();
-                Happened::Nothing
+                Happened::Subscribed
             }
             event::Type::Acknowledged => match ev.acknowledged {
                 Some(a) => self.on_ack(&a.task_id.value, &a.uuid),

@@ -413,6 +413,8 @@ enum Sched {
     /// The next probe starts at the instant.
     Due(Instant),
     Running(Running),
+    /// No probes until resumed (custom mode, while the agent is away).
+    Paused,
     /// No more probes (the task is being killed or has ended).
     Stopped,
 }
@@ -518,7 +520,7 @@ impl Checker {
         match &self.sched {
             Sched::Due(at) => Some(*at),
             Sched::Running(r) => r.deadline,
-            Sched::Stopped => None,
+            Sched::Paused | Sched::Stopped => None,
         }
     }
 
@@ -636,6 +638,22 @@ impl Checker {
         };
         let result = Err(format!("{what} timed out after {timeout:?}"));
         Some(self.finished(seq, result, now))
+    }
+
+    /// No probes until [`Checker::resume`]; a probe in flight is killed and its result
+    /// ignored.
+    pub fn pause(&mut self) {
+        if matches!(self.sched, Sched::Due(_) | Sched::Running(_)) {
+            self.abort_in_flight();
+            self.sched = Sched::Paused;
+        }
+    }
+
+    /// After [`Checker::pause`]: the next probe at once.
+    pub fn resume(&mut self, now: Instant) {
+        if matches!(self.sched, Sched::Paused) {
+            self.sched = Sched::Due(now);
+        }
     }
 
     /// No more probes; a probe in flight is killed.

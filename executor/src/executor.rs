@@ -93,8 +93,10 @@ impl Executor {
     fn on_link(&mut self, input: LinkInput) {
         match self.link.handle(input) {
             Happened::Nothing => {}
+            Happened::Subscribed => self.tasks.agent_connected(true),
             Happened::Acked(settled) => self.tasks.acknowledged(&settled),
             Happened::Lost(error) => {
+                self.tasks.agent_connected(false);
                 if let Some(reason) = self.link.lost(error, self.shutdown.is_some()) {
                     self.abandon(1, reason);
                 }

@@ -159,6 +159,8 @@ pub struct Tasks {
     unhealthy: bool,
     /// The client of HTTP probes, made when the first one runs.
     http: Option<HttpClient>,
+    /// Is the agent link up (custom mode pauses checking while it is not)?
+    connected: bool,
     tx: mpsc::UnboundedSender<TaskInput>,
     rx: mpsc::UnboundedReceiver<TaskInput>,
 }
@@ -206,6 +208,7 @@ impl Tasks {
             stopping: Stopping::No,
             unhealthy: false,
             http: None,
+            connected: false,
             tx,
             rx,
         }
@@ -242,6 +245,26 @@ impl Tasks {
                 });
                 if let Some(v) = verdict {
                     self.apply_verdict(link, &task_id, v);
+                }
+            }
+        }
+    }
+
+    /// The agent went away or came back. In custom mode, checks and health checks pause while
+    /// it is away and probe again at once when it is back (as Mesos's default executor); the
+    /// command executor (drop-in) keeps checking.
+    pub fn agent_connected(&mut self, up: bool) {
+        self.connected = up;
+        if self.cfg.is_drop_in() {
+            return;
+        }
+        let now = Instant::now();
+        for t in self.tasks.values_mut() {
+            for c in &mut t.checkers {
+                if up {
+                    c.resume(now);
+                } else {
+                    c.pause();
                 }
             }
         }
@@ -645,6 +668,7 @@ impl Tasks {
             Ok(pid) => {
                 tracing::info!("task {id}: started {:?} as pid {pid}", spec.program);
                 let now = Instant::now();
+                let paused = !self.cfg.is_drop_in() && !self.connected;
                 if let Some(t) = self.tasks.get_mut(id) {
                     t.pid = Some(pid.as_raw());
                     t.phase = Phase::Running;
@@ -658,7 +682,12 @@ impl Tasks {
                     let ck = t.info.check.as_ref().map(|ci| Checker::check(id, ci, now));
                     for c in [hc, ck].into_iter().flatten() {
                         match c {
-                            Ok(c) => t.checkers.push(c),
+                            Ok(mut c) => {
+                                if paused {
+                                    c.pause();
+                                }
+                                t.checkers.push(c)
+                            }
                             Err(e) => tracing::error!("task {id}: {e}"),
                         }
                     }

@@ -744,3 +744,60 @@ async fn an_invalid_health_check_fails_the_task_naming_the_problem() {
         "{msg}"
     );
 }
+
+#[tokio::test]
+async fn custom_mode_pauses_checking_while_the_agent_is_away() {
+    // As Mesos's default executor: no probe runs while the agent is gone (a failing health
+    // check cannot kill the task then); probing resumes at once after re-subscribing. The
+    // first probe is due 1.5 s after the task starts; the agent goes away right after
+    // TASK_RUNNING for 4 s.
+    let mut c = custom();
+    c.checkpoint = true;
+    let agent = start(c).await;
+    let log = agent.sandbox().join("probe-times");
+    let mut task = agent.command_task("away", "exec sleep 1000");
+    let mut hc = command_health(&format!("date +%s.%N >> {}; exit 1", log.display()));
+    hc.delay_seconds = Some(1.5);
+    hc.interval_seconds = Some(0.2);
+    task.health_check = Some(hc);
+    agent.launch(task).unwrap();
+    agent.wait_update("away", RUNNING, T).await.unwrap();
+    let wall = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let down_at = wall();
+    agent.restart(Duration::from_secs(4));
+    let done = agent.wait_terminal("away", T).await.unwrap();
+    assert_eq!(done.state, TaskState::TaskKilled as i32);
+    assert_eq!(
+        shapes(&agent, "away")[2..],
+        [
+            (RUNNING, Some(HEALTH), Some(false)),
+            (RUNNING, Some(HEALTH), Some(false)),
+            (RUNNING, Some(HEALTH), Some(false)),
+            (TaskState::TaskKilling, S, None),
+            (TaskState::TaskKilled, S, Some(false)),
+        ],
+        "{}",
+        dump(&agent, "away")
+    );
+    let times: Vec<f64> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let during: Vec<f64> = times
+        .iter()
+        .map(|t| t - down_at)
+        .filter(|d| (1.0..3.5).contains(d))
+        .collect();
+    assert!(
+        during.is_empty(),
+        "probes ran {during:?} s after the agent went away\n{}",
+        dump(&agent, "away")
+    );
+    assert!(times.len() >= 3, "{times:?}");
+}
