@@ -43,7 +43,11 @@ impl HostLauncher {
                     .clone()
                     .map(PathBuf::from)
                     .unwrap_or_else(|| self.cfg.sandbox.clone()),
-                f.user.clone().or(cmd.user.clone()),
+                // As upstream: only `--user` (the agent passes it with a rootfs); without it
+                // the agent already started us as the task's user, so `CommandInfo.user` is
+                // never switched to (on `--switch_user=false` agents it is not the sandbox's
+                // owner).
+                f.user.clone(),
             ),
             Mode::Custom => (
                 Output::File(dir.join("stdout")),

@@ -45,8 +45,8 @@ fn run() -> anyhow::Result<i32> {
         tracing::warn!("ignoring unknown flag {f}");
     }
     if let config::Mode::DropIn(f) = &cfg.mode {
-        if f.rootfs.is_some() {
-            tracing::warn!("--rootfs is not supported: the task runs on the host filesystem");
+        for (name, value, why) in f.known_but_unused() {
+            tracing::info!("known mesos-executor flag --{name}={value} is not used: {why}");
         }
     }
     if cfg.domain_socket.is_some() {

@@ -72,6 +72,20 @@ pub enum SpawnError {
         what: String,
         source: std::io::Error,
     },
+    #[error("the working directory {} does not exist (or is not a directory)", .path.display())]
+    MissingDirectory { path: PathBuf },
+    #[error("'sh' (needed to run the shell command {command:?}) was not found on the task's PATH={path}")]
+    MissingShell { command: String, path: String },
+    #[error("the binary {program:?} was not found{}", .on_path.as_ref().map(|p| format!(" on the task's PATH={p}")).unwrap_or_default())]
+    MissingProgram {
+        program: String,
+        /// The PATH searched, when the program was a bare name.
+        on_path: Option<String>,
+    },
+    #[error(
+        "{program:?} exists but cannot be executed: its interpreter (#! line) or loader is missing"
+    )]
+    MissingInterpreter { program: String },
 }
 
 impl SpawnError {
@@ -187,11 +201,72 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Pid, SpawnError> {
             Ok(())
         });
     }
-    let child = cmd
-        .spawn()
-        .map_err(|source| SpawnError::Exec { what, source })?;
+    let child = cmd.spawn().map_err(|source| diagnose(spec, what, source))?;
     // The child is reaped by `reap_all`; `std::process::Child` never waits on drop.
     Ok(Pid::from_raw(child.id() as i32))
+}
+
+/// The PATH a bare program name is searched on: the task's own `PATH`, else the default the C
+/// library's `execvp` uses.
+fn task_path(spec: &SpawnSpec) -> String {
+    spec.env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| "(unset: /bin:/usr/bin)".to_string())
+}
+
+fn on_path(name: &str, path: &str) -> bool {
+    let path = path
+        .strip_prefix("(unset: ")
+        .map_or(path, |p| p.trim_end_matches(')'));
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .any(|d| std::path::Path::new(d).join(name).is_file())
+}
+
+/// Turn a "not found" from the spawn into what is actually missing: the working directory,
+/// `sh` on the task's PATH, the binary, or the interpreter of a script.
+fn diagnose(spec: &SpawnSpec, what: String, source: std::io::Error) -> SpawnError {
+    if source.kind() != std::io::ErrorKind::NotFound {
+        return SpawnError::Exec { what, source };
+    }
+    if !spec.cwd.is_dir() {
+        return SpawnError::MissingDirectory {
+            path: spec.cwd.clone(),
+        };
+    }
+    let path = task_path(spec);
+    match &spec.program {
+        Program::Shell(command) if !on_path("sh", &path) => SpawnError::MissingShell {
+            command: command.clone(),
+            path,
+        },
+        Program::Argv { path: program, .. } if program.contains('/') => {
+            let p = if program.starts_with('/') {
+                PathBuf::from(program)
+            } else {
+                spec.cwd.join(program)
+            };
+            if p.exists() {
+                SpawnError::MissingInterpreter {
+                    program: program.clone(),
+                }
+            } else {
+                SpawnError::MissingProgram {
+                    program: program.clone(),
+                    on_path: None,
+                }
+            }
+        }
+        Program::Argv { path: program, .. } if !on_path(program, &path) => {
+            SpawnError::MissingProgram {
+                program: program.clone(),
+                on_path: Some(path),
+            }
+        }
+        _ => SpawnError::Exec { what, source },
+    }
 }
 
 /// Make this process a child subreaper (Linux), so orphaned descendants are reparented to us.
