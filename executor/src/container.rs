@@ -37,7 +37,9 @@ pub enum ContainerError {
     NotRoot { rootfs: String, uid: u32 },
     #[error("--rootfs={rootfs} is set without --sandbox_directory (where the sandbox is mounted inside the image)")]
     NoSandboxDirectory { rootfs: String },
-    #[error("--rootfs={rootfs} is set without --launcher_dir (the directory holding {CONTAINERIZER})")]
+    #[error(
+        "--rootfs={rootfs} is set without --launcher_dir (the directory holding {CONTAINERIZER})"
+    )]
     NoLauncherDir { rootfs: String },
     #[error("{} (from --launcher_dir) does not exist: container-image tasks are launched through it", .path.display())]
     NoContainerizer { path: PathBuf },
@@ -235,6 +237,9 @@ mod tests {
             ..flags
         };
         let e = launch_info(&bad, "/r", &cmd, &env).unwrap_err().to_string();
-        assert!(e.contains("--task_supplementary_groups") && e.contains("wheel"), "{e}");
+        assert!(
+            e.contains("--task_supplementary_groups") && e.contains("wheel"),
+            "{e}"
+        );
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::CString;
 use std::fs::OpenOptions;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -55,6 +55,9 @@ pub struct SpawnSpec {
     pub stderr: Output,
     /// Switch to this user before exec (only honoured when running as root).
     pub user: Option<String>,
+    /// Enter the mount namespace of this process before exec, then change to `cwd` inside it
+    /// (COMMAND probes of a container-image task, which see the task's root filesystem).
+    pub mount_namespace_of: Option<i32>,
 }
 
 /// Why a process could not be started.
@@ -172,9 +175,30 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Pid, SpawnError> {
             (c, path.clone())
         }
     };
+    // A probe entering a task's mount namespace changes directory once inside it.
+    let mount_ns = match spec.mount_namespace_of {
+        Some(pid) => {
+            let ns = format!("/proc/{pid}/ns/mnt");
+            let f = std::fs::File::open(&ns).map_err(|source| SpawnError::Exec {
+                what: format!("{what} (entering the mount namespace {ns})"),
+                source,
+            })?;
+            let cwd = CString::new(spec.cwd.as_os_str().as_encoded_bytes()).map_err(|e| {
+                SpawnError::Exec {
+                    what: what.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+                }
+            })?;
+            Some((f, cwd))
+        }
+        None => {
+            cmd.current_dir(&spec.cwd);
+            None
+        }
+    };
+    let ns_fd = mount_ns.as_ref().map(|(f, c)| (f.as_raw_fd(), c.clone()));
     cmd.env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&spec.cwd)
         .stdin(Stdio::null())
         .stdout(open_output(&spec.stdout)?)
         .stderr(open_output(&spec.stderr)?);
@@ -190,6 +214,11 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Pid, SpawnError> {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            if let Some((fd, cwd)) = &ns_fd {
+                if libc::setns(*fd, libc::CLONE_NEWNS) != 0 || libc::chdir(cwd.as_ptr()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             if let Some((uid, gid)) = ids {
                 if libc::setgroups(groups.len() as _, groups.as_ptr()) != 0
                     || libc::setgid(gid) != 0
@@ -201,7 +230,13 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Pid, SpawnError> {
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|source| diagnose(spec, what, source))?;
+    let child = cmd.spawn().map_err(|source| {
+        if mount_ns.is_some() {
+            SpawnError::Exec { what, source }
+        } else {
+            diagnose(spec, what, source)
+        }
+    })?;
     // The child is reaped by `reap_all`; `std::process::Child` never waits on drop.
     Ok(Pid::from_raw(child.id() as i32))
 }
