@@ -47,6 +47,9 @@ const FETCHER_FLAGS: &[&str] = &[
 ];
 
 /// How the executor was started.
+// One `Mode` exists per process (inside the `Arc<Config>`): its size does not matter, and
+// boxing the flags would only add indirection to every pattern match on them.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     /// Started with `mesos-executor`'s flags: the command executor's contract (one task).
@@ -148,7 +151,7 @@ pub struct Config {
     /// `CROUPIER_EXECUTOR_ACK_TIMEOUT`: how long terminal updates may wait for their ACK once
     /// the executor wants to exit (default 60 s, as upstream).
     pub ack_timeout: Duration,
-    /// `MESOS_DOMAIN_SOCKET`, if the agent offered one (unused: we speak TCP).
+    /// `MESOS_DOMAIN_SOCKET`, if the agent offered one: the agent is reached over it.
     pub domain_socket: Option<String>,
     /// Drop-in or custom mode.
     pub mode: Mode,

@@ -49,11 +49,8 @@ fn run() -> anyhow::Result<i32> {
             tracing::info!("known mesos-executor flag --{name}={value} is not used: {why}");
         }
     }
-    if cfg.domain_socket.is_some() {
-        tracing::info!(
-            "MESOS_DOMAIN_SOCKET is set; using the TCP endpoint {}",
-            cfg.agent_endpoint
-        );
+    if let Some(sock) = &cfg.domain_socket {
+        tracing::info!("MESOS_DOMAIN_SOCKET is set: talking to the agent over {sock}");
     }
     if let Err(e) = process::become_subreaper() {
         tracing::warn!("cannot become a child subreaper ({e}); orphans of tasks may escape");
