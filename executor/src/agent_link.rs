@@ -100,6 +100,7 @@ impl AgentLink {
         let endpoint = Endpoint {
             address: cfg.agent_endpoint.clone(),
             token: cfg.token.clone(),
+            unix_socket: cfg.domain_socket.clone().map(std::path::PathBuf::from),
         };
         let gen = Arc::new(AtomicU64::new(0));
         tokio::spawn(call_loop(

@@ -50,6 +50,9 @@ const FETCHER_FLAGS: &[&str] = &[
 const LOG_FLAGS: &[&str] = &["log-format", "log_format"];
 
 /// How the executor was started.
+// One `Mode` exists per process (inside the `Arc<Config>`): its size does not matter, and
+// boxing the flags would only add indirection to every pattern match on them.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     /// Started with `mesos-executor`'s flags: the command executor's contract (one task).
@@ -61,7 +64,7 @@ pub enum Mode {
 /// The `mesos-executor` flags we honour in drop-in mode.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DropInFlags {
-    /// `--launcher_dir`: accepted for compatibility; we exec commands ourselves.
+    /// `--launcher_dir`: where `mesos-containerizer` lives (used for `--rootfs` launches).
     pub launcher_dir: Option<String>,
     /// `--task_command`: a JSON `CommandInfo` overriding `TaskInfo.command`.
     pub task_command: Option<String>,
@@ -73,8 +76,54 @@ pub struct DropInFlags {
     pub working_directory: Option<String>,
     /// `--user`: the user to run the task as (only switched to when running as root).
     pub user: Option<String>,
-    /// `--rootfs`: not supported (no chroot); logged and ignored.
+    /// `--rootfs`: the task's image root filesystem (prepared by the agent).
     pub rootfs: Option<String>,
+    /// `--tty_slave_path`: the agent's TTY for the task (not supported; logged as known).
+    pub tty_slave_path: Option<String>,
+    /// `--task_launch_info`: a JSON `ContainerLaunchInfo` from the isolators (with `--rootfs`).
+    pub task_launch_info: Option<String>,
+    /// `--effective_capabilities`: a JSON `CapabilityInfo` (with `--rootfs`).
+    pub effective_capabilities: Option<String>,
+    /// `--bounding_capabilities`: a JSON `CapabilityInfo` (with `--rootfs`).
+    pub bounding_capabilities: Option<String>,
+    /// `--task_supplementary_groups`: comma-separated gids (with `--rootfs`).
+    pub task_supplementary_groups: Option<String>,
+}
+
+impl DropInFlags {
+    /// The `mesos-executor` flags that were given but have no effect here, each with why, for
+    /// the start-up log. The agent passes the container-image family only together with
+    /// `--rootfs`; without it they mean nothing to upstream either.
+    pub fn known_but_unused(&self) -> Vec<(&'static str, &str, &'static str)> {
+        let mut out = Vec::new();
+        if let Some(v) = &self.tty_slave_path {
+            out.push((
+                "tty_slave_path",
+                v.as_str(),
+                "TTYs are not supported: the task gets its own session and /dev/null as stdin",
+            ));
+        }
+        if self.rootfs.is_none() {
+            let family = [
+                ("launcher_dir", &self.launcher_dir),
+                ("sandbox_directory", &self.sandbox_directory),
+                ("task_launch_info", &self.task_launch_info),
+                ("effective_capabilities", &self.effective_capabilities),
+                ("bounding_capabilities", &self.bounding_capabilities),
+                ("task_supplementary_groups", &self.task_supplementary_groups),
+            ];
+            for (name, v) in family {
+                if let Some(v) = v {
+                    out.push((
+                        name,
+                        v.as_str(),
+                        "only used with --rootfs (container images)",
+                    ));
+                }
+            }
+        }
+        out
+    }
 }
 
 /// The executor's typed configuration.
@@ -105,7 +154,7 @@ pub struct Config {
     /// `CROUPIER_EXECUTOR_ACK_TIMEOUT`: how long terminal updates may wait for their ACK once
     /// the executor wants to exit (default 60 s, as upstream).
     pub ack_timeout: Duration,
-    /// `MESOS_DOMAIN_SOCKET`, if the agent offered one (unused: we speak TCP).
+    /// `MESOS_DOMAIN_SOCKET`, if the agent offered one: the agent is reached over it.
     pub domain_socket: Option<String>,
     /// Drop-in or custom mode.
     pub mode: Mode,
@@ -392,7 +441,11 @@ fn parse_flags(args: &[String]) -> Flags {
             "working_directory" => d.working_directory = Some(value),
             "user" => d.user = Some(value),
             "rootfs" => d.rootfs = Some(value),
-            // Accepted for compatibility; no effect without a containerizer.
+            "tty_slave_path" => d.tty_slave_path = Some(value),
+            "task_launch_info" => d.task_launch_info = Some(value),
+            "effective_capabilities" => d.effective_capabilities = Some(value),
+            "bounding_capabilities" => d.bounding_capabilities = Some(value),
+            "task_supplementary_groups" => d.task_supplementary_groups = Some(value),
             _ => f.unknown.push(format!("--{name}={value}")),
         }
     }
@@ -475,9 +528,12 @@ MODES
   Drop-in mode (started with mesos-executor's flags, e.g. --launcher_dir=...): the command
   executor's contract for an agent run with --http_command_executor. One task (TaskInfo.command
   or --task_command); a second LAUNCH gets TASK_FAILED; exits 0 once the terminal update is
-  acknowledged. Flags honoured: --task_command, --task_environment, --working_directory, --user;
-  accepted and ignored: --launcher_dir, --sandbox_directory, --rootfs, --tty_slave_path and others.
-  Unknown flags are logged, never fatal.
+  acknowledged. Flags honoured: --task_command, --task_environment, --working_directory, --user
+  (the only user switch in this mode, as upstream: CommandInfo.user is not switched to, the agent
+  already started the executor as the task's user). With --rootfs (a command task with a
+  container image) the task runs inside its image through <launcher_dir>/mesos-containerizer
+  launch, as upstream. --tty_slave_path is known but not supported. Unknown flags are logged,
+  never fatal.
 "#;
 
 const ENVIRONMENT: &str = r#"ENVIRONMENT (set by the Mesos agent)
@@ -622,6 +678,41 @@ mod tests {
             Mode::Custom => panic!("expected drop-in"),
         }
         assert_eq!(c.unknown_flags, vec!["--frobnicate=1".to_string()]);
+    }
+
+    #[test]
+    fn every_mesos_executor_flag_is_known() {
+        let c = run(
+            &base(),
+            &[
+                "--launcher_dir=/usr/libexec/mesos",
+                "--sandbox_directory=/mnt/mesos/sandbox",
+                "--tty_slave_path=/dev/pts/3",
+                "--task_launch_info={}",
+                "--effective_capabilities={}",
+                "--bounding_capabilities={}",
+                "--task_supplementary_groups=4,5",
+            ],
+        )
+        .unwrap();
+        assert!(c.unknown_flags.is_empty(), "{:?}", c.unknown_flags);
+        let Mode::DropIn(f) = &c.mode else {
+            panic!("expected drop-in")
+        };
+        assert_eq!(f.task_supplementary_groups.as_deref(), Some("4,5"));
+        let unused: Vec<&str> = f.known_but_unused().iter().map(|u| u.0).collect();
+        assert_eq!(
+            unused,
+            vec![
+                "tty_slave_path",
+                "launcher_dir",
+                "sandbox_directory",
+                "task_launch_info",
+                "effective_capabilities",
+                "bounding_capabilities",
+                "task_supplementary_groups"
+            ]
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use prost::Message;
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 /// The executor API path on the agent.
 pub const PATH: &str = "/api/v1/executor";
@@ -96,9 +96,12 @@ impl AgentError {
 /// What every request needs.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    /// `IP:PORT`.
+    /// `IP:PORT` (also the `Host` header when connecting over a unix socket).
     pub address: String,
     pub token: Option<String>,
+    /// `MESOS_DOMAIN_SOCKET`: connect over this unix socket instead of TCP (the agent's
+    /// `--http_executor_domain_sockets`; it may not listen on TCP for executors at all).
+    pub unix_socket: Option<std::path::PathBuf>,
 }
 
 impl Endpoint {
@@ -147,6 +150,19 @@ impl Endpoint {
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, AgentError> {
+        if let Some(path) = &self.unix_socket {
+            let endpoint = format!("unix:{}", path.display());
+            let stream = tokio::time::timeout(REQUEST_TIMEOUT, UnixStream::connect(path))
+                .await
+                .map_err(|_| AgentError::Timeout {
+                    endpoint: endpoint.clone(),
+                })?
+                .map_err(|source| AgentError::Connect {
+                    endpoint: endpoint.clone(),
+                    source,
+                })?;
+            return handshake(stream, endpoint).await;
+        }
         let endpoint = self.address.clone();
         let stream = tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(&self.address))
             .await
@@ -158,19 +174,24 @@ impl Endpoint {
                 source,
             })?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| AgentError::Http {
-                endpoint: endpoint.clone(),
-                source,
-            })?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("agent connection ended: {e}");
-            }
-        });
-        Ok(sender)
+        handshake(stream, endpoint).await
     }
+}
+
+/// HTTP/1.1 over an open connection to the agent (TCP or unix socket).
+async fn handshake<S>(stream: S, endpoint: String) -> Result<SendRequest<Full<Bytes>>, AgentError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|source| AgentError::Http { endpoint, source })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("agent connection ended: {e}");
+        }
+    });
+    Ok(sender)
 }
 
 async fn error_body(resp: hyper::Response<Incoming>) -> String {

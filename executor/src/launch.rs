@@ -1,6 +1,6 @@
 //! The host launch path: how a task's command becomes a process on the agent's own filesystem
-//! (its environment, working directory, output streams and user), per mode. A container-image
-//! launch path (`--rootfs`) belongs beside this one.
+//! (its environment, working directory, output streams and user), per mode. The container-image
+//! launch path (`--rootfs`) is [`crate::container`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,7 +43,11 @@ impl HostLauncher {
                     .clone()
                     .map(PathBuf::from)
                     .unwrap_or_else(|| self.cfg.sandbox.clone()),
-                f.user.clone().or(cmd.user.clone()),
+                // As upstream: only `--user` (the agent passes it with a rootfs); without it
+                // the agent already started us as the task's user, so `CommandInfo.user` is
+                // never switched to (on `--switch_user=false` agents it is not the sandbox's
+                // owner).
+                f.user.clone(),
             ),
             Mode::Custom => (
                 Output::File(dir.join("stdout")),
@@ -59,7 +63,13 @@ impl HostLauncher {
             stdout,
             stderr,
             user,
+            mount_namespace_of: None,
         }
+    }
+
+    /// The executor's environment as handed to a launch helper (private variables removed).
+    pub fn executor_env(&self) -> Vec<(String, String)> {
+        Env::from_executor(self.base_env.iter().cloned(), false).into_vec()
     }
 
     /// What to spawn for a COMMAND health check or check of task `id` (`probe`), as upstream:
@@ -71,11 +81,30 @@ impl HostLauncher {
         id: &str,
         info: &TaskInfo,
         task_cmd: Option<&CommandInfo>,
+        task_pid: Option<i32>,
         probe: &CommandInfo,
         dir: &Path,
     ) -> Result<SpawnSpec, String> {
         let program = command::program(probe)?;
+        let mut mount_namespace_of = None;
         let (mut env, cwd, user) = match &self.cfg.mode {
+            // A container-image task: the probe runs in the task's mount namespace (as
+            // upstream), so it sees the image's root, from the sandbox inside it.
+            Mode::DropIn(DropInFlags {
+                rootfs: Some(_),
+                sandbox_directory,
+                ..
+            }) => {
+                let Some(pid) = task_pid else {
+                    return Err("the task has no process to probe".into());
+                };
+                mount_namespace_of = Some(pid);
+                (
+                    Env::from_executor(self.base_env.iter().cloned(), false),
+                    PathBuf::from(sandbox_directory.as_deref().unwrap_or("/")),
+                    None,
+                )
+            }
             Mode::DropIn(_) => (
                 Env::from_executor(self.base_env.iter().cloned(), false),
                 std::env::current_dir().unwrap_or_else(|_| self.cfg.sandbox.clone()),
@@ -103,6 +132,7 @@ impl HostLauncher {
             stdout: Output::ExecutorStderr,
             stderr: Output::ExecutorStderr,
             user,
+            mount_namespace_of,
         })
     }
 

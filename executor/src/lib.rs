@@ -30,6 +30,7 @@ pub mod agent_link;
 pub mod checks;
 pub mod command;
 pub mod config;
+pub mod container;
 pub mod executor;
 pub mod fetcher;
 pub mod http;

@@ -62,15 +62,12 @@ fn run() -> anyhow::Result<i32> {
         tracing::warn!("ignoring unknown flag {f}");
     }
     if let config::Mode::DropIn(f) = &cfg.mode {
-        if f.rootfs.is_some() {
-            tracing::warn!("--rootfs is not supported: the task runs on the host filesystem");
+        for (name, value, why) in f.known_but_unused() {
+            tracing::info!("known mesos-executor flag --{name}={value} is not used: {why}");
         }
     }
-    if cfg.domain_socket.is_some() {
-        tracing::info!(
-            "MESOS_DOMAIN_SOCKET is set; using the TCP endpoint {}",
-            cfg.agent_endpoint
-        );
+    if let Some(sock) = &cfg.domain_socket {
+        tracing::info!("MESOS_DOMAIN_SOCKET is set: talking to the agent over {sock}");
     }
     if let Err(e) = process::become_subreaper() {
         tracing::warn!("cannot become a child subreaper ({e}); orphans of tasks may escape");

@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::CString;
 use std::fs::OpenOptions;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -55,6 +55,9 @@ pub struct SpawnSpec {
     pub stderr: Output,
     /// Switch to this user before exec (only honoured when running as root).
     pub user: Option<String>,
+    /// Enter the mount namespace of this process before exec, then change to `cwd` inside it
+    /// (COMMAND probes of a container-image task, which see the task's root filesystem).
+    pub mount_namespace_of: Option<i32>,
 }
 
 /// Why a process could not be started.
@@ -72,6 +75,20 @@ pub enum SpawnError {
         what: String,
         source: std::io::Error,
     },
+    #[error("the working directory {} does not exist (or is not a directory)", .path.display())]
+    MissingDirectory { path: PathBuf },
+    #[error("'sh' (needed to run the shell command {command:?}) was not found on the task's PATH={path}")]
+    MissingShell { command: String, path: String },
+    #[error("the binary {program:?} was not found{}", .on_path.as_ref().map(|p| format!(" on the task's PATH={p}")).unwrap_or_default())]
+    MissingProgram {
+        program: String,
+        /// The PATH searched, when the program was a bare name.
+        on_path: Option<String>,
+    },
+    #[error(
+        "{program:?} exists but cannot be executed: its interpreter (#! line) or loader is missing"
+    )]
+    MissingInterpreter { program: String },
 }
 
 impl SpawnError {
@@ -158,9 +175,30 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Pid, SpawnError> {
             (c, path.clone())
         }
     };
+    // A probe entering a task's mount namespace changes directory once inside it.
+    let mount_ns = match spec.mount_namespace_of {
+        Some(pid) => {
+            let ns = format!("/proc/{pid}/ns/mnt");
+            let f = std::fs::File::open(&ns).map_err(|source| SpawnError::Exec {
+                what: format!("{what} (entering the mount namespace {ns})"),
+                source,
+            })?;
+            let cwd = CString::new(spec.cwd.as_os_str().as_encoded_bytes()).map_err(|e| {
+                SpawnError::Exec {
+                    what: what.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+                }
+            })?;
+            Some((f, cwd))
+        }
+        None => {
+            cmd.current_dir(&spec.cwd);
+            None
+        }
+    };
+    let ns_fd = mount_ns.as_ref().map(|(f, c)| (f.as_raw_fd(), c.clone()));
     cmd.env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&spec.cwd)
         .stdin(Stdio::null())
         .stdout(open_output(&spec.stdout)?)
         .stderr(open_output(&spec.stderr)?);
@@ -176,6 +214,11 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Pid, SpawnError> {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            if let Some((fd, cwd)) = &ns_fd {
+                if libc::setns(*fd, libc::CLONE_NEWNS) != 0 || libc::chdir(cwd.as_ptr()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             if let Some((uid, gid)) = ids {
                 if libc::setgroups(groups.len() as _, groups.as_ptr()) != 0
                     || libc::setgid(gid) != 0
@@ -187,11 +230,78 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Pid, SpawnError> {
             Ok(())
         });
     }
-    let child = cmd
-        .spawn()
-        .map_err(|source| SpawnError::Exec { what, source })?;
+    let child = cmd.spawn().map_err(|source| {
+        if mount_ns.is_some() {
+            SpawnError::Exec { what, source }
+        } else {
+            diagnose(spec, what, source)
+        }
+    })?;
     // The child is reaped by `reap_all`; `std::process::Child` never waits on drop.
     Ok(Pid::from_raw(child.id() as i32))
+}
+
+/// The PATH a bare program name is searched on: the task's own `PATH`, else the default the C
+/// library's `execvp` uses.
+fn task_path(spec: &SpawnSpec) -> String {
+    spec.env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| "(unset: /bin:/usr/bin)".to_string())
+}
+
+fn on_path(name: &str, path: &str) -> bool {
+    let path = path
+        .strip_prefix("(unset: ")
+        .map_or(path, |p| p.trim_end_matches(')'));
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .any(|d| std::path::Path::new(d).join(name).is_file())
+}
+
+/// Turn a "not found" from the spawn into what is actually missing: the working directory,
+/// `sh` on the task's PATH, the binary, or the interpreter of a script.
+fn diagnose(spec: &SpawnSpec, what: String, source: std::io::Error) -> SpawnError {
+    if source.kind() != std::io::ErrorKind::NotFound {
+        return SpawnError::Exec { what, source };
+    }
+    if !spec.cwd.is_dir() {
+        return SpawnError::MissingDirectory {
+            path: spec.cwd.clone(),
+        };
+    }
+    let path = task_path(spec);
+    match &spec.program {
+        Program::Shell(command) if !on_path("sh", &path) => SpawnError::MissingShell {
+            command: command.clone(),
+            path,
+        },
+        Program::Argv { path: program, .. } if program.contains('/') => {
+            let p = if program.starts_with('/') {
+                PathBuf::from(program)
+            } else {
+                spec.cwd.join(program)
+            };
+            if p.exists() {
+                SpawnError::MissingInterpreter {
+                    program: program.clone(),
+                }
+            } else {
+                SpawnError::MissingProgram {
+                    program: program.clone(),
+                    on_path: None,
+                }
+            }
+        }
+        Program::Argv { path: program, .. } if !on_path(program, &path) => {
+            SpawnError::MissingProgram {
+                program: program.clone(),
+                on_path: Some(path),
+            }
+        }
+        _ => SpawnError::Exec { what, source },
+    }
 }
 
 /// Make this process a child subreaper (Linux), so orphaned descendants are reparented to us.

@@ -29,6 +29,7 @@ use crate::agent_link::AgentLink;
 use crate::checks::{self, Checker, HttpClient, ProbeResult, Verdict, Which};
 use crate::command;
 use crate::config::{Config, Mode};
+use crate::container;
 use crate::fetcher::{self, FetchConfig};
 use crate::launch::{self, HostLauncher};
 use crate::process::{self, Exit, TaskScope};
@@ -663,7 +664,29 @@ impl Tasks {
                 )
             }
         };
-        let spec = self.host.spec(id, &t.info, &cmd, program, &t.dir);
+        let image = match &self.cfg.mode {
+            Mode::DropIn(f) => f.rootfs.clone().map(|r| (f.clone(), r)),
+            Mode::Custom => None,
+        };
+        let spec = match image {
+            Some((f, rootfs)) => {
+                let env = self.host.task_env(id, &t.info, &cmd, &t.dir);
+                let here = std::env::current_dir().unwrap_or_else(|_| t.dir.clone());
+                match container::spec(&f, &rootfs, &cmd, &env, self.host.executor_env(), &here) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        return self.finish_task(
+                            link,
+                            id,
+                            TaskState::TaskFailed,
+                            Some(task_status::Reason::CommandExecutorFailed),
+                            format!("Failed to launch the command in its image: {e}"),
+                        )
+                    }
+                }
+            }
+            None => self.host.spec(id, &t.info, &cmd, program, &t.dir),
+        };
         match process::spawn(&spec) {
             Ok(pid) => {
                 tracing::info!("task {id}: started {:?} as pid {pid}", spec.program);
@@ -1015,6 +1038,7 @@ impl Tasks {
             command,
             dir,
             checkers,
+            pid,
             ..
         } = t;
         let Some(c) = checkers.iter_mut().find(|c| c.which() == which) else {
@@ -1026,7 +1050,7 @@ impl Tasks {
         if c.is_due(now) {
             let task_id = id.to_string();
             let spec =
-                |probe: &CommandInfo| host.probe_spec(id, info, command.as_ref(), probe, dir);
+                |probe: &CommandInfo| host.probe_spec(id, info, command.as_ref(), *pid, probe, dir);
             let done = move |seq, result| {
                 let _ = tx.send(TaskInput::ProbeDone {
                     task_id,

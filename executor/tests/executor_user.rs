@@ -1,4 +1,5 @@
-//! The user switch (`CommandInfo.user` when the executor runs as root, as on a Mesos agent) and
+//! The user switch (custom mode: `CommandInfo.user` when the executor runs as root; drop-in
+//! mode: only `--user`, as upstream), spawn failures naming what is missing, and
 //! the `croupier-local` CLI end to end.
 
 mod common;
@@ -68,6 +69,160 @@ async fn unknown_user_fails_the_task_naming_the_user() {
     let msg = done.message.clone().unwrap_or_default();
     assert!(msg.contains("croupier-no-such-user"), "message: {msg}");
     shutdown_ok(&mut agent).await;
+}
+
+/// Drop-in mode (as `mesos-executor`): `CommandInfo.user` is never switched to (the agent
+/// already started the executor as the task's user, or as itself on `--switch_user=false`
+/// agents); `--user` is.
+#[tokio::test]
+async fn drop_in_switches_only_for_the_user_flag() {
+    require_root();
+    let nobody = id_of("-u", "nobody");
+    for (flag_user, expect_uid) in [(None, "0".to_string()), (Some("nobody"), nobody)] {
+        let mut c = cfg();
+        c.executor_args = vec!["--launcher_dir=/usr/libexec/mesos".into()];
+        if let Some(u) = flag_user {
+            c.executor_args.push(format!("--user={u}"));
+        }
+        let mut agent = start(c).await;
+        // The sandbox must be usable by the --user, as the agent makes it.
+        if flag_user.is_some() {
+            std::fs::set_permissions(
+                agent.sandbox(),
+                std::os::unix::fs::PermissionsExt::from_mode(0o777),
+            )
+            .expect("chmod sandbox");
+        }
+        let mut task = agent.command_task("who", "id -u > whoami");
+        if let Some(cmd) = task.command.as_mut() {
+            cmd.user = Some("nobody".into());
+        }
+        agent.launch(task).expect("launch sent");
+        let done = agent.wait_terminal("who", T).await.expect("terminal");
+        assert_eq!(
+            done.state,
+            TaskState::TaskFinished as i32,
+            "--user={flag_user:?}: {done:?}\nexecutor log:\n{}",
+            agent.executor_stderr()
+        );
+        let got = std::fs::read_to_string(agent.sandbox().join("whoami")).expect("whoami");
+        assert_eq!(got.trim(), expect_uid, "--user={flag_user:?}");
+        let status = agent.wait_executor_exit(T).await.expect("executor exit");
+        assert_eq!(status.code(), Some(0));
+    }
+}
+
+/// A drop-in task that cannot start fails with a message naming what is missing.
+#[tokio::test]
+async fn drop_in_spawn_failures_name_what_is_missing() {
+    use croupier_proto::v1::{environment, CommandInfo, Environment};
+    let path_env = |p: &str| Environment {
+        variables: vec![environment::Variable {
+            name: "PATH".into(),
+            value: Some(p.into()),
+            ..Default::default()
+        }],
+    };
+    let cases: Vec<(&str, Vec<String>, CommandInfo, Vec<&str>)> = vec![
+        (
+            "no-sh",
+            vec![],
+            CommandInfo {
+                value: Some("echo hi".into()),
+                shell: Some(true),
+                environment: Some(path_env("/opt/nowhere/bin")),
+                ..Default::default()
+            },
+            vec!["'sh'", "PATH=/opt/nowhere/bin"],
+        ),
+        (
+            "no-binary",
+            vec![],
+            CommandInfo {
+                value: Some("/opt/nowhere/bin/spark-class".into()),
+                shell: Some(false),
+                arguments: vec!["spark-class".into()],
+                ..Default::default()
+            },
+            vec!["binary", "/opt/nowhere/bin/spark-class"],
+        ),
+        (
+            "no-binary-on-path",
+            vec![],
+            CommandInfo {
+                value: Some("croupier-no-such-tool".into()),
+                shell: Some(false),
+                arguments: vec!["croupier-no-such-tool".into()],
+                environment: Some(path_env("/usr/bin:/bin")),
+                ..Default::default()
+            },
+            vec!["croupier-no-such-tool", "PATH=/usr/bin:/bin"],
+        ),
+        (
+            "no-dir",
+            vec!["--working_directory=/opt/nowhere/work".into()],
+            CommandInfo {
+                value: Some("true".into()),
+                shell: Some(true),
+                ..Default::default()
+            },
+            vec!["working directory", "/opt/nowhere/work"],
+        ),
+    ];
+    for (id, extra_args, command, needles) in cases {
+        let mut c = cfg();
+        c.executor_args = vec!["--launcher_dir=/usr/libexec/mesos".into()];
+        c.executor_args.extend(extra_args);
+        let mut agent = start(c).await;
+        let mut task = agent.command_task(id, "");
+        task.command = Some(command);
+        agent.launch(task).expect("launch sent");
+        let done = agent.wait_terminal(id, T).await.expect("terminal");
+        assert_eq!(done.state, TaskState::TaskFailed as i32, "{id}: {done:?}");
+        let msg = done.message.clone().unwrap_or_default();
+        for n in needles {
+            assert!(msg.contains(n), "{id}: {n:?} not in {msg:?}");
+        }
+        let status = agent.wait_executor_exit(T).await.expect("executor exit");
+        assert_eq!(status.code(), Some(0), "{id}");
+    }
+}
+
+/// Every `mesos-executor` flag is known: the ones without effect are logged as known and
+/// unused, with the reason, never as unknown.
+#[tokio::test]
+async fn drop_in_logs_known_unused_flags_as_known() {
+    let mut c = cfg();
+    c.executor_args = vec![
+        "--launcher_dir=/usr/libexec/mesos".into(),
+        "--tty_slave_path=/dev/pts/9".into(),
+        "--task_supplementary_groups=4".into(),
+        "--some_future_flag=1".into(),
+    ];
+    let mut agent = start(c).await;
+    agent
+        .launch(agent.command_task("flags", "true"))
+        .expect("launch sent");
+    let done = agent.wait_terminal("flags", T).await.expect("terminal");
+    assert_eq!(done.state, TaskState::TaskFinished as i32, "{done:?}");
+    let log = agent.executor_stderr();
+    for flag in [
+        "tty_slave_path",
+        "task_supplementary_groups",
+        "launcher_dir",
+    ] {
+        assert!(
+            log.contains(&format!("known mesos-executor flag --{flag}=")),
+            "{flag}: {log}"
+        );
+        assert!(
+            !log.contains(&format!("unknown flag --{flag}")),
+            "{flag}: {log}"
+        );
+    }
+    assert!(log.contains("unknown flag --some_future_flag=1"), "{log}");
+    let status = agent.wait_executor_exit(T).await.expect("executor exit");
+    assert_eq!(status.code(), Some(0));
 }
 
 /// `croupier-local` lives in the testkit package; `cargo test --workspace` (scripts/test.sh)

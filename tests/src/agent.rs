@@ -140,6 +140,10 @@ pub struct AgentConfig {
     pub sandbox_dir: Option<PathBuf>,
     /// Largest request body accepted (bigger gets 413).
     pub max_request_body: usize,
+    /// Serve the executor API on a unix socket in the sandbox (`MESOS_DOMAIN_SOCKET`, as the
+    /// agent's `--http_executor_domain_sockets`) instead of TCP; `MESOS_AGENT_ENDPOINT` then
+    /// names a TCP port nobody listens on, so only the socket works.
+    pub domain_socket: bool,
 }
 
 impl AgentConfig {
@@ -163,6 +167,7 @@ impl AgentConfig {
             extra_env: Vec::new(),
             sandbox_dir: None,
             max_request_body: 16 << 20,
+            domain_socket: false,
         }
     }
 }
@@ -501,7 +506,17 @@ impl Agent {
             changed: watch::channel(0).0,
             drop_connections: watch::channel(0).0,
         });
-        let server = tokio::spawn(server::serve(listener, shared.clone()));
+        let server = if shared.cfg.domain_socket {
+            drop(listener);
+            let path = shared.sandbox.join("agent.sock");
+            let unix = tokio::net::UnixListener::bind(&path).map_err(|source| AgentError::Io {
+                context: format!("binding the unix socket {}", path.display()),
+                source,
+            })?;
+            tokio::spawn(server::serve_unix(unix, shared.clone()))
+        } else {
+            tokio::spawn(server::serve(listener, shared.clone()))
+        };
         let heartbeats = heartbeat_interval.map(|every| {
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -561,6 +576,14 @@ impl Agent {
                 if cfg.checkpoint { "1" } else { "0" }.into(),
             ),
             ("MESOS_HTTP_COMMAND_EXECUTOR".into(), "1".into()),
+            (
+                "MESOS_DOMAIN_SOCKET".into(),
+                if cfg.domain_socket {
+                    self.shared.sandbox.join("agent.sock").display().to_string()
+                } else {
+                    String::new()
+                },
+            ),
             (
                 "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD".into(),
                 croupier_proto::duration::format(cfg.shutdown_grace_period),

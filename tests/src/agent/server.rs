@@ -33,7 +33,26 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>
         // As the real agent (libprocess turns Nagle off on every accepted TCP socket): without
         // it a small event queued right after another can wait for the executor's delayed ACK.
         let _ = tcp.set_nodelay(true);
-        let shared = shared.clone();
+        serve_connection(tcp, shared.clone());
+    }
+}
+
+/// The same API on a unix socket (the agent's `--http_executor_domain_sockets`).
+pub(crate) async fn serve_unix(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _peer)) = listener.accept().await else {
+            continue;
+        };
+        serve_connection(stream, shared.clone());
+    }
+}
+
+fn serve_connection<S>(io: S, shared: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    {
+        let tcp = io;
         let mut drop_rx = shared.drop_connections.subscribe();
         drop_rx.borrow_and_update();
         tokio::spawn(async move {
