@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Packaging test, for real: builds the .deb and .rpm, installs the .deb on this machine (CI runs
-# as root on a throw-away machine), checks files, permissions, the user and the conffiles, runs
+# Packaging test, for real: builds the .deb and .rpm; installs the .deb in a throwaway root
+# (packaging/test-install.sh inside packaging/sandbox.sh, never on this system: a Croupier
+# installed here is left alone), checks files, permissions, the user and the conffiles, runs
 # the installed start/stop scripts against a live service with a protocol ping and a /metrics
-# scrape, then removes and purges and checks nothing is left. Inspects the .rpm with rpm(8).
+# scrape, then removes and purges and checks nothing is left; then checks this system did not
+# change. Inspects the .rpm with rpm(8).
 # Ends with the line "packaging: N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +33,9 @@ contents="$(dpkg-deb -c "$deb")"
 for f in ./usr/bin/croupier-executor ./usr/bin/croupier-shuffle-service \
          ./usr/bin/start-mesos-shuffle-service ./usr/bin/stop-mesos-shuffle-service \
          ./lib/systemd/system/croupier-shuffle-service.service ./etc/croupier/shuffle-service.conf \
-         ./usr/share/croupier/marathon/croupier-shuffle-service.json; do
+         ./usr/share/croupier/marathon/croupier-shuffle-service.json \
+         ./usr/share/croupier/observability/alerts.yml ./usr/share/croupier/observability/metrics.md \
+         ./usr/share/croupier/observability/grafana-dashboard.json; do
   if grep -q -- " $f\$" <<<"$contents"; then ok "deb ships $f"; else bad "deb ships $f"; fi
 done
 conff="$(dpkg-deb -I "$deb" conffiles 2>/dev/null)"
@@ -51,43 +55,25 @@ if [ -z "$unit_out" ]; then ok "systemd-analyze verify (no warnings)"; else
     bad "systemd-analyze verify: $unit_out"; else ok "systemd-analyze verify (binary not installed yet)"; fi
 fi
 
-# --- install
-dpkg --purge croupier >/dev/null 2>&1 || true
-if dpkg -i "$deb" >/tmp/croupier-dpkg.log 2>&1; then ok "dpkg -i"; else bad "dpkg -i: $(tail -5 /tmp/croupier-dpkg.log)"; finish; fi
-check "user croupier exists" getent passwd croupier
-check "group croupier exists" getent group croupier
-[ "$(stat -c %a /usr/bin/croupier-shuffle-service)" = 755 ] && ok "binary mode 755" || bad "binary mode 755"
-[ "$(stat -c %a /var/cache/croupier/fetcher)" = 1777 ] && ok "fetcher cache dir 1777" || bad "fetcher cache dir mode"
-[ "$(stat -c %U /var/lib/croupier)" = croupier ] && ok "/var/lib/croupier owned by croupier" || bad "/var/lib/croupier owner"
-check "croupier-shuffle-service --help" /usr/bin/croupier-shuffle-service --help
-check "croupier-executor --help" /usr/bin/croupier-executor --help
-unit_out="$(systemd-analyze verify /lib/systemd/system/croupier-shuffle-service.service 2>&1)"
-[ -z "$unit_out" ] && ok "systemd-analyze verify installed unit" || bad "systemd-analyze verify installed unit: $unit_out"
-
-# --- start/stop scripts, protocol ping, metrics
-port="$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-aport="$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-tmp="$(mktemp -d)"
-export SPARK_PID_DIR="$tmp" SPARK_LOG_DIR="$tmp"
-export SPARK_SHUFFLE_OPTS="-Dspark.shuffle.service.port=$port -Dcroupier.admin.address=127.0.0.1:$aport"
-if start-mesos-shuffle-service --host 127.0.0.1 >"$tmp/start.out" 2>&1; then ok "start-mesos-shuffle-service"; else bad "start-mesos-shuffle-service: $(cat "$tmp/start.out")"; fi
-if start-mesos-shuffle-service --host 127.0.0.1 >"$tmp/start2.out" 2>&1; then bad "second start refused"
-elif grep -q "Stop it first" "$tmp/start2.out"; then ok "second start refused: $(cat "$tmp/start2.out")"; else bad "second start message: $(cat "$tmp/start2.out")"; fi
-if "$py" packaging/ping.py 127.0.0.1 "$port"; then ok "protocol ping (RegisterDriver -> RpcResponse)"; else bad "protocol ping"; fi
-if "$py" packaging/scrape.py "http://127.0.0.1:$aport"; then ok "/healthz and /metrics parse"; else bad "/healthz and /metrics"; fi
-if stop-mesos-shuffle-service >"$tmp/stop.out" 2>&1 && ! "$py" packaging/ping.py 127.0.0.1 "$port" 2>/dev/null; then ok "stop-mesos-shuffle-service"; else bad "stop-mesos-shuffle-service: $(cat "$tmp/stop.out")"; fi
-unset SPARK_PID_DIR SPARK_LOG_DIR SPARK_SHUFFLE_OPTS
-rm -rf "$tmp"
-
-# --- remove keeps conffiles, purge leaves nothing
-dpkg -r croupier >/dev/null 2>&1 && ok "dpkg -r" || bad "dpkg -r"
-check "binaries removed" test ! -e /usr/bin/croupier-shuffle-service
-check "conffile kept after remove" test -e /etc/croupier/shuffle-service.conf
-dpkg --purge croupier >/dev/null 2>&1 && ok "dpkg --purge" || bad "dpkg --purge"
-for p in /etc/croupier /var/lib/croupier /var/cache/croupier /var/log/croupier /usr/share/croupier /lib/systemd/system/croupier-shuffle-service.service; do
-  check "purge removed $p" test ! -e "$p"
-done
-check "purge removed user croupier" bash -c '! getent passwd croupier'
+# --- install, start, stop, remove, purge: only in a throwaway root (packaging/sandbox.sh: an
+# overlay of / in private mount and pid namespaces), never on this system
+host_state() { # what an install on the real system would change
+  dpkg-query -W -f '${db:Status-Status} ${Version}\n' croupier 2>/dev/null
+  getent passwd croupier; getent group croupier
+  ls -ld /usr/bin/croupier-* /etc/croupier /var/lib/croupier /var/cache/croupier /lib/systemd/system/croupier-shuffle-service.service 2>/dev/null
+  true
+}
+before="$(host_state)"
+sb="$(mktemp -d /tmp/croupier-sandbox.XXXXXX)"
+inner="$(unshare --mount --pid --fork --propagation private bash packaging/sandbox.sh "$sb" \
+  --bind "$root" --bind "$venv" -- bash "$root/packaging/test-install.sh" "$root/$deb" "" "$py" 2>&1)"
+rmdir "$sb" 2>/dev/null || true
+echo "$inner"
+grep -q '^install: done' <<<"$inner" || bad "the install tests did not complete in a throwaway root (they need root, unshare(1) and overlayfs; they never run on the real system)"
+pass=$((pass + $(grep -c '^ok   - ' <<<"$inner")))
+fail=$((fail + $(grep -c '^FAIL - ' <<<"$inner")))
+after="$(host_state)"
+[ "$before" = "$after" ] && ok "the real system is unchanged (package, user, files)" || bad "the real system changed: before [$before] after [$after]"
 
 # --- rpm
 if command -v rpm >/dev/null 2>&1; then

@@ -31,6 +31,8 @@ else
   command -v cpio >/dev/null 2>&1 || need+=(cpio)
   command -v gdb >/dev/null 2>&1 || need+=(gdb)
   command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+  # the container-image test's root filesystem (a static busybox)
+  dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' || need+=(busybox-static)
   if [ "${#need[@]}" -gt 0 ]; then
     echo "== apt-get install ${need[*]} (for the packaging test)"
     apt-get update -qq

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# NOT YET WIRED IN: the next packaging pipeline (glibc 2.17 via cargo-zigbuild, x86_64 and
+# aarch64, stripped binaries with -dbgsym/-debuginfo packages). Its steps after the build ran
+# on a debug-profile binary; the full run (release build of both targets) is still to be done
+# before it replaces packaging/build.sh and packaging/test.sh.
+# Packaging test. Builds the .deb/.rpm packages (packaging/build.sh: reuses the release build
+# when it is current) and checks, without installing anything on this system:
+#  - contents, conffiles, architectures of the x86_64 and aarch64 packages;
+#  - the shipped binaries: the highest GLIBC_ symbol version each needs (<= 2.17), the aarch64
+#    ones are aarch64 ELF, each is stripped and <= 10 MB, and its build-id names the .debug
+#    file of the -dbgsym .deb and the -debuginfo .rpm, which holds its debug info;
+#  - the Marathon app and the systemd unit.
+# Then installs, starts, stops, removes and purges the .deb and the .rpm (user creation,
+# maintainer scripts, installed unit, start/stop scripts, protocol ping, /metrics) inside a
+# throwaway root (packaging/sandbox.sh: an overlay of / in private mount and pid namespaces),
+# and checks afterwards that the real system was not changed. Needs root for the namespaces.
+# Ends with the line "packaging: N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+root="$PWD"
+. scripts/lib/phase.sh
+pass=0; fail=0
+ok()   { pass=$((pass + 1)); echo "ok   - $*"; }
+bad()  { fail=$((fail + 1)); echo "FAIL - $*"; }
+check() { local what="$1"; shift; if "$@" >/dev/null 2>&1; then ok "$what"; else bad "$what"; fi; }
+finish() { echo "packaging: $pass passed, $fail failed"; [ "$fail" -eq 0 ]; exit $?; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "packaging/test.sh needs root: it installs the packages in a throwaway root made with mount and pid namespaces (CI runs as root)"
+  bad "running as root"; finish
+fi
+venv="${CROUPIER_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/croupier/venv}"
+py="$venv/bin/python"
+[ -x "$py" ] || { bad "no venv python at $py: run scripts/setup-venv.sh (or scripts/test.sh)"; finish; }
+
+phase "packaging build (packaging/portable/build.sh)" bash packaging/portable/build.sh || { bad "packaging/portable/build.sh"; finish; }
+tdir="${CARGO_TARGET_DIR:-$root/target}"
+case "$tdir" in /*) ;; *) tdir="$root/$tdir" ;; esac
+out="$tdir/packages"
+ver="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)"
+scratch="$(mktemp -d /tmp/croupier-packaging.XXXXXX)"
+trap 'rm -rf "$scratch"' EXIT
+
+# --- each architecture: package metadata, binaries, debug info
+max_glibc() { # highest GLIBC_x.y among the versions the binary needs (readelf reads any ELF)
+  readelf --version-info --wide "$1" | grep -o 'Name: GLIBC_[0-9.]*' | sed 's/Name: GLIBC_//' | sort -V | tail -n 1
+}
+build_id() { readelf -n "$1" | sed -n 's/^ *Build ID: *\([0-9a-f]*\)$/\1/p' | head -n 1; }
+for a in x86_64 aarch64; do
+  case "$a" in x86_64) da=amd64 machine="Advanced Micro Devices X86-64" ;; aarch64) da=arm64 machine=AArch64 ;; esac
+  deb="$out/croupier_${ver}_${da}.deb"; dbgdeb="$out/croupier-dbgsym_${ver}_${da}.deb"
+  rpmf="$out/croupier-${ver}-1.$a.rpm"; dbgrpm="$out/croupier-debuginfo-${ver}-1.$a.rpm"
+  for f in "$deb" "$dbgdeb" "$rpmf" "$dbgrpm"; do check "built $(basename "$f")" test -s "$f"; done
+  [ "$(dpkg-deb -f "$deb" Architecture 2>/dev/null)" = "$da" ] && ok "$da .deb Architecture: $da" || bad "$(basename "$deb") Architecture: $(dpkg-deb -f "$deb" Architecture 2>&1)"
+  [ "$(rpm -qp --qf '%{ARCH}' "$rpmf" 2>/dev/null)" = "$a" ] && ok "$a .rpm arch $a" || bad "$(basename "$rpmf") arch: $(rpm -qp --qf '%{ARCH}' "$rpmf" 2>&1)"
+  contents="$(dpkg-deb -c "$deb")"
+  for f in ./usr/bin/croupier-executor ./usr/bin/croupier-shuffle-service \
+           ./usr/bin/start-mesos-shuffle-service ./usr/bin/stop-mesos-shuffle-service \
+           ./lib/systemd/system/croupier-shuffle-service.service ./etc/croupier/shuffle-service.conf \
+           ./usr/share/croupier/marathon/croupier-shuffle-service.json \
+           ./usr/share/croupier/observability/metrics.md ./usr/share/croupier/observability/alerts.yml \
+           ./usr/share/croupier/observability/grafana-dashboard.json; do
+    grep -q -- " $f\$" <<<"$contents" && ok "$da deb ships $f" || bad "$da deb ships $f"
+  done
+  conff="$(dpkg-deb -I "$deb" conffiles 2>/dev/null)"
+  for f in /etc/croupier/shuffle-service.conf /etc/default/croupier-shuffle-service; do
+    grep -qx "$f" <<<"$conff" && ok "$da conffile $f" || bad "$da conffile $f"
+  done
+  files="$(rpm -qlp "$rpmf" 2>/dev/null)"
+  for f in /usr/bin/croupier-executor /usr/bin/croupier-shuffle-service /usr/lib/systemd/system/croupier-shuffle-service.service /etc/croupier/shuffle-service.conf /usr/share/croupier/observability/alerts.yml; do
+    grep -qx "$f" <<<"$files" && ok "$a rpm ships $f" || bad "$a rpm ships $f"
+  done
+  grep -qx /etc/croupier/shuffle-service.conf <<<"$(rpm -qcp "$rpmf" 2>/dev/null)" && ok "$a rpm config file" || bad "$a rpm config file"
+  scripts="$(rpm -qp --scripts "$rpmf" 2>/dev/null)"
+  grep -q "useradd --system" <<<"$scripts" && ok "$a rpm preinstall creates the user" || bad "$a rpm scripts: $scripts"
+  rpm -qp --requires "$dbgrpm" 2>/dev/null | grep -qx "croupier = $ver-1" && ok "$a debuginfo rpm requires croupier = $ver-1" || bad "$a debuginfo rpm requires: $(rpm -qp --requires "$dbgrpm" 2>&1)"
+
+  # The shipped files, as the packages lay them out.
+  x="$scratch/$a"; mkdir -p "$x/deb" "$x/dbg" "$x/rpmdbg"
+  dpkg-deb -x "$deb" "$x/deb"; dpkg-deb -x "$dbgdeb" "$x/dbg"
+  (cd "$x/rpmdbg" && rpm2cpio "$dbgrpm" | cpio -idm --quiet 2>/dev/null)
+  for b in croupier-executor croupier-shuffle-service; do
+    f="$x/deb/usr/bin/$b"
+    m="$(readelf -h "$f" 2>/dev/null | sed -n 's/^ *Machine: *//p')"
+    [ "$m" = "$machine" ] && ok "$a $b is $m ELF" || bad "$a $b machine: '$m' (want $machine)"
+    g="$(max_glibc "$f")"
+    if [ -n "$g" ] && [ "$(printf '%s\n2.17\n' "$g" | sort -V | tail -n 1)" = 2.17 ]; then
+      ok "$a $b needs at most GLIBC_$g (<= 2.17)"
+    else bad "$a $b needs GLIBC_$g (want <= 2.17)"; fi
+    size="$(stat -c %s "$f")"
+    [ "$size" -le $((10 * 1024 * 1024)) ] && ok "$a $b is $((size / 1024)) KiB (<= 10 MB)" || bad "$a $b is $size bytes (want <= 10 MB)"
+    readelf -S --wide "$f" | grep -q -e ' .debug_info' -e ' .symtab' && bad "$a $b not stripped" || ok "$a $b stripped (no .symtab/.debug_info)"
+    id="$(build_id "$f")"
+    rel="usr/lib/debug/.build-id/${id:0:2}/${id:2}.debug"
+    if [ "${#id}" -ge 8 ] && [ -f "$x/dbg/$rel" ]; then
+      [ "$(build_id "$x/dbg/$rel")" = "$id" ] && ok "$a $b build-id $id matches /$rel in the dbgsym deb" || bad "$a $b: /$rel has build-id $(build_id "$x/dbg/$rel")"
+      readelf -S --wide "$x/dbg/$rel" | grep -q ' .debug_info' && ok "$a $b: .debug file has .debug_info" || bad "$a $b: /$rel has no .debug_info"
+      cmp -s "$x/dbg/$rel" "$x/rpmdbg/$rel" && ok "$a $b: the debuginfo rpm ships the same /$rel" || bad "$a $b: debuginfo rpm lacks /$rel"
+    else
+      bad "$a $b: build-id '$id' has no /$rel in $(basename "$dbgdeb")"
+    fi
+  done
+  grep -qw "$(build_id "$x/deb/usr/bin/croupier-executor")" <<<"$(dpkg-deb -f "$dbgdeb" Build-Ids)" && ok "$da dbgsym Build-Ids field" || bad "$da dbgsym Build-Ids: $(dpkg-deb -f "$dbgdeb" Build-Ids)"
+done
+
+# A stripped binary can still be symbolised: gdb, given only the dbgsym tree as its
+# debug-file-directory, finds the function behind main's address by build-id.
+if command -v gdb >/dev/null 2>&1; then
+  x="$scratch/x86_64"
+  sym="$(gdb -batch -nx -ex "set debug-file-directory $x/dbg/usr/lib/debug" -ex 'info line main' \
+    "$x/deb/usr/bin/croupier-shuffle-service" 2>&1)"
+  grep -q 'main.rs' <<<"$sym" && ok "gdb finds main.rs for the stripped shuffle service via the dbgsym build-id" || bad "gdb symbolisation: $sym"
+fi
+
+# --- Marathon app: AppDefinition constraints and what one-per-agent needs
+if o="$("$py" packaging/validate_marathon.py packaging/marathon/croupier-shuffle-service.json 2>&1)"; then
+  ok "Marathon app valid: $o"; else bad "Marathon app: $o"; fi
+
+# --- systemd unit (before install the ExecStart binary is missing: the only acceptable complaint)
+unit_out="$(systemd-analyze verify systemd/croupier-shuffle-service.service 2>&1)"
+if [ -z "$unit_out" ]; then ok "systemd-analyze verify (no warnings)"
+elif grep -v -q "croupier-shuffle-service.*No such file\|is not executable" <<<"$unit_out"; then bad "systemd-analyze verify: $unit_out"
+else ok "systemd-analyze verify (binary not installed yet)"; fi
+
+# --- install, start, stop, purge: only in the throwaway root
+host_state() { # what an install on the real system would change
+  dpkg-query -W -f '${db:Status-Status} ${Version}\n' croupier croupier-dbgsym 2>/dev/null
+  getent passwd croupier; getent group croupier
+  ls -ld /usr/bin/croupier-* /etc/croupier /var/lib/croupier /var/cache/croupier /lib/systemd/system/croupier-shuffle-service.service 2>/dev/null
+  rpm -qa 2>/dev/null | grep '^croupier' || true
+}
+before="$(host_state)"
+sb="$scratch/sandbox"; mkdir -p "$sb"
+binds=(--bind "$root" --bind "$venv" --bind "$out")
+inner="$(phase "install tests in a throwaway root" \
+  unshare --mount --pid --fork --propagation private bash packaging/sandbox.sh "$sb" "${binds[@]}" -- \
+  bash "$root/packaging/test-install.sh" "$out/croupier_${ver}_amd64.deb" "$out/croupier-${ver}-1.x86_64.rpm" "$py" 2>&1)"
+echo "$inner"
+if ! grep -q '^install: done' <<<"$inner"; then
+  bad "the install tests did not complete in a throwaway root (they need root, unshare(1) and overlayfs; they never run on the real system)"
+fi
+pass=$((pass + $(grep -c '^ok   - ' <<<"$inner")))
+fail=$((fail + $(grep -c '^FAIL - ' <<<"$inner")))
+after="$(host_state)"
+[ "$before" = "$after" ] && ok "the real system is unchanged (packages, user, files)" || bad "the real system changed: before [$before] after [$after]"
+finish
