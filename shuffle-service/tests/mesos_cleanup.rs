@@ -1,12 +1,14 @@
 //! Real-Mesos tier: the shuffle service decides an application's cleanup with a real Mesos 1.11
-//! agent (`GET_FRAMEWORKS` on its `/api/v1`). The applications are frameworks of the harness's
+//! cluster: it asks the agent for its master (`GET_FLAGS`) and that master whether the framework
+//! was removed (`GET_FRAMEWORKS`, whose `completed_frameworks` are the torn-down ones; an agent's
+//! own list only says a framework is idle there). The applications are frameworks of the harness's
 //! v1 scheduler, each running a `sleep` task on the agent so the agent knows them; the appId
 //! the service sees is the framework id, as for Spark on Mesos.
 //!
 //! - files stay while the framework is active, even after the service was SIGKILLed and
 //!   restarted and the driver's heartbeats stopped;
 //! - once the framework's scheduler dies without a TEARDOWN (its connection dropped, as when the
-//!   driver process is SIGKILLed; failover_timeout 0), the agent reports it completed and the
+//!   driver process is SIGKILLed; failover_timeout 0), the master reports it completed and the
 //!   files go; a framework that never sent RegisterDriver is cleaned the same way;
 //! - with the agent stopped nothing is deleted.
 //!
@@ -180,7 +182,7 @@ async fn files_follow_the_framework_not_the_heartbeats() {
     drop(with_driver);
     wait_log(
         &ess,
-        &format!("the Mesos agent reports framework {f1} completed"),
+        &format!("the Mesos master reports framework {f1} completed"),
         T,
     );
     wait_log(&ess, &format!("removed the shuffle files of {f1}"), T);
@@ -324,11 +326,7 @@ async fn an_agent_with_http_authentication_is_asked_with_credentials() {
         &format!("keeping the shuffle files of {f}: its driver is not registered"),
         Duration::from_secs(30),
     );
-    let refused = wait_log(
-        with_bad,
-        "answered GET_FRAMEWORKS with HTTP 401",
-        Duration::from_secs(30),
-    );
+    let refused = wait_log(with_bad, "answered with HTTP 401", Duration::from_secs(30));
     assert!(
         !refused.contains("wrong") && !refused.contains("s3cr3t"),
         "{refused}"

@@ -221,6 +221,8 @@ async fn reference_rules_and_dashboard_match_a_live_metrics_endpoint() {
     let ess = Ess::start(&[
         ("croupier.admin.address", "127.0.0.1:0"),
         ("spark.shuffle.cleaner.interval", "100ms"),
+        // Spark's heartbeat-only rule: no Mesos agent in this test.
+        ("croupier.mesos.agent.address", "none"),
     ]);
     let admin = admin_addr(&ess);
 

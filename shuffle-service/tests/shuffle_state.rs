@@ -46,7 +46,8 @@ async fn registrations_survive_sigkill_and_serve_without_reregistering() {
     let state = tempfile::tempdir().unwrap();
     let files = tempfile::tempdir().unwrap();
     let port = free_port();
-    let agent_off = [("croupier.mesos.agent.address", "none")];
+    // An agent that never answers (port 1 is closed): drivers are restored, nothing is deleted.
+    let agent_off = [("croupier.mesos.agent.address", "127.0.0.1:1")];
     let mut ess = start(port, state.path(), &agent_off);
     assert!(restored_line(&ess).contains("restored 0 executor and 0 driver"));
     let dirs = ExecutorDirs::create(files.path(), "exec-7", 3);
@@ -62,6 +63,7 @@ async fn registrations_survive_sigkill_and_serve_without_reregistering() {
     let ess = start(port, state.path(), &agent_off);
     let line = restored_line(&ess);
     assert!(line.contains("restored 1 executor and 1 driver"), "{line}");
+    let mut ess = ess;
     let c = Client::connect(ess.addr).await.unwrap();
     let got = c
         .fetch_blocks(APP, "7", &["shuffle_2_9_0", "shuffle_2_9_2"])
@@ -85,6 +87,29 @@ async fn registrations_survive_sigkill_and_serve_without_reregistering() {
         "{:?}",
         ess.log()
     );
+    drop(c);
+    ess.kill();
+
+    // Heartbeat-only cleanup (Spark's rule): a restored driver would never heartbeat again and
+    // its app would be deleted one timeout after the restart, so drivers are not restored (as
+    // Spark's service, which keeps nothing, deletes nothing after a restart); executors are.
+    let ess = start(
+        port,
+        state.path(),
+        &[("croupier.mesos.agent.address", "none")],
+    );
+    let line = restored_line(&ess);
+    assert!(line.contains("restored 1 executor and 0 driver"), "{line}");
+    assert!(
+        ess.log()
+            .iter()
+            .any(|l| l.contains("not restoring 1 driver registration")),
+        "{:?}",
+        ess.log()
+    );
+    let c = Client::connect(ess.addr).await.unwrap();
+    let got = c.fetch_blocks(APP, "7", &["shuffle_2_9_0"]).await.unwrap();
+    assert_eq!(got[0].1.as_ref().unwrap(), &Bytes::from_static(b"first"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
