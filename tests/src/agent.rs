@@ -577,14 +577,6 @@ impl Agent {
             ),
             ("MESOS_HTTP_COMMAND_EXECUTOR".into(), "1".into()),
             (
-                "MESOS_DOMAIN_SOCKET".into(),
-                if cfg.domain_socket {
-                    self.shared.sandbox.join("agent.sock").display().to_string()
-                } else {
-                    String::new()
-                },
-            ),
-            (
                 "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD".into(),
                 croupier_proto::duration::format(cfg.shutdown_grace_period),
             ),
@@ -595,6 +587,14 @@ impl Agent {
             ("MESOS_NATIVE_JAVA_LIBRARY".into(), STAND_IN_LIBMESOS.into()),
             ("MESOS_NATIVE_LIBRARY".into(), STAND_IN_LIBMESOS.into()),
         ];
+        // Only an agent with --http_executor_domain_sockets sets it (a real agent without one
+        // leaves it out, as mesos_dropin's environment test checks).
+        if cfg.domain_socket {
+            env.push((
+                "MESOS_DOMAIN_SOCKET".into(),
+                self.shared.sandbox.join("agent.sock").display().to_string(),
+            ));
+        }
         if cfg.checkpoint {
             env.push((
                 "MESOS_RECOVERY_TIMEOUT".into(),
