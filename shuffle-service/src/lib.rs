@@ -4,7 +4,7 @@
 //! # Layout
 //! Data flows top to bottom:
 //! - [`auth`]: `spark.authenticate`: settings and secret, SASL DIGEST-MD5, Spark's auth engine,
-//!   the per-connection gate and the channel ciphers (imports only [`config`]'s parsers).
+//!   the per-connection gate and the channel ciphers.
 //! - [`config`]: CLI, `SPARK_SHUFFLE_OPTS`, properties file → typed [`config::Config`].
 //! - [`server`]: accept loop; per connection a reader task and a writer task.
 //! - [`protocol`]: frame codec and `BlockTransferMessage` (shared with the test client).
@@ -25,6 +25,7 @@
 //!   kind), atomic adds only.
 //! - [`admin`]: the optional admin HTTP endpoint (`/healthz`, `/metrics` in Prometheus text).
 //! - [`notify`]: systemd readiness, stopping and watchdog notifications.
+//! - [`units`]: Spark's size and time strings, for [`config`] and [`auth`].
 
 pub mod admin;
 pub mod agent;
@@ -45,6 +46,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod streams;
+pub mod units;
 
 pub use config::{Cli, Config};
 pub use server::run;

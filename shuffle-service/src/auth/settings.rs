@@ -272,7 +272,7 @@ pub fn from_settings<'a>(
         };
     }
     if let Some((v, o)) = get(SASL_MAX_BLOCK_KEY) {
-        let n = crate::config::parse_bytes(v).map_err(|reason| AuthSettingsError::BadValue {
+        let n = crate::units::parse_bytes(v).map_err(|reason| AuthSettingsError::BadValue {
             key: SASL_MAX_BLOCK_KEY.into(),
             value: v.into(),
             origin: o.into(),
