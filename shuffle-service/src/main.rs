@@ -195,7 +195,13 @@ fn open_store(config: &Config) -> anyhow::Result<(Option<Store>, Option<Restored
             Ok((Some(store), Some(restored), true))
         }
         Err(e @ croupier_shuffle_service::store::StoreError::InUse { .. }) => {
-            Err(anyhow::Error::new(e)).context("cannot open the registration store")
+            // Another process holds it (an old instance still stopping, a second service with
+            // another --host on this port, a backup tool): serve anyway rather than crash-loop
+            // under systemd; its records stay untouched for their owner.
+            tracing::error!(
+                "REGISTRATION STORE IN USE: {e}; this service keeps its registrations in memory only until restarted"
+            );
+            Ok((None, None, false))
         }
         Err(e) => {
             tracing::error!(

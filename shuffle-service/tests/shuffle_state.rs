@@ -220,3 +220,40 @@ fn http_get(addr: &str, path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_locked_by_another_process_does_not_stop_the_service() {
+    let state = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = [("croupier.mesos.agent.address", "none")];
+    // Make the store file, then have another process hold its lock (util-linux flock(1)).
+    let mut ess = start(port, state.path(), &conf);
+    restored_line(&ess);
+    ess.stop();
+    let store = state.path().join(format!("registrations-{port}.redb"));
+    assert!(store.exists(), "no store file at {}", store.display());
+    let mut holder = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(&store)
+        .args(["sleep", "60"])
+        .spawn()
+        .unwrap_or_else(|e| panic!("flock(1) from util-linux: {e}"));
+    std::thread::sleep(Duration::from_millis(300));
+    let ess = start(port, state.path(), &conf);
+    let loud = ess.wait_log("REGISTRATION STORE IN USE", Duration::from_secs(10));
+    // Serves all the same, in memory.
+    let dirs = ExecutorDirs::create(files.path(), "exec-3", 1);
+    dirs.write_map_output(0, 2, &[b"still served"]);
+    let c = Client::connect(ess.addr).await.unwrap();
+    let served = c.register_executor(APP, "3", dirs.info.clone()).await;
+    let got = c.fetch_blocks(APP, "3", &["shuffle_0_2_0"]).await;
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(loud.is_some(), "no IN USE report in {:?}", ess.log());
+    served.unwrap();
+    assert_eq!(
+        got.unwrap()[0].1.as_ref().unwrap(),
+        &Bytes::from_static(b"still served")
+    );
+}
