@@ -192,6 +192,20 @@ fn remove_app(shared: &Arc<Shared>, app: &str, why: Delete) {
         let mut dirs_deleted = 0usize;
         for (exec, dirs) in executors {
             for dir in dirs {
+                if !is_block_manager_dir(Path::new(&dir)) {
+                    // The dirs come from a client's RegisterExecutor: deleting whatever it named
+                    // would let any peer have any directory the service can write removed.
+                    shared
+                        .metrics
+                        .cleanup_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .metrics
+                        .cleanup_pending_dirs
+                        .fetch_sub(1, Ordering::Relaxed);
+                    tracing::warn!(app_id = %app, exec_id = %exec, "not deleting local dir {dir:?}: not a Spark block manager directory (blockmgr-*)");
+                    continue;
+                }
                 let bytes = tree_bytes(Path::new(&dir));
                 match std::fs::remove_dir_all(&dir) {
                     Ok(()) => {
@@ -222,6 +236,17 @@ fn remove_app(shared: &Arc<Shared>, app: &str, why: Delete) {
     });
 }
 
+/// Spark's executors register the directories their `DiskBlockManager` made:
+/// `<spark.local.dir>/.../blockmgr-<uuid>`. Only such a directory (not a link) is deleted.
+fn is_block_manager_dir(dir: &Path) -> bool {
+    let named = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("blockmgr-"));
+    let not_a_link = std::fs::symlink_metadata(dir).map_or(true, |m| !m.file_type().is_symlink());
+    named && not_a_link
+}
+
 /// Bytes of the regular files under `dir` (symlinks not followed).
 fn tree_bytes(dir: &Path) -> u64 {
     let mut total = 0;
@@ -239,4 +264,26 @@ fn tree_bytes(dir: &Path) -> u64 {
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_block_manager_dir;
+    use std::path::Path;
+
+    #[test]
+    fn only_block_manager_dirs_are_deleted() {
+        let d = tempfile::tempdir().unwrap();
+        let bm = d.path().join("blockmgr-3f2a");
+        std::fs::create_dir(&bm).unwrap();
+        assert!(is_block_manager_dir(&bm));
+        assert!(is_block_manager_dir(&d.path().join("blockmgr-gone")));
+        assert!(!is_block_manager_dir(d.path()));
+        assert!(!is_block_manager_dir(Path::new(
+            "/var/lib/croupier/shuffle"
+        )));
+        let link = d.path().join("blockmgr-link");
+        std::os::unix::fs::symlink(d.path(), &link).unwrap();
+        assert!(!is_block_manager_dir(&link));
+    }
 }
