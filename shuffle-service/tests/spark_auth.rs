@@ -268,6 +268,8 @@ fn mesos_driver_client_with_auth_engine() {
     let crypto = [
         ("spark.network.crypto.enabled", "true"),
         ("spark.shuffle.cleaner.interval", "1s"),
+        // Spark's heartbeat-only rule: no Mesos agent in this test.
+        ("croupier.mesos.agent.address", "none"),
     ];
     let mut service = Service::start(&service_conf(&crypto));
     let tap = Tap::start(service.port);
