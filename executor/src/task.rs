@@ -271,13 +271,32 @@ impl Tasks {
         }
     }
 
-    /// The agent acknowledged an update.
+    /// The agent acknowledged an update. In custom mode a task whose terminal update is
+    /// acknowledged is forgotten: nothing is left to do for it (its process was reaped or
+    /// killed, its checks stopped), and an executor that runs thousands of tasks must not keep
+    /// an entry for each. (Mesos's default executor drops a task's container already when it
+    /// sends the terminal update; we wait for the ACK so that nothing a re-SUBSCRIBE or a late
+    /// KILL could need is gone before the agent has the update.) Drop-in mode keeps its one
+    /// task: its acknowledged terminal update is what ends the executor.
     pub fn acknowledged(&mut self, settled: &Settled) {
-        if croupier_proto::is_terminal(settled.state) {
-            if let Some(t) = self.tasks.get_mut(&settled.task_id) {
-                t.terminal_acked = true;
-            }
+        if !croupier_proto::is_terminal(settled.state) {
+            return;
         }
+        let Some(t) = self.tasks.get_mut(&settled.task_id) else {
+            return;
+        };
+        t.terminal_acked = true;
+        if self.cfg.is_drop_in() || t.phase != Phase::Done {
+            return;
+        }
+        self.tasks.remove(&settled.task_id);
+        self.pending_spawns.retain(|id| id != &settled.task_id);
+        tracing::debug!(
+            task_id = %settled.task_id,
+            tasks_held = self.tasks.len(),
+            "task {}: forgotten (terminal update acknowledged)",
+            settled.task_id
+        );
     }
 
     pub fn ids(&self) -> Vec<String> {

@@ -712,6 +712,11 @@ impl Agent {
         self.shared.lock().rec.subscriptions.clone()
     }
 
+    /// How many updates were recorded so far (without copying them).
+    pub fn update_count(&self) -> usize {
+        self.shared.lock().rec.updates.len()
+    }
+
     /// Data of the MESSAGE calls so far.
     pub fn messages(&self) -> Vec<Vec<u8>> {
         self.shared.lock().rec.messages.clone()
