@@ -34,15 +34,25 @@ fn env_usize(name: &str, default: usize) -> usize {
     }
 }
 
-/// `VmRSS` of `pid` in KiB.
-fn rss_kb(pid: u32) -> i64 {
+/// A field of `/proc/<pid>/status` in KiB.
+fn status_kb(pid: u32, field: &str) -> i64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// `VmRSS` of `pid` in KiB.
+fn rss_kb(pid: u32) -> i64 {
+    status_kb(pid, "VmRSS")
+}
+
+/// `RssAnon` of `pid` in KiB: heap, stacks, dirtied data (no pages of files).
+fn anon_kb(pid: u32) -> i64 {
+    status_kb(pid, "RssAnon")
 }
 
 fn open_fds(pid: u32) -> usize {
@@ -172,9 +182,14 @@ async fn thousands_of_tasks_with_agent_restarts_leave_nothing_behind() {
     let mut agent = start(c).await;
     let pid = agent.executor_pid().expect("the executor's pid");
     let batches = tasks / BATCH;
-    // Restart the agent during evenly spaced batches after the warm-up.
+    // The first restart falls inside the warm-up (so the code of a re-SUBSCRIBE has run before
+    // RSS is first measured), the others in evenly spaced batches after it.
+    let warm = WARM_UP / BATCH;
     let restart_at: BTreeSet<usize> = (0..restarts)
-        .map(|i| WARM_UP / BATCH + 1 + i * (batches - WARM_UP / BATCH - 1) / restarts.max(1))
+        .map(|i| match i {
+            0 => warm / 2,
+            _ => warm + 1 + (i - 1) * (batches - warm - 1) / (restarts - 1).max(1),
+        })
         .collect();
     assert_eq!(
         restart_at.len(),
@@ -186,7 +201,7 @@ async fn thousands_of_tasks_with_agent_restarts_leave_nothing_behind() {
     let mut subscriptions = 1;
     let mut rss_warm = None;
     let mut fds_warm = 0;
-    let mut samples: Vec<(usize, i64)> = Vec::new();
+    let mut samples: Vec<(usize, i64, u64)> = Vec::new();
     for b in 0..batches {
         let ids: Vec<String> = (b * BATCH..(b + 1) * BATCH)
             .map(|n| format!("t{n:05}"))
@@ -217,11 +232,11 @@ async fn thousands_of_tasks_with_agent_restarts_leave_nothing_behind() {
         wait_settled(&agent, &ids, from).await;
         let done = (b + 1) * BATCH;
         if done == WARM_UP {
-            rss_warm = Some(rss_kb(pid));
+            rss_warm = Some((rss_kb(pid), anon_kb(pid)));
             fds_warm = open_fds(pid);
         }
         if done.is_multiple_of((tasks / 10).max(BATCH)) {
-            samples.push((done, rss_kb(pid)));
+            samples.push((done, rss_kb(pid), started.elapsed().as_secs()));
         }
     }
     let elapsed = started.elapsed();
@@ -235,9 +250,9 @@ async fn thousands_of_tasks_with_agent_restarts_leave_nothing_behind() {
     }
     assert!(left.is_empty(), "processes left behind: {left:?}");
 
-    let rss_end = rss_kb(pid);
+    let (rss_end, anon_end) = (rss_kb(pid), anon_kb(pid));
     let fds_end = open_fds(pid);
-    let rss_warm = rss_warm.expect("measured after the warm-up");
+    let (rss_warm, anon_warm) = rss_warm.expect("measured after the warm-up");
 
     // Every task: exactly one terminal update (by uuid), in the expected state, acknowledged.
     let rec = agent.recorded();
@@ -307,7 +322,11 @@ async fn thousands_of_tasks_with_agent_restarts_leave_nothing_behind() {
     println!(
         "  RSS after {WARM_UP} tasks {rss_warm} KiB, at the end {rss_end} KiB, drift {drift:+} KiB"
     );
-    println!("  RSS samples (tasks done, KiB): {samples:?}");
+    println!(
+        "  of which anonymous (RssAnon): {anon_warm} KiB, at the end {anon_end} KiB, drift {:+} KiB",
+        anon_end - anon_warm
+    );
+    println!("  RSS samples (tasks done, KiB, seconds): {samples:?}");
     println!("  open fds after {WARM_UP} tasks {fds_warm}, at the end {fds_end}");
     println!(
         "  terminal updates: {} tasks, {} lost, {} duplicated, {resent} re-sent copies (same uuid)",
