@@ -7,7 +7,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{alive, exe, T};
+use common::{alive, exe, read_pid, T};
 use croupier_proto::v1::{command_info::Uri, TaskState};
 use croupier_testkit::agent::Agent;
 
@@ -139,6 +139,9 @@ async fn stop_with_stderr_closed(signal: nix::sys::signal::Signal) {
         .wait_update("sleeper", TaskState::TaskRunning, T)
         .await
         .expect("TASK_RUNNING");
+    // TASK_RUNNING leaves once `sh` is exec'd, before it ran `echo`: on a loaded machine the
+    // signal below could kill the task before it wrote its pid.
+    let task_pid = read_pid(&agent.sandbox().join("tasks/sleeper/pid"), T).await;
     // The reader goes away: every log line from now on meets EPIPE.
     drop(stderr);
     // A few events that log, before and after the signal.
@@ -164,10 +167,6 @@ async fn stop_with_stderr_closed(signal: nix::sys::signal::Signal) {
         took < Duration::from_secs(15),
         "took {took:?} (grace 3s) to stop after {signal}"
     );
-    let task_pid: i32 = std::fs::read_to_string(agent.sandbox().join("tasks/sleeper/pid"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .expect("the task wrote its pid");
     assert!(
         common::wait_gone(&[task_pid], T).await.is_ok(),
         "the task's process {task_pid} outlived the executor"
