@@ -18,7 +18,8 @@
 //! - [`state`]: [`state::Shared`], the state every module above reads (config, registries,
 //!   caches, metrics); it imports none of them.
 //! - [`drivers`]: registered drivers and their heartbeats.
-//! - [`store`]: registrations persisted in `croupier.state.dir` (redb), restored at start-up.
+//! - [`store`]: registrations persisted in `croupier.state.dir` (redb), restored at start-up;
+//!   [`store_file`] below it: the redb file backend, with failpoints for tests.
 //! - [`agent`]: asks the Mesos agent which frameworks are active or completed.
 //! - [`cleanup`]: the pure rule deciding when an app's files may go (heartbeats × agent × time).
 //! - [`metrics`]: counters (Spark's `shuffleService` source names, fetch latency, errors by
@@ -45,6 +46,7 @@ pub mod send;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod store_file;
 pub mod streams;
 pub mod units;
 
