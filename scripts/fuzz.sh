@@ -4,7 +4,7 @@
 # nightly toolchain, no extra cargo subcommand). See FUZZING.md.
 #
 #   scripts/fuzz.sh build                 build the instrumented binary (target/fuzz)
-#   scripts/fuzz.sh run TARGET SECONDS    fuzz one target, growing fuzz/corpus/TARGET's copy
+#   scripts/fuzz.sh run TARGET SECONDS    fuzz one target (after build), growing target/fuzz/corpus/TARGET
 #   scripts/fuzz.sh all SECONDS           every target in turn, SECONDS each (nice)
 #   scripts/fuzz.sh list                  the targets
 # Crashes land in target/fuzz/artifacts/TARGET/; new inputs in target/fuzz/corpus/TARGET/
@@ -41,7 +41,7 @@ run() {
 case "${1:-}" in
   build) build ;;
   list) printf '%s\n' "${targets[@]}" ;;
-  run) build >/dev/null 2>&1 || build; run "$2" "$3" ;;
+  run) run "$2" "$3" ;;
   all) build; for t in "${targets[@]}"; do run "$t" "$2"; done ;;
   *) sed -n '2,13p' "$0" >&2; exit 2 ;;
 esac

@@ -27,6 +27,8 @@
 //! - [`admin`]: the optional admin HTTP endpoint (`/healthz`, `/metrics` in Prometheus text).
 //! - [`notify`]: systemd readiness, stopping and watchdog notifications.
 //! - [`units`]: Spark's size and time strings, for [`config`] and [`auth`].
+//! - [`faults`]: test failpoints for disk I/O (debug builds only), used by [`store_file`]
+//!   and [`index_cache`].
 
 pub mod admin;
 pub mod agent;
@@ -35,6 +37,7 @@ pub mod checksum;
 pub mod cleanup;
 pub mod config;
 pub mod drivers;
+pub mod faults;
 pub mod handler;
 pub mod index_cache;
 pub mod mesos;

@@ -1,13 +1,6 @@
-//! The registration store's file, as redb sees it: redb's own file backend, plus failpoints
-//! (the `fail` crate's registry) compiled into debug builds only (the tests' builds; the
-//! `failpoints` feature adds them to a release build), so tests can make a write, a sync or a
-//! resize fail with EIO or ENOSPC, in-process (`fail::cfg`) or in a spawned service binary
-//! (`CROUPIER_FAILPOINTS`). Release builds, which the packages ship, have none.
-//!
-//! A failpoint's action is `return(ERRNO:PATH_PART)`, e.g. `1*return(ENOSPC:/tmp/.tmpX)`: the
-//! error is injected only into a file whose path contains `PATH_PART` (tests run in parallel
-//! in one process, each with its own directory). Failpoints: `store_file::write`,
-//! `store_file::sync`, `store_file::set_len`.
+//! The registration store's file, as redb sees it: redb's own file backend, with the test
+//! failpoints of [`crate::faults`] (debug builds only) in front of the calls that change the
+//! file: `store_file::write`, `store_file::sync`, `store_file::set_len`.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -40,9 +33,7 @@ pub struct StoreFile {
     inner: FileBackend,
     /// Set once redb has opened the file: failpoints act on the store's own writes, not on
     /// redb's open-time header update or repair (start-up failures have tests of their own).
-    #[cfg_attr(not(any(debug_assertions, feature = "failpoints")), allow(dead_code))]
     armed: Arc<AtomicBool>,
-    #[cfg_attr(not(any(debug_assertions, feature = "failpoints")), allow(dead_code))]
     path: PathBuf,
 }
 
@@ -55,28 +46,12 @@ impl StoreFile {
         })
     }
 
-    /// The error a failpoint injects for this file, if one is configured for it. Release
-    /// builds (the packages) compile this to `None`.
-    #[cfg(any(debug_assertions, feature = "failpoints"))]
+    /// The error a failpoint injects into this file, once redb has opened it.
     fn injected(&self, point: &str) -> Option<io::Error> {
         if !self.armed.load(Ordering::Relaxed) {
             return None;
         }
-        let arg = fail::eval(point, |arg| arg)??;
-        let (errno, part) = arg.split_once(':')?;
-        if !self.path.to_string_lossy().contains(part) {
-            return None;
-        }
-        let code = match errno {
-            "ENOSPC" => libc::ENOSPC,
-            _ => libc::EIO,
-        };
-        Some(io::Error::from_raw_os_error(code))
-    }
-
-    #[cfg(not(any(debug_assertions, feature = "failpoints")))]
-    fn injected(&self, _point: &str) -> Option<io::Error> {
-        None
+        crate::faults::injected(point, &self.path)
     }
 }
 
@@ -140,28 +115,5 @@ impl StorageBackend for StoreFile {
 
     fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
         self.inner.query_lock_range(start, end)
-    }
-}
-
-/// Test hook: `CROUPIER_FAILPOINTS="name=actions;name=actions"` configures failpoints in a
-/// spawned debug-build service binary. A malformed entry is logged and skipped, never fatal.
-/// Release builds ignore the variable.
-#[cfg(not(any(debug_assertions, feature = "failpoints")))]
-pub fn configure_failpoints_from_env() {}
-
-/// See the release-build twin above.
-#[cfg(any(debug_assertions, feature = "failpoints"))]
-pub fn configure_failpoints_from_env() {
-    let Ok(spec) = std::env::var("CROUPIER_FAILPOINTS") else {
-        return;
-    };
-    for item in spec.split(';').filter(|s| !s.trim().is_empty()) {
-        match item.split_once('=') {
-            Some((name, actions)) => match fail::cfg(name.trim(), actions.trim()) {
-                Ok(()) => tracing::warn!("CROUPIER_FAILPOINTS: failpoint {name} set to {actions}"),
-                Err(e) => tracing::error!("CROUPIER_FAILPOINTS: {item:?} ignored: {e}"),
-            },
-            None => tracing::error!("CROUPIER_FAILPOINTS: {item:?} ignored: expected name=actions"),
-        }
     }
 }

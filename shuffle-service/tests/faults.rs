@@ -172,3 +172,36 @@ async fn data_file_shorter_than_its_index_fails_the_fetch_not_the_service() {
     assert_no_panic(&ess);
     ess.kill();
 }
+
+/// EIO reading an index file (failpoint `index::read`, once): the fetch fails with a message
+/// naming the index file and the error; the failure is not cached, so the next fetch of the
+/// same block is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eio_reading_an_index_fails_that_fetch_only() {
+    let state = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let fault = format!("index::read=1*return(EIO:{})", files.path().display());
+    let mut ess = start(0, state.path(), &[("CROUPIER_FAILPOINTS", &fault)]);
+    let dirs = ExecutorDirs::create(files.path(), "exec-3", 1);
+    dirs.write_map_output(5, 6, &[b"only block"]);
+    let c = Client::connect(ess.addr).await.unwrap();
+    c.register_executor(APP, "3", dirs.info.clone())
+        .await
+        .unwrap();
+    let first = c.fetch_blocks(APP, "3", &["shuffle_5_6_0"]).await;
+    let msg = match &first {
+        Err(e) => e.to_string(),
+        Ok(r) => match &r[0].1 {
+            Err(e) => e.to_string(),
+            Ok(b) => panic!("served {} bytes despite EIO on the index", b.len()),
+        },
+    };
+    assert!(
+        msg.contains("shuffle_5_6_0.index") && msg.contains("Input/output error"),
+        "{msg}"
+    );
+    let again = c.fetch_blocks(APP, "3", &["shuffle_5_6_0"]).await.unwrap();
+    assert_eq!(again[0].1.as_ref().unwrap().as_ref(), b"only block");
+    assert_no_panic(&ess);
+    ess.kill();
+}
