@@ -215,3 +215,62 @@ async fn garbage_and_oversized_frames_drop_the_stream_not_the_tasks() {
 }
 
 use croupier_testkit::agent::Agent;
+
+/// The agent link failing around UPDATE calls: a `500` (the update not taken) and a
+/// connection dropped after the agent took an update but before its `202`. The executor
+/// re-subscribes and re-sends what was not acknowledged: every update arrives, the terminal
+/// one exactly once (a re-sent copy carries the same uuid), everything is acknowledged, and
+/// the executor neither panics nor exits.
+#[tokio::test]
+async fn update_answered_500_or_dropped_before_202_is_resent_not_lost() {
+    use croupier_testkit::agent::UpdateFault;
+    let mut agent = start(cfg()).await;
+    agent.fail_next_updates(&[UpdateFault::Status(500), UpdateFault::DropBeforeAccepted]);
+    agent.launch(agent.command_task("t1", "exit 0")).unwrap();
+    let rec = agent
+        .wait_until("every update of t1 acknowledged", T, |r| {
+            let uuids: std::collections::HashSet<Vec<u8>> = r
+                .updates
+                .iter()
+                .filter_map(|u| u.status.uuid.clone())
+                .collect();
+            let done = r.states("t1").contains(&TaskState::TaskFinished);
+            (done && uuids.iter().all(|u| r.acked.contains(u))).then(|| r.clone())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.executor_stderr()));
+    let answered: Vec<u16> = rec
+        .requests
+        .iter()
+        .filter(|r| r.call_type() == Some(croupier_proto::v1::executor::call::Type::Update))
+        .map(|r| r.status)
+        .collect();
+    assert!(
+        answered.contains(&500),
+        "the 500 was injected: {answered:?}"
+    );
+    // Every update once and the terminal one last. The order of the first two is not
+    // asserted: the update refused with 500 is re-sent with the re-SUBSCRIBE, after the next
+    // one was already taken on the same keep-alive connection (so the agent sees RUNNING
+    // before STARTING; reported for the agent link).
+    let mut states = rec.states("t1");
+    assert_eq!(states.last(), Some(&TaskState::TaskFinished), "{states:?}");
+    states.sort_by_key(|s| *s as i32);
+    let mut want = vec![
+        TaskState::TaskStarting,
+        TaskState::TaskRunning,
+        TaskState::TaskFinished,
+    ];
+    want.sort_by_key(|s| *s as i32);
+    assert_eq!(states, want, "zero updates lost, none twice");
+    assert_eq!(rec.terminal_updates("t1").len(), 1);
+    // The link broke at least once and was re-established.
+    assert!(
+        agent.subscriptions().len() >= 2,
+        "{:?}",
+        agent.subscriptions().len()
+    );
+    let stderr = agent.executor_stderr();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    shutdown_ok(&mut agent).await;
+}

@@ -334,7 +334,7 @@ impl Collector for ServiceCollector {
         counter(
             &mut enc,
             "croupier_shuffle_store_write_errors",
-            "Registration-store writes that failed (the registration is kept in memory only).",
+            "Registration-store writes that failed after one reopen-and-retry (the registration was refused; the client may retry).",
             m.store_write_errors.load(Relaxed),
         )?;
         counter(

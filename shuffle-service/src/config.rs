@@ -407,7 +407,8 @@ impl Settings {
         Ok(())
     }
 
-    fn get(&self, key: &str) -> Option<(&str, &str)> {
+    /// The value of `key` and where it came from.
+    pub fn get(&self, key: &str) -> Option<(&str, &str)> {
         self.0.get(key).map(|(v, o)| (v.as_str(), o.as_str()))
     }
 

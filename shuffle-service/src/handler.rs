@@ -116,13 +116,18 @@ pub fn rpc(
             let shared = shared.clone();
             Reply::Blocking(Box::new(move || {
                 if let Err(e) = store.put_executor(&app_id, &exec_id, &info) {
-                    // Serving goes on (as Spark's Mesos service would, without any store);
-                    // only a restart would forget this executor.
+                    // Never answer success for a registration that was not stored: the
+                    // client sees the failure and retries (Spark's
+                    // spark.shuffle.registration.maxAttempts); the store has already reopened
+                    // its file and retried once.
                     shared
                         .metrics
                         .store_write_errors
                         .fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(%peer, "executor {desc} registered in memory only: {e}");
+                    tracing::error!(%peer, "executor {desc} not registered: {e}");
+                    return Err(format!(
+                        "RegisterExecutor (appId={app_id}, execId={exec_id}) failed and may be retried: {e}"
+                    ));
                 }
                 match shared.registry.register(&app_id, &exec_id, info) {
                     Ok(()) => {
@@ -163,7 +168,10 @@ pub fn rpc(
                         .metrics
                         .store_write_errors
                         .fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(%peer, "driver of app {app_id} registered in memory only: {e}");
+                    tracing::error!(%peer, "driver of app {app_id} not registered: {e}");
+                    return Err(format!(
+                        "RegisterDriver (appId={app_id}) failed and may be retried: {e}"
+                    ));
                 }
                 if shared.apps.register(&app_id, timeout) {
                     tracing::warn!(%peer, %app_id, "Received a registration request from app {app_id}, but it was already registered");

@@ -324,6 +324,9 @@ fn load(path: &Path) -> Result<Index, IndexError> {
         source,
     };
     let f = std::fs::File::open(path).map_err(io)?;
+    if let Some(e) = crate::faults::injected("index::read", path) {
+        return Err(io(e));
+    }
     let len = f.metadata().map_err(io)?.len();
     if len > MAX_INDEX_FILE {
         return Err(IndexError::BadSize {

@@ -18,7 +18,8 @@
 //! - [`state`]: [`state::Shared`], the state every module above reads (config, registries,
 //!   caches, metrics); it imports none of them.
 //! - [`drivers`]: registered drivers and their heartbeats.
-//! - [`store`]: registrations persisted in `croupier.state.dir` (redb), restored at start-up.
+//! - [`store`]: registrations persisted in `croupier.state.dir` (redb), restored at start-up;
+//!   [`store_file`] below it: the redb file backend, with failpoints for tests.
 //! - [`agent`]: asks the Mesos agent which frameworks are active or completed.
 //! - [`cleanup`]: the pure rule deciding when an app's files may go (heartbeats × agent × time).
 //! - [`metrics`]: counters (Spark's `shuffleService` source names, fetch latency, errors by
@@ -26,6 +27,8 @@
 //! - [`admin`]: the optional admin HTTP endpoint (`/healthz`, `/metrics` in Prometheus text).
 //! - [`notify`]: systemd readiness, stopping and watchdog notifications.
 //! - [`units`]: Spark's size and time strings, for [`config`] and [`auth`].
+//! - [`faults`]: test failpoints for disk I/O (debug builds only), used by [`store_file`]
+//!   and [`index_cache`].
 
 pub mod admin;
 pub mod agent;
@@ -34,6 +37,7 @@ pub mod checksum;
 pub mod cleanup;
 pub mod config;
 pub mod drivers;
+pub mod faults;
 pub mod handler;
 pub mod index_cache;
 pub mod mesos;
@@ -45,6 +49,7 @@ pub mod send;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod store_file;
 pub mod streams;
 pub mod units;
 

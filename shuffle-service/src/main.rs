@@ -32,6 +32,7 @@ fn start() -> anyhow::Result<()> {
     let config = Config::load(&cli, opts.as_deref(), conf_dir.as_deref())?;
     // Held for the life of the process.
     let _log = croupier_ops::log::init(config.log_format);
+    croupier_shuffle_service::faults::configure_from_env();
     tracing::info!(
         version = croupier_ops::build_info::version(),
         host = %config.host,

@@ -144,7 +144,8 @@ pub struct Metrics {
     pub agent_unreachable: AtomicU64,
     /// Start-ups that found the registration store unreadable and moved it aside.
     pub store_corrupt: AtomicU64,
-    /// Registration-store writes that failed (the registration is then kept in memory only).
+    /// Registration-store writes that failed after one reopen-and-retry (the registration is
+    /// refused with an RPC failure the client may retry).
     pub store_write_errors: AtomicU64,
     /// Registrations read back from the store at start-up (executors + drivers).
     pub restored_registrations: AtomicU64,

@@ -75,7 +75,7 @@ impl ResolveError {
 }
 
 /// An appId/execId must be usable as a map key and safe if ever used in a path or a log:
-/// non-empty, at most 1024 bytes, no `/`, no `..`, no NUL or other control characters.
+/// non-empty, at most 1024 bytes, not `.`, no `/`, no `..`, no NUL or other control characters.
 pub fn validate_id(what: &'static str, value: &str) -> Result<(), ResolveError> {
     let bad = |reason| {
         Err(ResolveError::BadId {
@@ -95,6 +95,10 @@ pub fn validate_id(what: &'static str, value: &str) -> Result<(), ResolveError> 
     }
     if value.contains("..") {
         return bad("contains '..'");
+    }
+    // `.` names the directory an id would sit in (found by the `ids` fuzz target).
+    if value == "." {
+        return bad("is '.'");
     }
     if value.contains('\0') {
         return bad("contains NUL");
@@ -375,6 +379,14 @@ mod tests {
         for good in ["app-20261123191828-0000", "0", "driver", "7f1c-aa.b"] {
             validate_id("appId", good).unwrap();
         }
+    }
+
+    /// Found by the `ids` fuzz target (input `2e`): `.` was accepted as an appId/execId.
+    #[test]
+    fn fuzz_regression_dot_is_not_an_id() {
+        assert!(validate_id("appId", ".").is_err());
+        assert!(validate_id("execId", ".").is_err());
+        validate_id("appId", ".a").unwrap();
     }
 
     #[test]

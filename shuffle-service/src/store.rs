@@ -10,6 +10,11 @@
 //! Writes go through one writer thread that commits whatever is queued in one durable
 //! transaction (group commit): a caller blocks until its record is on disk, and concurrent
 //! registrations share an fsync. Callers are blocking-pool jobs, never reactor threads.
+//!
+//! A failed write is never reported as stored. After any write error redb refuses every later
+//! transaction (`PreviousIo`) until the file is reopened, so the writer closes the database,
+//! reopens it (redb repairs the file) and retries the batch once; if that fails too, every
+//! caller of the batch gets [`StoreError::Write`], and the next batch starts by reopening.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -308,7 +313,7 @@ fn open_and_read(path: &Path) -> Result<(Database, Restored), OpenFailure> {
 fn open_and_read_inner(path: &Path) -> Result<(Database, Restored), OpenFailure> {
     // redb checks and repairs the file itself after an unclean shutdown; a damaged file fails
     // here or while its records are read below, and is then moved aside.
-    let db = Database::builder().create(path).map_err(|e| match e {
+    let db = crate::store_file::open_database(path).map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => OpenFailure::InUse,
         other => OpenFailure::Bad(other.to_string()),
     })?;
@@ -393,6 +398,7 @@ fn open_and_read_inner(path: &Path) -> Result<(Database, Restored), OpenFailure>
 }
 
 fn writer(db: Database, rx: mpsc::Receiver<Request>, path: &Path) {
+    let mut db = Some(db);
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -401,14 +407,7 @@ fn writer(db: Database, rx: mpsc::Receiver<Request>, path: &Path) {
                 Err(_) => break,
             }
         }
-        let result = apply(&db, &batch).map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            tracing::error!(
-                "registration store {}: a write of {} record(s) failed: {e}",
-                path.display(),
-                batch.len()
-            );
-        }
+        let result = write_batch(&mut db, &batch, path);
         if batch.iter().any(|r| matches!(r.op, Op::Close)) {
             // Dropping the database marks the file clean before anyone is told it is closed.
             drop(db);
@@ -421,6 +420,64 @@ fn writer(db: Database, rx: mpsc::Receiver<Request>, path: &Path) {
             let _ = r.done.send(result.clone());
         }
     }
+}
+
+/// Writes one batch; on failure reopens the file and tries once more (see the module docs).
+fn write_batch(db: &mut Option<Database>, batch: &[Request], path: &Path) -> Result<(), String> {
+    let mut first_error = None;
+    for attempt in 0..2 {
+        if db.is_none() {
+            match reopen(path) {
+                Ok(d) => *db = Some(d),
+                Err(e) => {
+                    tracing::error!(
+                        "registration store {}: cannot reopen it after a write error: {e}",
+                        path.display()
+                    );
+                    return Err(first_error.unwrap_or(e));
+                }
+            }
+        }
+        let Some(open) = db.as_ref() else { continue };
+        match apply(open, batch) {
+            Ok(()) => {
+                if attempt > 0 {
+                    tracing::warn!(
+                        "registration store {}: reopened; the write of {} record(s) succeeded on the second attempt",
+                        path.display(),
+                        batch.len()
+                    );
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::error!(
+                    "registration store {}: a write of {} record(s) failed (attempt {}): {e}",
+                    path.display(),
+                    batch.len(),
+                    attempt + 1
+                );
+                first_error.get_or_insert_with(|| e.to_string());
+                // redb refuses everything after an I/O error until the file is reopened.
+                *db = None;
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| "the write failed".into()))
+}
+
+/// Reopens the store file after a write error. The database was dropped just before, which
+/// releases its lock; a moment's wait covers a transaction still finishing.
+fn reopen(path: &Path) -> Result<Database, String> {
+    let mut last = String::new();
+    for _ in 0..5 {
+        match crate::store_file::open_database(path) {
+            Ok(d) => return Ok(d),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(last)
 }
 
 fn apply(db: &Database, batch: &[Request]) -> Result<(), redb::Error> {
@@ -500,6 +557,112 @@ mod tests {
             sub_dirs_per_local_dir: 64,
             shuffle_manager: "org.apache.spark.shuffle.sort.SortShuffleManager".into(),
         }
+    }
+
+    /// Failpoints are process-wide; each test scopes its faults to its own directory.
+    fn fault(point: &str, spec: &str) {
+        fail::cfg(point, spec).unwrap();
+    }
+
+    fn reopen_until_free(dir: &Path) -> (Store, Restored) {
+        loop {
+            match Store::open(dir, 7337) {
+                Err(StoreError::InUse { .. }) => std::thread::sleep(Duration::from_millis(10)),
+                other => {
+                    let (s, r, _) = other.unwrap();
+                    return (s, r);
+                }
+            }
+        }
+    }
+
+    fn stored_execs(r: &Restored) -> Vec<String> {
+        let mut v: Vec<String> = r
+            .executors
+            .iter()
+            .map(|(a, e, _)| format!("{a}/{e}"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// One EIO while writing: redb latches PreviousIo after it, which used to make every later
+    /// registration fail to be stored. Now the writer reopens the file and retries: the put
+    /// succeeds, later puts too, and everything is there after a restart.
+    #[test]
+    fn one_eio_on_write_is_retried_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().to_string_lossy().into_owned();
+        let (s, _, _) = Store::open(dir.path(), 7337).unwrap();
+        s.put_executor("app", "0", &info("/x/0")).unwrap();
+        fault("store_file::write", &format!("1*return(EIO:{part})"));
+        s.put_executor("app", "1", &info("/x/1")).unwrap();
+        for i in 2..5 {
+            s.put_executor("app", &i.to_string(), &info("/x/i"))
+                .unwrap();
+        }
+        s.close().unwrap();
+        drop(s);
+        let (_s, r) = reopen_until_free(dir.path());
+        assert_eq!(
+            stored_execs(&r),
+            ["app/0", "app/1", "app/2", "app/3", "app/4"]
+        );
+    }
+
+    /// A disk that stays full (ENOSPC on every sync): the caller gets a retryable error naming
+    /// the file, never a success; once space is back the store recovers by itself and nothing
+    /// that was acknowledged is lost.
+    #[test]
+    fn enospc_is_reported_and_the_store_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().to_string_lossy().into_owned();
+        let (s, _, _) = Store::open(dir.path(), 7337).unwrap();
+        s.put_executor("app", "before", &info("/x/b")).unwrap();
+        // Only this test uses the sync failpoint, so it may be switched off again below.
+        fault("store_file::sync", &format!("return(ENOSPC:{part})"));
+        for attempt in ["during", "during-again"] {
+            let e = s.put_executor("app", attempt, &info("/x/d")).unwrap_err();
+            assert!(e.is_retryable(), "{e}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&part) && msg.contains("registrations-7337.redb"),
+                "{msg}"
+            );
+            assert!(msg.contains("No space left on device"), "{msg}");
+        }
+        fail::remove("store_file::sync");
+        s.put_executor("app", "after", &info("/x/a")).unwrap();
+        s.close().unwrap();
+        drop(s);
+        let (_s, r) = reopen_until_free(dir.path());
+        let got = stored_execs(&r);
+        assert!(
+            got.contains(&"app/before".to_string()) && got.contains(&"app/after".to_string()),
+            "{got:?}"
+        );
+        // A refused write may still be found later (its pages reached the file before the
+        // failed fsync: its durability was unknown, so it was refused; registrations are
+        // idempotent and the client retries); what was acknowledged must be there.
+        assert!(got.len() <= 4, "{got:?}");
+    }
+
+    /// EIO while growing the file (set_len) is handled the same way.
+    #[test]
+    fn eio_on_resize_is_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().to_string_lossy().into_owned();
+        let (s, _, _) = Store::open(dir.path(), 7337).unwrap();
+        fault("store_file::set_len", &format!("1*return(EIO:{part})"));
+        // Enough data to make the file grow.
+        for i in 0..200 {
+            let dirs = info(&format!("/{}", "d".repeat(200 + i)));
+            s.put_executor("big", &i.to_string(), &dirs).unwrap();
+        }
+        s.close().unwrap();
+        drop(s);
+        let (_s, r) = reopen_until_free(dir.path());
+        assert_eq!(r.executors.len(), 200);
     }
 
     #[test]

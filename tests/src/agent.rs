@@ -28,7 +28,7 @@
 
 mod server;
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -329,6 +329,18 @@ pub(crate) struct State {
     pub(crate) withheld: Vec<(TaskId, Vec<u8>)>,
     /// Tasks with a terminal update already (further updates are acked and dropped).
     pub(crate) terminal: HashSet<String>,
+    /// Faults for the next UPDATE calls, in order (see [`Agent::fail_next_updates`]).
+    pub(crate) update_faults: VecDeque<UpdateFault>,
+}
+
+/// A fault the stand-in injects into one UPDATE call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateFault {
+    /// Answer with this status (e.g. 500) without taking the update.
+    Status(u16),
+    /// Take the update (record it, acknowledge it on the stream as the agent's status update
+    /// manager would), then close the connection before answering `202`.
+    DropBeforeAccepted,
 }
 
 pub(crate) struct Shared {
@@ -502,6 +514,7 @@ impl Agent {
                 withhold_acks: false,
                 withheld: Vec::new(),
                 terminal: HashSet::new(),
+                update_faults: VecDeque::new(),
             }),
             changed: watch::channel(0).0,
             drop_connections: watch::channel(0).0,
@@ -929,6 +942,15 @@ impl Agent {
         }
         drop(st);
         self.shared.bump();
+    }
+
+    /// Inject `faults` into the next UPDATE calls, one each, in order; later calls are
+    /// answered normally.
+    pub fn fail_next_updates(&self, faults: &[UpdateFault]) {
+        self.shared
+            .lock()
+            .update_faults
+            .extend(faults.iter().copied());
     }
 
     /// Simulate an agent restart: close the stream and every connection, answer every request

@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use prost::Message;
 use tokio::sync::mpsc;
 
-use super::{RecordedRequest, RecordedUpdate, Shared, State, Stream, UpdateOrigin};
+use super::{RecordedRequest, RecordedUpdate, Shared, State, Stream, UpdateFault, UpdateOrigin};
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -59,7 +59,14 @@ where
             let svc_shared = shared.clone();
             let service = hyper::service::service_fn(move |req| {
                 let shared = svc_shared.clone();
-                async move { Ok::<_, Infallible>(handle(shared, req).await) }
+                async move {
+                    let resp = handle(shared, req).await;
+                    if resp.extensions().get::<DropConnection>().is_some() {
+                        // An error from the service makes hyper close the connection unanswered.
+                        return Err(InjectedDrop);
+                    }
+                    Ok(resp)
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
@@ -72,6 +79,22 @@ where
         });
     }
 }
+
+/// Marks a response that must not be sent: the connection is closed instead.
+#[derive(Debug, Clone, Copy)]
+struct DropConnection;
+
+/// The service error behind [`DropConnection`].
+#[derive(Debug)]
+struct InjectedDrop;
+
+impl std::fmt::Display for InjectedDrop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("injected fault: connection dropped before answering")
+    }
+}
+
+impl std::error::Error for InjectedDrop {}
 
 fn text(status: StatusCode, msg: &str) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(msg.to_string())).boxed());
@@ -326,11 +349,22 @@ async fn process(shared: &Arc<Shared>, req: Request<Incoming>) -> Outcome {
     }
     match kind {
         call::Type::Update => {
+            let fault = shared.lock().update_faults.pop_front();
+            if let Some(UpdateFault::Status(code)) = fault {
+                let status =
+                    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                return Outcome::err(status, "injected fault", Some(call));
+            }
             if let Some(update) = &call.update {
                 let mut st = shared.lock();
                 record_update(shared, &mut st, update.status.clone(), UpdateOrigin::Call);
             }
-            accepted(call)
+            let mut outcome = accepted(call);
+            if fault == Some(UpdateFault::DropBeforeAccepted) {
+                outcome.resp.extensions_mut().insert(DropConnection);
+                outcome.error = "injected fault: connection dropped before 202".into();
+            }
+            outcome
         }
         call::Type::Message => {
             if let Some(m) = &call.message {

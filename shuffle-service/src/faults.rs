@@ -1,0 +1,56 @@
+//! Test failpoints for disk I/O (the `fail` crate's registry, as TiKV and raft-rs use it),
+//! compiled into debug builds only: the tests' builds. The `failpoints` feature adds them to a
+//! release build; release builds, which the packages ship, otherwise have none.
+//!
+//! A failpoint's action is `return(ERRNO:PATH_PART)`, e.g. `1*return(ENOSPC:/tmp/.tmpX)`:
+//! the error (EIO or ENOSPC) is injected only for a file whose path contains `PATH_PART`
+//! (tests run in parallel in one process, each with its own directory). Configured in-process
+//! with `fail::cfg`, or in a spawned service binary with `CROUPIER_FAILPOINTS`.
+//! Failpoints: `store_file::{write,sync,set_len}` ([`crate::store_file`]) and `index::read`
+//! ([`crate::index_cache`]).
+
+use std::io;
+use std::path::Path;
+
+/// The error failpoint `point` injects for `path`, if one is configured for it.
+#[cfg(any(debug_assertions, feature = "failpoints"))]
+pub fn injected(point: &str, path: &Path) -> Option<io::Error> {
+    let arg = fail::eval(point, |arg| arg)??;
+    let (errno, part) = arg.split_once(':')?;
+    if !path.to_string_lossy().contains(part) {
+        return None;
+    }
+    let code = match errno {
+        "ENOSPC" => libc::ENOSPC,
+        _ => libc::EIO,
+    };
+    Some(io::Error::from_raw_os_error(code))
+}
+
+/// Release builds: no failpoints.
+#[cfg(not(any(debug_assertions, feature = "failpoints")))]
+pub fn injected(_point: &str, _path: &Path) -> Option<io::Error> {
+    None
+}
+
+/// Test hook: `CROUPIER_FAILPOINTS="name=actions;name=actions"` configures failpoints in a
+/// spawned debug-build service binary. A malformed entry is logged and skipped, never fatal.
+#[cfg(any(debug_assertions, feature = "failpoints"))]
+pub fn configure_from_env() {
+    let Ok(spec) = std::env::var("CROUPIER_FAILPOINTS") else {
+        return;
+    };
+    for item in spec.split(';').filter(|s| !s.trim().is_empty()) {
+        match item.split_once('=') {
+            Some((name, actions)) => match fail::cfg(name.trim(), actions.trim()) {
+                Ok(()) => tracing::warn!("CROUPIER_FAILPOINTS: failpoint {name} set to {actions}"),
+                Err(e) => tracing::error!("CROUPIER_FAILPOINTS: {item:?} ignored: {e}"),
+            },
+            None => tracing::error!("CROUPIER_FAILPOINTS: {item:?} ignored: expected name=actions"),
+        }
+    }
+}
+
+/// Release builds ignore `CROUPIER_FAILPOINTS`.
+#[cfg(not(any(debug_assertions, feature = "failpoints")))]
+pub fn configure_from_env() {}
