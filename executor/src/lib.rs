@@ -10,6 +10,7 @@
 //!   (drop-in vs custom mode, `--help`).
 //! - [`http`]: the v1 executor API client: the SUBSCRIBE RecordIO stream on one connection,
 //!   calls on a second keep-alive one; protobuf only; errors say whether they are retryable.
+//! - [`tls`]: the `LIBPROCESS_SSL_*` settings and the rustls client for an https agent.
 //! - [`state`]: unacknowledged updates (by uuid, in order) and tasks, re-sent inside SUBSCRIBE.
 //! - [`command`]: which `CommandInfo` a task runs (per mode and encoding) and its environment.
 //! - [`process`]: spawning in a new session, the subreaper, reaping, finding and killing every
@@ -38,3 +39,4 @@ pub mod launch;
 pub mod process;
 pub mod state;
 pub mod task;
+pub mod tls;
