@@ -550,6 +550,20 @@ impl Tasks {
                 return;
             }
         };
+        // Custom mode: a container the task asks for that we cannot give fails the task (in
+        // drop-in mode the agent has already set up the task's container).
+        if let (None, Some(ci)) = (&drop_in, &info.container) {
+            if let Err(msg) = container::custom_mode_container(ci) {
+                self.finish_task(
+                    link,
+                    &id,
+                    TaskState::TaskFailed,
+                    Some(task_status::Reason::ContainerLaunchFailed),
+                    format!("Task '{id}': {msg}"),
+                );
+                return;
+            }
+        }
         let uris = cmd.uris.clone();
         let user = cmd.user.clone();
         if let Some(t) = self.tasks.get_mut(&id) {
