@@ -24,6 +24,8 @@
 //! - [`launch`]: the host launch path (environment, working directory, streams, user).
 //! - [`checks`]: health checks and checks of a task: timing, native probes, and what each
 //!   result means (an update, a kill, or nothing).
+//! - [`http_probe`]: the GET of HTTP(S) probes (curl's `-L -k` result, on the hyper client
+//!   the agent link already uses).
 //! - [`fetcher`]: fetching a task's `CommandInfo.URI`s, through a fetcher cache shared by every
 //!   executor on the agent.
 
@@ -35,6 +37,7 @@ pub mod container;
 pub mod executor;
 pub mod fetcher;
 pub mod http;
+pub mod http_probe;
 pub mod launch;
 pub mod process;
 pub mod state;

@@ -588,6 +588,25 @@ impl AgentTls {
     }
 }
 
+/// A client that accepts any server certificate and offers none (as `curl -k`): HTTPS health
+/// checks and checks. TLS 1.2 and 1.3, rustls's default suites.
+pub fn accept_any_client() -> Result<rustls::ClientConfig, TlsError> {
+    let provider = Arc::new(ring::default_provider());
+    let verifier = Arc::new(AgentVerifier {
+        provider: provider.clone(),
+        verify: None,
+        ip: IpAddr::from([127, 0, 0, 1]),
+        verify_ipadd: false,
+        require_client_cert: false,
+    });
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Setup(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
 /// The agent's reverse-DNS name (what libprocess's legacy scheme checks), if it has one.
 fn reverse_dns(ip: IpAddr) -> Option<String> {
     let mut host = [0 as libc::c_char; 1025];
