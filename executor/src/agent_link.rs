@@ -94,13 +94,14 @@ pub struct AgentLink {
 
 impl AgentLink {
     /// A link with its call connection started; the first SUBSCRIBE is due at once.
-    pub fn new(cfg: Arc<Config>) -> AgentLink {
+    pub fn new(cfg: Arc<Config>, tls: Option<Arc<crate::tls::AgentTls>>) -> AgentLink {
         let (tx, rx) = mpsc::unbounded_channel();
         let (calls, calls_rx) = mpsc::unbounded_channel();
         let endpoint = Endpoint {
             address: cfg.agent_endpoint.clone(),
             token: cfg.token.clone(),
             unix_socket: cfg.domain_socket.clone().map(std::path::PathBuf::from),
+            tls,
         };
         let gen = Arc::new(AtomicU64::new(0));
         tokio::spawn(call_loop(

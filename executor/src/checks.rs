@@ -27,10 +27,10 @@ use croupier_proto::v1::{
     check_info, check_status_info, health_check, network_info, CheckInfo, CheckStatusInfo,
     CommandInfo, HealthCheck,
 };
-use futures_util::StreamExt;
 use nix::sys::signal::Signal;
 use tokio::task::JoinHandle;
 
+use crate::http_probe;
 use crate::process::{self, Exit, SpawnSpec};
 
 /// Which of a task's two checkers.
@@ -536,7 +536,6 @@ impl Checker {
         &mut self,
         now: Instant,
         command_spec: impl FnOnce(&CommandInfo) -> Result<SpawnSpec, String>,
-        http: Option<&HttpClient>,
         done: impl FnOnce(u64, ProbeResult) + Send + 'static,
     ) -> Verdict {
         self.seq += 1;
@@ -570,12 +569,8 @@ impl Checker {
             }
             Probe::Http { .. } => {
                 let url = self.probe.url();
-                let Some(client) = http.cloned() else {
-                    self.sched = Sched::Running(running);
-                    return self.finished(seq, Err("no HTTP client".into()), now);
-                };
                 running.handle = Some(tokio::spawn(async move {
-                    done(seq, http_probe(&client, &url).await);
+                    done(seq, http_probe(&url).await);
                 }));
             }
             Probe::Tcp { port, ipv6 } => {
@@ -675,59 +670,17 @@ impl Checker {
     }
 }
 
-/// The client HTTP probes share: no proxy (the target is loopback), no connection kept between
-/// probes (each probe is a fresh connection, as with `curl`), any certificate accepted (as
-/// `curl -k`, so no root certificates are loaded), redirects followed (as `curl -L`).
-#[derive(Clone)]
-pub struct HttpClient(reqwest::Client);
-
-impl HttpClient {
-    pub fn new() -> Result<HttpClient, String> {
-        reqwest::Client::builder()
-            .no_proxy()
-            .danger_accept_invalid_certs(true)
-            .redirect(reqwest::redirect::Policy::limited(50))
-            .pool_max_idle_per_host(0)
-            .tls_built_in_root_certs(false)
-            .user_agent(concat!("croupier-executor/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map(HttpClient)
-            .map_err(|e| format!("cannot build the HTTP client of HTTP health checks: {e}"))
-    }
-}
-
-/// GET the URL, read the whole body, and give the final status code (any code is a result;
-/// a failed exchange is an error).
-async fn http_probe(client: &HttpClient, url: &str) -> ProbeResult {
-    let resp = client
-        .0
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| format!("HTTP request to {url} failed: {}", error_chain(&e)))?;
-    let code = resp.status().as_u16();
-    let mut body = resp.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        chunk.map_err(|e| format!("reading the answer of {url} failed: {}", error_chain(&e)))?;
-    }
+/// GET the URL (see [`http_probe::get`]) and give the final status code (any code is a
+/// result; a failed exchange is an error).
+async fn http_probe(url: &str) -> ProbeResult {
+    let code = http_probe::get(url).await?;
     Ok(CheckStatusInfo {
         r#type: Some(check_info::Type::Http as i32),
         http: Some(check_status_info::Http {
-            status_code: Some(u32::from(code)),
+            status_code: Some(u32::from(code.as_u16())),
         }),
         ..Default::default()
     })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }
 
 /// Connect, and report whether the connection was established.

@@ -156,6 +156,8 @@ pub struct Config {
     pub ack_timeout: Duration,
     /// `MESOS_DOMAIN_SOCKET`, if the agent offered one: the agent is reached over it.
     pub domain_socket: Option<String>,
+    /// `LIBPROCESS_SSL_*` when `LIBPROCESS_SSL_ENABLED` is on: https to the agent.
+    pub tls: Option<crate::tls::TlsSettings>,
     /// Drop-in or custom mode.
     pub mode: Mode,
     /// Command-line arguments we did not recognise (logged, not fatal).
@@ -193,12 +195,25 @@ impl ConfigError {
 impl Config {
     /// Parse the process environment and `args` (without the program name).
     pub fn from_env_and_args(args: &[String]) -> Result<Parsed, ConfigError> {
-        Self::parse(|k| std::env::var(k).ok(), args)
+        let names: Vec<String> = std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .collect();
+        Self::parse_with_names(|k| std::env::var(k).ok(), &names, args)
     }
 
     /// Parse from an explicit environment lookup (for tests).
     pub fn parse(
         env: impl Fn(&str) -> Option<String>,
+        args: &[String],
+    ) -> Result<Parsed, ConfigError> {
+        Self::parse_with_names(env, &[], args)
+    }
+
+    /// Parse from an environment lookup; `names` lists the environment's variables (to point
+    /// out unknown `LIBPROCESS_SSL_*` ones).
+    pub fn parse_with_names(
+        env: impl Fn(&str) -> Option<String>,
+        names: &[String],
         args: &[String],
     ) -> Result<Parsed, ConfigError> {
         let mut problems = Vec::new();
@@ -279,6 +294,7 @@ impl Config {
         let token = env("MESOS_EXECUTOR_AUTHENTICATION_TOKEN").filter(|t| !t.is_empty());
         let agent_id = env("MESOS_SLAVE_ID").filter(|t| !t.is_empty());
         let domain_socket = env("MESOS_DOMAIN_SOCKET").filter(|t| !t.is_empty());
+        let tls = crate::tls::TlsSettings::parse(&env, names, &mut problems);
 
         let log_format = match flags
             .log_format
@@ -323,6 +339,7 @@ impl Config {
             idle_timeout,
             ack_timeout,
             domain_socket,
+            tls,
             mode,
             unknown_flags: flags.unknown,
             log_format,

@@ -10,10 +10,13 @@
 //! `--task_supplementary_groups`, and `mounts`, `file_operations`, `pre_exec_commands` and
 //! `clone_namespaces` copied from `--task_launch_info`. It travels as the protobuf JSON mapping
 //! (`--launch_info=<JSON>`), so the isolators' parts are passed through as the agent wrote them.
+//!
+//! Custom mode has no image path: [`custom_mode_container`] says which `TaskInfo.container`
+//! a task may carry there.
 
 use std::path::{Path, PathBuf};
 
-use croupier_proto::v1::CommandInfo;
+use croupier_proto::v1::{CommandInfo, ContainerInfo, Image};
 use serde_json::{json, Map, Value};
 
 use crate::config::DropInFlags;
@@ -196,6 +199,84 @@ pub fn spec(
     })
 }
 
+/// Custom mode: can a task's `TaskInfo.container` be honoured? Tasks run as processes of the
+/// executor's own container (upstream's default executor would launch each as a nested
+/// container through the agent's API, which Croupier does not do), so only a `MESOS`
+/// container asking for nothing of its own is accepted. The error names the first field that
+/// asks for more, and why it cannot be given; the task then ends TASK_FAILED with it.
+pub fn custom_mode_container(ci: &ContainerInfo) -> Result<(), String> {
+    use croupier_proto::v1::container_info::Type;
+    let why = "croupier-executor runs custom-mode tasks as processes in its own container \
+               (no nested containers)";
+    let refuse = |field: &str, what: &str| {
+        Err(format!(
+            "TaskInfo.container.{field} asks for {what}, which cannot be honoured: {why}"
+        ))
+    };
+    match Type::try_from(ci.r#type) {
+        Ok(Type::Mesos) => {}
+        Ok(Type::Docker) => {
+            return refuse(
+                "type",
+                "a DOCKER container (the Docker containerizer launches whole executors, not \
+                 tasks of a custom executor)",
+            )
+        }
+        Err(_) => return refuse("type", &format!("an unknown container type {}", ci.r#type)),
+    }
+    if let Some(d) = &ci.docker {
+        return refuse("docker", &format!("the Docker image '{}'", d.image));
+    }
+    if let Some(image) = ci.mesos.as_ref().and_then(|m| m.image.as_ref()) {
+        return refuse("mesos.image", &format!("the image {}", image_name(image)));
+    }
+    if let Some(v) = ci.volumes.first() {
+        return refuse(
+            "volumes",
+            &format!(
+                "a volume at '{}' ({} in all)",
+                v.container_path,
+                ci.volumes.len()
+            ),
+        );
+    }
+    if let Some(h) = &ci.hostname {
+        return refuse("hostname", &format!("its own hostname '{h}'"));
+    }
+    if let Some(n) = ci.network_infos.first() {
+        let name = n.name.as_deref().unwrap_or("<unnamed>");
+        return refuse("network_infos", &format!("joining the network '{name}'"));
+    }
+    if ci.linux_info.is_some() {
+        return refuse(
+            "linux_info",
+            "Linux settings of its own (capabilities, namespaces, seccomp, shared memory)",
+        );
+    }
+    if ci.rlimit_info.is_some() {
+        return refuse("rlimit_info", "resource limits of its own");
+    }
+    if ci.tty_info.is_some() {
+        return refuse("tty_info", "a terminal");
+    }
+    Ok(())
+}
+
+fn image_name(image: &Image) -> String {
+    use croupier_proto::v1::image::Type;
+    match Type::try_from(image.r#type) {
+        Ok(Type::Docker) => format!(
+            "docker '{}'",
+            image.docker.as_ref().map_or("", |d| d.name.as_str())
+        ),
+        Ok(Type::Appc) => format!(
+            "appc '{}'",
+            image.appc.as_ref().map_or("", |a| a.name.as_str())
+        ),
+        Err(_) => format!("of unknown type {}", image.r#type),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +322,25 @@ mod tests {
             e.contains("--task_supplementary_groups") && e.contains("wheel"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn custom_mode_containers_name_the_field_asking_for_more() {
+        use croupier_proto::v1::{container_info, LinuxInfo, RLimitInfo, TtyInfo};
+        let mesos = ContainerInfo {
+            r#type: container_info::Type::Mesos as i32,
+            ..Default::default()
+        };
+        assert!(custom_mode_container(&mesos).is_ok());
+        let with = |f: &dyn Fn(&mut ContainerInfo)| {
+            let mut c = mesos.clone();
+            f(&mut c);
+            custom_mode_container(&c).unwrap_err()
+        };
+        assert!(with(&|c| c.hostname = Some("h".into())).contains("container.hostname"));
+        assert!(with(&|c| c.linux_info = Some(LinuxInfo {})).contains("container.linux_info"));
+        assert!(with(&|c| c.rlimit_info = Some(RLimitInfo {})).contains("container.rlimit_info"));
+        assert!(with(&|c| c.tty_info = Some(TtyInfo {})).contains("container.tty_info"));
+        assert!(with(&|c| c.r#type = 7).contains("container.type"));
     }
 }

@@ -38,10 +38,15 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn new(cfg: Config, fetch_cfg: FetchConfig) -> Executor {
+    /// `tls`: the client for an agent that talks https (`LIBPROCESS_SSL_ENABLED`).
+    pub fn new(
+        cfg: Config,
+        fetch_cfg: FetchConfig,
+        tls: Option<Arc<crate::tls::AgentTls>>,
+    ) -> Executor {
         let cfg = Arc::new(cfg);
         Executor {
-            link: AgentLink::new(cfg.clone()),
+            link: AgentLink::new(cfg.clone(), tls),
             tasks: Tasks::new(cfg.clone(), fetch_cfg),
             cfg,
             shutdown: None,

@@ -43,6 +43,13 @@ pub enum AgentError {
         endpoint: String,
         source: hyper::Error,
     },
+    #[error("TLS handshake with the agent at {endpoint} failed ({trust}): {source}")]
+    Tls {
+        endpoint: String,
+        /// What the agent's certificate was checked against (the CA file or directory).
+        trust: String,
+        source: std::io::Error,
+    },
     #[error("the agent at {endpoint} did not answer within {REQUEST_TIMEOUT:?}")]
     Timeout { endpoint: String },
     #[error("the agent at {endpoint} answered {call} with {status}: {body}")]
@@ -88,6 +95,20 @@ impl AgentError {
                     || status.is_server_error()
             }
             AgentError::ContentType { .. } => false,
+            // A certificate refused (either way) or no common protocol will not heal by
+            // retrying; a connection cut mid-handshake may (agent restarting).
+            AgentError::Tls { source, .. } => !source
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<rustls::Error>())
+                .is_some_and(|e| {
+                    matches!(
+                        e,
+                        rustls::Error::InvalidCertificate(_)
+                            | rustls::Error::PeerIncompatible(_)
+                            | rustls::Error::AlertReceived(_)
+                            | rustls::Error::General(_)
+                    )
+                }),
             _ => true,
         }
     }
@@ -102,6 +123,9 @@ pub struct Endpoint {
     /// `MESOS_DOMAIN_SOCKET`: connect over this unix socket instead of TCP (the agent's
     /// `--http_executor_domain_sockets`; it may not listen on TCP for executors at all).
     pub unix_socket: Option<std::path::PathBuf>,
+    /// `LIBPROCESS_SSL_ENABLED`: https over the TCP connection (not over the unix socket:
+    /// libprocess speaks plain `http+unix` there).
+    pub tls: Option<std::sync::Arc<crate::tls::AgentTls>>,
 }
 
 impl Endpoint {
@@ -174,6 +198,24 @@ impl Endpoint {
                 source,
             })?;
         let _ = stream.set_nodelay(true);
+        if let Some(tls) = &self.tls {
+            let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+            let tls_err = |source| AgentError::Tls {
+                endpoint: endpoint.clone(),
+                trust: tls.trust.clone(),
+                source,
+            };
+            let stream = tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                connector.connect(tls.server_name.clone(), stream),
+            )
+            .await
+            .map_err(|_| AgentError::Timeout {
+                endpoint: endpoint.clone(),
+            })?
+            .map_err(tls_err)?;
+            return handshake(stream, endpoint).await;
+        }
         handshake(stream, endpoint).await
     }
 }

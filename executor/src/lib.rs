@@ -10,6 +10,7 @@
 //!   (drop-in vs custom mode, `--help`).
 //! - [`http`]: the v1 executor API client: the SUBSCRIBE RecordIO stream on one connection,
 //!   calls on a second keep-alive one; protobuf only; errors say whether they are retryable.
+//! - [`tls`]: the `LIBPROCESS_SSL_*` settings and the rustls client for an https agent.
 //! - [`state`]: unacknowledged updates (by uuid, in order) and tasks, re-sent inside SUBSCRIBE.
 //! - [`command`]: which `CommandInfo` a task runs (per mode and encoding) and its environment.
 //! - [`process`]: spawning in a new session, the subreaper, reaping, finding and killing every
@@ -23,6 +24,8 @@
 //! - [`launch`]: the host launch path (environment, working directory, streams, user).
 //! - [`checks`]: health checks and checks of a task: timing, native probes, and what each
 //!   result means (an update, a kill, or nothing).
+//! - [`http_probe`]: the GET of HTTP(S) probes (curl's `-L -k` result, on the hyper client
+//!   the agent link already uses).
 //! - [`fetcher`]: fetching a task's `CommandInfo.URI`s, through a fetcher cache shared by every
 //!   executor on the agent.
 
@@ -34,7 +37,9 @@ pub mod container;
 pub mod executor;
 pub mod fetcher;
 pub mod http;
+pub mod http_probe;
 pub mod launch;
 pub mod process;
 pub mod state;
 pub mod task;
+pub mod tls;

@@ -69,6 +69,28 @@ fn run() -> anyhow::Result<i32> {
     if let Some(sock) = &cfg.domain_socket {
         tracing::info!("MESOS_DOMAIN_SOCKET is set: talking to the agent over {sock}");
     }
+    // TLS files are read (and the agent's reverse-DNS name looked up) here, before the
+    // runtime: a bad file ends the executor at once with its name.
+    let tls = match &cfg.tls {
+        None => None,
+        Some(_) if cfg.domain_socket.is_some() => {
+            tracing::info!(
+                "LIBPROCESS_SSL_ENABLED is set, but the agent is reached over MESOS_DOMAIN_SOCKET, \
+                 which carries plain HTTP (as libprocess's http+unix)"
+            );
+            None
+        }
+        Some(s) => {
+            tracing::info!("TLS to the agent: {}", s.summary());
+            for note in &s.notes {
+                tracing::warn!("{note}");
+            }
+            let ip = agent_ip(&cfg.agent_endpoint)?;
+            Some(std::sync::Arc::new(
+                croupier_executor::tls::AgentTls::new(s, ip).context("TLS to the agent")?,
+            ))
+        }
+    };
     if let Err(e) = process::become_subreaper() {
         tracing::warn!("cannot become a child subreaper ({e}); orphans of tasks may escape");
     }
@@ -80,8 +102,18 @@ fn run() -> anyhow::Result<i32> {
     // carry it too.
     Ok(rt.block_on(async move {
         sigint_means_sigterm();
-        Executor::new(cfg, fetch_cfg).run().await
+        Executor::new(cfg, fetch_cfg, tls).run().await
     }))
+}
+
+/// The IP of `MESOS_AGENT_ENDPOINT` (`IP:PORT`), which TLS verifies the agent by.
+fn agent_ip(endpoint: &str) -> anyhow::Result<std::net::IpAddr> {
+    endpoint
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip())
+        .with_context(|| {
+            format!("MESOS_AGENT_ENDPOINT={endpoint:?} is not IP:PORT, which TLS needs to verify the agent")
+        })
 }
 
 /// SIGINT (Ctrl-C in a terminal, some supervisors) stops the executor as SIGTERM does: the

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::agent_link::AgentLink;
-use crate::checks::{self, Checker, HttpClient, ProbeResult, Verdict, Which};
+use crate::checks::{self, Checker, ProbeResult, Verdict, Which};
 use crate::command;
 use crate::config::{Config, Mode};
 use crate::container;
@@ -158,8 +158,6 @@ pub struct Tasks {
     /// Custom mode: a task was killed for failing its health checks, so every later terminal
     /// update carries `healthy=false` (as Mesos's default executor).
     unhealthy: bool,
-    /// The client of HTTP probes, made when the first one runs.
-    http: Option<HttpClient>,
     /// Is the agent link up (custom mode pauses checking while it is not)?
     connected: bool,
     tx: mpsc::UnboundedSender<TaskInput>,
@@ -208,7 +206,6 @@ impl Tasks {
             idle_since,
             stopping: Stopping::No,
             unhealthy: false,
-            http: None,
             connected: false,
             tx,
             rx,
@@ -569,6 +566,20 @@ impl Tasks {
                 return;
             }
         };
+        // Custom mode: a container the task asks for that we cannot give fails the task (in
+        // drop-in mode the agent has already set up the task's container).
+        if let (None, Some(ci)) = (&drop_in, &info.container) {
+            if let Err(msg) = container::custom_mode_container(ci) {
+                self.finish_task(
+                    link,
+                    &id,
+                    TaskState::TaskFailed,
+                    Some(task_status::Reason::ContainerLaunchFailed),
+                    format!("Task '{id}': {msg}"),
+                );
+                return;
+            }
+        }
         let uris = cmd.uris.clone();
         let user = cmd.user.clone();
         if let Some(t) = self.tasks.get_mut(&id) {
@@ -1035,20 +1046,8 @@ impl Tasks {
     /// One checker's timers: its timeout, then its next start.
     fn probe_step(&mut self, id: &str, which: Which, now: Instant) -> Vec<Verdict> {
         let mut out = Vec::new();
-        let needs_http = self.tasks.get(id).is_some_and(|t| {
-            t.checkers
-                .iter()
-                .any(|c| c.which() == which && c.is_http() && c.is_due(now))
-        });
-        if needs_http && self.http.is_none() {
-            match HttpClient::new() {
-                Ok(h) => self.http = Some(h),
-                Err(e) => tracing::error!("{e}"),
-            }
-        }
         let tx = self.tx.clone();
         let host = &self.host;
-        let http = self.http.as_ref();
         let Some(t) = self.tasks.get_mut(id) else {
             return out;
         };
@@ -1078,7 +1077,7 @@ impl Tasks {
                     result,
                 });
             };
-            out.push(c.start(now, spec, http, done));
+            out.push(c.start(now, spec, done));
         }
         out
     }

@@ -207,3 +207,101 @@ async fn custom_mode_fetches_task_uris_into_the_task_directory() {
     }
     shutdown_ok(&mut agent).await;
 }
+
+#[tokio::test]
+async fn task_containers_we_cannot_give_fail_naming_the_field_and_a_plain_mesos_one_runs() {
+    use croupier_proto::v1::{
+        container_info, image, task_status, ContainerInfo, Image, NetworkInfo, Volume,
+    };
+    let mut agent = start(cfg()).await;
+    let mesos = || ContainerInfo {
+        r#type: container_info::Type::Mesos as i32,
+        ..Default::default()
+    };
+    let mut cases: Vec<(&str, ContainerInfo, &str)> = Vec::new();
+    let mut c = mesos();
+    c.mesos = Some(container_info::MesosInfo {
+        image: Some(Image {
+            r#type: image::Type::Docker as i32,
+            docker: Some(image::Docker {
+                name: "busybox:1.36".into(),
+            }),
+            ..Default::default()
+        }),
+    });
+    cases.push((
+        "with-image",
+        c,
+        "TaskInfo.container.mesos.image asks for the image docker 'busybox:1.36'",
+    ));
+    let mut c = mesos();
+    c.volumes.push(Volume {
+        mode: croupier_proto::v1::volume::Mode::Rw as i32,
+        container_path: "data".into(),
+        host_path: Some("/srv/data".into()),
+        image: None,
+    });
+    cases.push((
+        "with-volume",
+        c,
+        "TaskInfo.container.volumes asks for a volume at 'data'",
+    ));
+    let mut c = mesos();
+    c.network_infos.push(NetworkInfo {
+        name: Some("overlay-1".into()),
+        ..Default::default()
+    });
+    cases.push((
+        "with-network",
+        c,
+        "TaskInfo.container.network_infos asks for joining the network 'overlay-1'",
+    ));
+    let docker = ContainerInfo {
+        r#type: container_info::Type::Docker as i32,
+        docker: Some(container_info::DockerInfo {
+            image: "busybox".into(),
+            network: None,
+        }),
+        ..Default::default()
+    };
+    cases.push((
+        "docker",
+        docker,
+        "TaskInfo.container.type asks for a DOCKER container",
+    ));
+    for (id, ci, _) in &cases {
+        let mut t = agent.command_task(id, "echo should-not-run > ran");
+        t.container = Some(ci.clone());
+        agent.launch(t).expect("launch sent");
+    }
+    let mut plain = agent.command_task("plain-mesos", "echo ran");
+    plain.container = Some(mesos());
+    agent.launch(plain).expect("launch sent");
+
+    for (id, _, says) in &cases {
+        let done = agent.wait_terminal(id, T).await.expect("terminal");
+        assert_eq!(done.state, TaskState::TaskFailed as i32, "{id}: {done:?}");
+        assert_eq!(
+            done.reason,
+            Some(task_status::Reason::ContainerLaunchFailed as i32),
+            "{id}: {done:?}"
+        );
+        let msg = done.message.clone().unwrap_or_default();
+        assert!(msg.contains(says), "{id}: {msg}");
+        assert!(msg.contains("no nested containers"), "{id}: {msg}");
+        assert!(!task_dir(&agent, id).join("ran").exists(), "{id} ran");
+        assert_eq!(
+            agent.recorded().states(id),
+            vec![TaskState::TaskStarting, TaskState::TaskFailed],
+            "{id}"
+        );
+    }
+    let done = agent
+        .wait_terminal("plain-mesos", T)
+        .await
+        .expect("terminal");
+    assert_eq!(done.state, TaskState::TaskFinished as i32, "{done:?}");
+    let out = std::fs::read_to_string(task_dir(&agent, "plain-mesos").join("stdout")).unwrap();
+    assert_eq!(out.trim(), "ran");
+    shutdown_ok(&mut agent).await;
+}

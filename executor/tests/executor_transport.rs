@@ -1,10 +1,16 @@
 //! How the executor reaches the agent: over the unix socket of `MESOS_DOMAIN_SOCKET` when the
-//! agent gives one (its `--http_executor_domain_sockets`).
+//! agent gives one (its `--http_executor_domain_sockets`), and over TLS when
+//! `LIBPROCESS_SSL_ENABLED` is set (the stand-in serving https with a CA made here).
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
 use croupier_proto::v1::TaskState;
+use croupier_testkit::agent::{Agent, TlsHandshake};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::{self, ServerConfig};
 
 #[tokio::test]
 async fn the_domain_socket_is_used_when_the_agent_gives_one() {
@@ -25,4 +31,182 @@ async fn the_domain_socket_is_used_when_the_agent_gives_one() {
     let log = agent.executor_stderr();
     assert!(log.contains("agent.sock"), "{log}");
     shutdown_ok(&mut agent).await;
+}
+
+/// A test PKI made here: a CA, the agent's certificate (127.0.0.1 and localhost), the
+/// executor's client certificate, and a second CA that signed nothing of the agent's.
+struct Pki {
+    dir: tempfile::TempDir,
+    agent_chain: Vec<CertificateDer<'static>>,
+    agent_key: PrivateKeyDer<'static>,
+    ca_der: CertificateDer<'static>,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Croupier test CA");
+        let ca = ca_params.self_signed(&ca_key).expect("CA cert");
+        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+        let leaf = |names: Vec<String>| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let cert = rcgen::CertificateParams::new(names)
+                .expect("params")
+                .signed_by(&key, &issuer)
+                .expect("sign");
+            (cert, key)
+        };
+        let (agent_cert, agent_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()]);
+        let (client_cert, client_key) = leaf(vec!["croupier-executor".into()]);
+        let other_key = rcgen::KeyPair::generate().expect("key");
+        let mut other = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
+        other.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        other
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Some other CA");
+        let other = other.self_signed(&other_key).expect("other CA");
+        let w =
+            |name: &str, pem: String| std::fs::write(dir.path().join(name), pem).expect("write");
+        w("ca.pem", ca.pem());
+        w("other-ca.pem", other.pem());
+        w("client.pem", client_cert.pem());
+        w("client.key", client_key.serialize_pem());
+        Pki {
+            agent_chain: vec![agent_cert.der().clone()],
+            agent_key: PrivateKeyDer::Pkcs8(agent_key.serialize_der().into()),
+            ca_der: ca.der().clone(),
+            dir,
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// The stand-in's TLS: its certificate, and (if `require_client_cert`) a client
+    /// certificate signed by the CA demanded.
+    fn server(&self, require_client_cert: bool) -> Arc<ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions");
+        let builder = if require_client_cert {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(self.ca_der.clone()).expect("CA root");
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .expect("client verifier");
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        Arc::new(
+            builder
+                .with_single_cert(self.agent_chain.clone(), self.agent_key.clone_key())
+                .expect("server cert"),
+        )
+    }
+
+    /// The executor's `LIBPROCESS_SSL_*`, verifying the agent against `ca`.
+    fn env(&self, ca: &str) -> Vec<(String, String)> {
+        [
+            ("LIBPROCESS_SSL_ENABLED", "true".to_string()),
+            ("LIBPROCESS_SSL_CERT_FILE", self.path("client.pem")),
+            ("LIBPROCESS_SSL_KEY_FILE", self.path("client.key")),
+            ("LIBPROCESS_SSL_CA_FILE", self.path(ca)),
+            ("LIBPROCESS_SSL_VERIFY_SERVER_CERT", "true".to_string()),
+            ("LIBPROCESS_SSL_VERIFY_IPADD", "true".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_task_runs_over_tls_presenting_the_client_certificate_the_agent_requires() {
+    let pki = Pki::new();
+    let mut c = cfg();
+    c.tls = Some(pki.server(true));
+    c.extra_env.extend(pki.env("ca.pem"));
+    let mut agent = start(c).await;
+    agent
+        .launch(agent.command_task("over-tls", "echo via-tls"))
+        .expect("launch sent");
+    let done = agent.wait_terminal("over-tls", T).await.expect("terminal");
+    assert_eq!(
+        done.state,
+        TaskState::TaskFinished as i32,
+        "{done:?}\nexecutor log:\n{}",
+        agent.executor_stderr()
+    );
+    let shakes = agent.recorded().tls_handshakes;
+    // The SUBSCRIBE connection and the call connection, each with the client's certificate.
+    assert!(shakes.len() >= 2, "{shakes:?}");
+    assert!(
+        shakes
+            .iter()
+            .all(|h| *h == TlsHandshake::Done { client_certs: 1 }),
+        "{shakes:?}"
+    );
+    let log = agent.executor_stderr();
+    assert!(log.contains("TLS to the agent: cert="), "{log}");
+    // libprocess's default cipher list names nothing rustls implements: said once at start-up.
+    assert!(log.contains("LIBPROCESS_SSL_CIPHERS"), "{log}");
+    shutdown_ok(&mut agent).await;
+}
+
+#[tokio::test]
+async fn an_agent_certificate_from_another_ca_is_refused_naming_the_agent_and_the_ca_file() {
+    let pki = Pki::new();
+    let mut c = cfg();
+    c.tls = Some(pki.server(false));
+    c.extra_env.extend(pki.env("other-ca.pem"));
+    let mut agent = Agent::start_with_executor(c).await.expect("start");
+    let status = agent
+        .wait_executor_exit(T)
+        .await
+        .expect("executor gives up");
+    let log = agent.executor_stderr();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let ca = pki.path("other-ca.pem");
+    let line = log
+        .lines()
+        .find(|l| l.contains("TLS handshake with the agent at"))
+        .unwrap_or_else(|| panic!("no handshake error in the log:\n{log}"));
+    assert!(line.contains(&agent.addr().to_string()), "{line}");
+    assert!(
+        line.contains(&format!("LIBPROCESS_SSL_CA_FILE={ca}")),
+        "{line}"
+    );
+    assert!(line.contains("UnknownIssuer"), "{line}");
+    assert!(!agent.recorded().subscribed);
+}
+
+#[tokio::test]
+async fn an_unreadable_key_file_stops_the_executor_naming_the_file() {
+    let pki = Pki::new();
+    let mut c = cfg();
+    c.tls = Some(pki.server(false));
+    let missing = pki.path("no-such.key");
+    c.extra_env.extend(pki.env("ca.pem"));
+    c.extra_env
+        .push(("LIBPROCESS_SSL_KEY_FILE".into(), missing.clone()));
+    let mut agent = Agent::start_with_executor(c).await.expect("start");
+    let status = agent.wait_executor_exit(T).await.expect("executor exits");
+    let log = agent.executor_stderr();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains(&format!("LIBPROCESS_SSL_KEY_FILE={missing}")),
+        "{log}"
+    );
+    assert!(agent.recorded().tls_handshakes.is_empty());
 }

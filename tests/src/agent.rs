@@ -144,6 +144,10 @@ pub struct AgentConfig {
     /// agent's `--http_executor_domain_sockets`) instead of TCP; `MESOS_AGENT_ENDPOINT` then
     /// names a TCP port nobody listens on, so only the socket works.
     pub domain_socket: bool,
+    /// Serve https with this configuration (an agent with `LIBPROCESS_SSL_ENABLED`); the
+    /// executor's `LIBPROCESS_SSL_*` variables go in `extra_env`. Every handshake is recorded
+    /// in [`Recorded::tls_handshakes`].
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl AgentConfig {
@@ -168,6 +172,7 @@ impl AgentConfig {
             sandbox_dir: None,
             max_request_body: 16 << 20,
             domain_socket: false,
+            tls: None,
         }
     }
 }
@@ -240,6 +245,17 @@ pub struct Recorded {
     pub acked: HashSet<Vec<u8>>,
     /// Whether an executor is subscribed right now (stream open).
     pub subscribed: bool,
+    /// With [`AgentConfig::tls`]: every TLS handshake, in order.
+    pub tls_handshakes: Vec<TlsHandshake>,
+}
+
+/// One TLS handshake of the stand-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsHandshake {
+    /// Completed; `client_certs` = length of the certificate chain the client presented.
+    Done { client_certs: usize },
+    /// Failed, with rustls's reason.
+    Failed(String),
 }
 
 impl Recorded {
@@ -527,6 +543,12 @@ impl Agent {
                 source,
             })?;
             tokio::spawn(server::serve_unix(unix, shared.clone()))
+        } else if let Some(tls) = shared.cfg.tls.clone() {
+            tokio::spawn(server::serve_tls(
+                listener,
+                tokio_rustls::TlsAcceptor::from(tls),
+                shared.clone(),
+            ))
         } else {
             tokio::spawn(server::serve(listener, shared.clone()))
         };

@@ -37,6 +37,36 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>
     }
 }
 
+/// The same API over TLS (an agent with `LIBPROCESS_SSL_ENABLED`); every handshake is recorded.
+pub(crate) async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+) {
+    loop {
+        let Ok((tcp, _peer)) = listener.accept().await else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let result = acceptor.accept(tcp).await;
+            let record = match &result {
+                Ok(s) => super::TlsHandshake::Done {
+                    client_certs: s.get_ref().1.peer_certificates().map_or(0, |c| c.len()),
+                },
+                Err(e) => super::TlsHandshake::Failed(e.to_string()),
+            };
+            shared.lock().rec.tls_handshakes.push(record);
+            shared.bump();
+            if let Ok(stream) = result {
+                serve_connection(stream, shared);
+            }
+        });
+    }
+}
+
 /// The same API on a unix socket (the agent's `--http_executor_domain_sockets`).
 pub(crate) async fn serve_unix(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
     loop {
