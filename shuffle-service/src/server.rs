@@ -237,6 +237,38 @@ fn log_evictions(shared: &Shared, peer: SocketAddr) {
     }
 }
 
+impl ConnAuth {
+    /// While unauthenticated: the handshake deadline and the eviction signal.
+    fn limit(&self) -> Option<(tokio::time::Instant, CancellationToken)> {
+        Some((self.deadline?, self.admission.as_ref()?.evict.clone()))
+    }
+}
+
+/// Resolves when an unauthenticated connection must stop: its handshake deadline passed, or a
+/// newer connection needed its place.
+async fn pre_auth_limit(
+    shared: &Shared,
+    peer: SocketAddr,
+    deadline: tokio::time::Instant,
+    evict: CancellationToken,
+    app: Option<String>,
+) -> Stop {
+    tokio::select! {
+        _ = tokio::time::sleep_until(deadline) => {
+            shared.metrics.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
+            auth_failed(shared, peer, app.as_deref(), "no authentication within croupier.authenticate.handshakeTimeout");
+            Stop::Abort(format!(
+                "not authenticated within {:?} (croupier.authenticate.handshakeTimeout)",
+                shared.config.auth.handshake_timeout
+            ))
+        }
+        _ = evict.cancelled() => Stop::Evicted(format!(
+            "closed unauthenticated to make room for a newer connection: {} connections were authenticating (croupier.authenticate.maxPendingConnections)",
+            shared.config.auth.max_pending
+        )),
+    }
+}
+
 fn auth_failed(shared: &Shared, peer: SocketAddr, app: Option<&str>, what: &str) {
     shared.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(%peer, app = ?app, "authentication failed: {}", what.escape_debug());
@@ -330,25 +362,15 @@ async fn reader_loop(
             }
         }
         let from = buf.len();
-        let read = match (auth.deadline, &auth.admission) {
-            (Some(deadline), Some(admission)) => tokio::select! {
-                r = rd.read_buf(&mut buf) => r,
-                _ = tokio::time::sleep_until(deadline) => {
-                    shared.metrics.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
-                    auth_failed(shared, peer, auth.gate.as_ref().and_then(Gate::app_id), "no authentication within croupier.authenticate.handshakeTimeout");
-                    return Stop::Abort(format!(
-                        "not authenticated within {:?} (croupier.authenticate.handshakeTimeout)",
-                        shared.config.auth.handshake_timeout
-                    ));
+        let read = match auth.limit() {
+            Some((deadline, evict)) => {
+                let app = auth.gate.as_ref().and_then(Gate::app_id).map(str::to_owned);
+                tokio::select! {
+                    r = rd.read_buf(&mut buf) => r,
+                    stop = pre_auth_limit(shared, peer, deadline, evict, app) => return stop,
                 }
-                _ = admission.evict.cancelled() => {
-                    return Stop::Evicted(format!(
-                        "closed unauthenticated to make room for a newer connection: {} connections were authenticating (croupier.authenticate.maxPendingConnections)",
-                        shared.config.auth.max_pending
-                    ));
-                }
-            },
-            _ => rd.read_buf(&mut buf).await,
+            }
+            None => rd.read_buf(&mut buf).await,
         };
         if let (Ok(_), Some(inbound)) = (&read, &mut auth.inbound) {
             if let Err(e) = inbound.after_read(&mut buf, from) {
@@ -382,10 +404,22 @@ async fn handle_unauthenticated(
     peer: SocketAddr,
     auth: &mut ConnAuth,
 ) -> Result<(), Stop> {
-    let send = |o: Out| async move {
-        tx.send(o)
-            .await
-            .map_err(|_| Stop::Closed("writer gone".into()))
+    // A peer that sends but never reads must not outlive its deadline blocked here either.
+    let limit = auth.limit();
+    let send = |o: Out| {
+        let limit = limit.clone();
+        async move {
+            let Some((deadline, evict)) = limit else {
+                return tx
+                    .send(o)
+                    .await
+                    .map_err(|_| Stop::Closed("writer gone".into()));
+            };
+            tokio::select! {
+                r = tx.send(o) => r.map_err(|_| Stop::Closed("writer gone".into())),
+                stop = pre_auth_limit(shared, peer, deadline, evict, None) => Err(stop),
+            }
+        }
     };
     let refuse_and_close = |what: String| {
         auth_failed(shared, peer, None, &what);

@@ -130,6 +130,6 @@ mod tests {
         let engine =
             8 + 1 + 8 + 4 + (1 + 4 + MAX_APP_ID_LEN + 4 + MAX_SALT_LEN + 4 + MAX_CIPHERTEXT_LEN);
         assert!(engine as u64 <= LARGEST_AUTH_FRAME);
-        assert!(PRE_AUTH_MAX_FRAME >= 2 * LARGEST_AUTH_FRAME);
+        const { assert!(PRE_AUTH_MAX_FRAME >= 2 * LARGEST_AUTH_FRAME) };
     }
 }
