@@ -114,7 +114,7 @@ if command -v strace >/dev/null; then
   run sasl 3 8 2 >/dev/null 2>&1
   kill -INT "$STRACE" 2>/dev/null || true
   wait "$STRACE" 2>/dev/null || true
-  SYSCALLS=$(awk '$NF ~ /^(sendfile|pread64|sendto)$/ {printf "%s%s=%s", sep, $NF, $4; sep=" "}' "$DATA/strace.txt")
+  SYSCALLS=$(awk '$NF ~ /^(sendfile|pread64|sendto)$/ {n[$NF]=$4} END {printf "sendfile=%d sendto=%d pread64=%d", n["sendfile"], n["sendto"], n["pread64"]}' "$DATA/strace.txt")
 fi
 
 echo "ours, SASL qop auth vs unauthenticated: $ROUNDS interleaved rounds of ${SECS}s per block size, 16 connections, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
