@@ -18,11 +18,13 @@
 # spark.authenticate rows (after the matrix): ours and java restarted with the same secret, once
 # SASL-only and once with the auth engine (AES-CTR); 1 MiB and 32 KiB blocks at 16 connections,
 # interleaved rounds, plus ours unauthenticated in the same rounds; then the cost of a new
-# connection (connect, authenticate, one RegisterExecutor, close), sequential, medians.
+# connection (connect, authenticate, one RegisterExecutor, close), sequential, medians; these
+# tables are (re)written to bench/results-shuffle-auth.md (bench/assemble.sh puts it in BENCHMARKS.md).
 # Needs: the pyspark venv (scripts/setup-venv.sh; CROUPIER_VENV), java, python3, ~1 GiB in DATA.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+CMDLINE="bench/shuffle.sh${*:+ $*}"
 QUICK=0
 AUTH_ONLY=0
 DATA="${CROUPIER_BENCH_DATA:-${TMPDIR:-/tmp}/croupier-shuffle-bench}"
@@ -120,9 +122,10 @@ startup_cmd() { # label port -> command words
 
 LABELS=(ours java raw)
 T0=$SECONDS
-if [ $AUTH_ONLY = 0 ]; then
 echo "# machine: nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\" mem_kb=$(awk '/MemTotal/{print $2}' /proc/meminfo) kernel=$(uname -r)" | tee -a "$RESULTS" >&2
+LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# loadavg at start: $(cat /proc/loadavg)" | tee -a "$RESULTS" >&2
+if [ $AUTH_ONLY = 0 ]; then
 echo "== cold start-up (spawn -> first accepted connection)" >&2
 for label in "${LABELS[@]}"; do
   port=$(free_port)
@@ -243,7 +246,7 @@ for kind in sasl engine; do
   PID=(); PORT=()
 done
 echo "== spark.authenticate rows" >&2
-python3 - "$AUTH_RESULTS" <<'PY' | tee -a "$RESULTS"
+AUTH_TABLES=$(python3 - "$AUTH_RESULTS" <<'PY'
 import statistics, sys
 rows = [dict(kv.split("=", 1) for kv in l.split()[1:]) | {"kind": l.split()[0]} for l in open(sys.argv[1]) if "=" in l]
 def med(kind, server, key, block=None):
@@ -262,7 +265,38 @@ for kind in ("sasl", "engine"):
     o, j, n = (med("handshake", s, "p50_ms") for s in (f"ours-{kind}", f"java-{kind}", "ours-none"))
     print(f"| {kind} | {o:.3f} | {j:.3f} | {o / j:.2f}x | {n:.3f} |")
 PY
+)
+echo "$AUTH_TABLES" | tee -a "$RESULTS"
+LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# loadavg at end: $(cat /proc/loadavg)" | tee -a "$RESULTS" >&2
+# The spark.authenticate rows as a bench/results-*.md file (bench/assemble.sh copies it into BENCHMARKS.md).
+AUTH_MD=bench/results-shuffle-auth.md
+cat >"$AUTH_MD" <<EOF
+# \`spark.authenticate\`: ours vs Spark's JVM shuffle service (bench/shuffle.sh)
+
+Issue 13's targets: with the auth engine (\`spark.network.crypto.enabled=true\`, AES-CTR on the whole
+channel) our encrypted GB/s at least 1.5x Spark's JVM Mesos shuffle service with the same settings,
+and the cost of a new connection at most 0.5x Java's. The SASL \`auth\` rows (authenticated, not
+encrypted) are shown beside them; their own target (within 5% of unauthenticated) is measured with
+many more rounds by bench/auth-overhead.sh.
+
+Release build of croupier-shuffle-service and Spark 3.5.7's MesosExternalShuffleService (spark-class,
+default heap) started with the same secret and settings, plus ours unauthenticated, all three up at
+once. Throughput: 16 connections, one request in flight each, ${DUR} s per run, $REPEAT interleaved
+rounds (ours, java, ours unauthenticated, ...), every received byte compared with the data set; the
+table gives medians. New connection: connect, authenticate, one RegisterExecutor, close; 20
+sequential per run, p50, median over $REPEAT interleaved rounds. The machine is shared (load
+average below), so single runs vary widely; only the medians are reported.
+
+\`\`\`bash
+$CMDLINE
+\`\`\`
+
+$(nproc) cores, load average at start $LOAD_START, at end $LOAD_END.
+
+$AUTH_TABLES
+EOF
+echo "wrote $AUTH_MD" >&2
 echo "== done in $((SECONDS - T0)) s (after the build)" >&2
 
 echo

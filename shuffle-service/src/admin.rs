@@ -351,6 +351,36 @@ impl Collector for ServiceCollector {
         )?;
         gauge(
             &mut enc,
+            "croupier_shuffle_unauthenticated_connections",
+            "Connections open and not yet authenticated (bounded by croupier.authenticate.maxPendingConnections).",
+            as_i64(s.pending.len() as u64),
+        )?;
+        counter(
+            &mut enc,
+            "croupier_shuffle_unauthenticated_evicted",
+            "Unauthenticated connections closed to make room for newer ones (croupier.authenticate.maxPendingConnections).",
+            s.pending.evicted.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "croupier_shuffle_handshake_timeouts",
+            "Connections closed for not authenticating within croupier.authenticate.handshakeTimeout.",
+            m.handshake_timeouts.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "croupier_shuffle_send_timeouts",
+            "Connections closed because the peer read nothing sent to it for spark.shuffle.io.connectionTimeout.",
+            m.send_timeouts.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "croupier_shuffle_accept_errors",
+            "Failed accepts on the shuffle port (e.g. out of file descriptors), each followed by a back-off.",
+            m.accept_errors.load(Relaxed),
+        )?;
+        gauge(
+            &mut enc,
             "croupier_shuffle_cleanup_pending_dirs",
             "Local dirs of removed applications queued for deletion and not yet deleted.",
             as_i64(m.cleanup_pending_dirs.load(Relaxed)),

@@ -31,6 +31,10 @@ then --host/--port)
   spark.shuffle.maxChunksBeingTransferred  unlimited  cap on chunks in flight
   spark.shuffle.service.fetch.rdd.enabled  false  serve cached RDD blocks
   spark.shuffle.io.serverThreads           cores  worker threads
+  spark.shuffle.io.connectionTimeout       120s   a connection whose peer reads nothing of what is
+                                  sent to it for this long is closed (default: spark.network.timeout)
+  croupier.shuffle.io.blockingThreads      512    threads for disk work (sendfile, file opens);
+                                  none ever waits for a slow client
   croupier.admin.address                   off    host:port for /healthz and /metrics (Prometheus)
   croupier.log.format                      text   text or json (one JSON object per log line)
   croupier.state.dir       $XDG_STATE_HOME/croupier/shuffle (else ~/.local/state/croupier/shuffle)
@@ -59,6 +63,11 @@ AUTHENTICATION (the same values as in every application's configuration)
   spark.network.crypto.cipher   AES/CTR/NoPadding AES/GCM/NoPadding is refused (3.5 clients hang)
   spark.network.sasl.serverAlwaysEncrypt   false  SASL clients must use auth-conf
                                                   (spark.authenticate.enableSaslEncryption=true)
+  croupier.authenticate.handshakeTimeout   30s    a connection not authenticated this long after
+                                                  it opened is closed
+  croupier.authenticate.maxPendingConnections  1/4 of the open-file limit (at most 1024)
+                                  connections authenticating at once; one more closes the oldest.
+                                  Before authenticating, frames over 16 KiB are refused unread
 Every invalid setting is reported at once, each with its key, value, source and what is
 accepted. Unknown keys, and Spark keys the JVM service honours but this one ignores, get one
 warning line each; the effective settings are logged at start-up.
@@ -119,8 +128,14 @@ pub struct Config {
     pub cleaner_interval: Duration,
     /// `spark.shuffle.io.serverThreads` (tokio worker threads).
     pub server_threads: usize,
+    /// `croupier.shuffle.io.blockingThreads`: threads for disk work (sendfile, opening files,
+    /// deleting); none of them ever waits on a socket.
+    pub blocking_threads: usize,
     /// Largest accepted request frame.
     pub max_request_frame: u64,
+    /// `spark.shuffle.io.connectionTimeout` (else `spark.network.timeout`, else 120 s): a send
+    /// that makes no progress for this long closes the connection.
+    pub connection_timeout: Duration,
     /// `croupier.admin.address`: where the admin HTTP endpoint (`/healthz`, `/metrics`)
     /// listens; `None` (the default) leaves it off.
     pub admin_address: Option<SocketAddr>,
@@ -156,7 +171,9 @@ impl Default for Config {
             fetch_rdd_enabled: false,
             cleaner_interval: Duration::from_secs(30),
             server_threads: default_threads(),
+            blocking_threads: DEFAULT_BLOCKING_THREADS,
             max_request_frame: DEFAULT_MAX_REQUEST_FRAME,
+            connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
             admin_address: None,
             state_dir: StateDir::Default,
             agent_address: Some(DEFAULT_AGENT_ADDRESS.into()),
@@ -282,6 +299,9 @@ const HONOURED: &[&str] = &[
     "spark.shuffle.service.fetch.rdd.enabled",
     "spark.shuffle.cleaner.interval",
     "spark.shuffle.io.serverThreads",
+    CONNECTION_TIMEOUT_KEY,
+    NETWORK_TIMEOUT_KEY,
+    BLOCKING_THREADS_KEY,
     ADMIN_ADDRESS_KEY,
     STATE_DIR_KEY,
     AGENT_ADDRESS_KEY,
@@ -290,6 +310,16 @@ const HONOURED: &[&str] = &[
     AGENT_CONFIRM_KEY,
     LOG_FORMAT_KEY,
 ];
+
+/// How long a send may make no progress (the peer reads nothing) before the connection is
+/// closed; Spark's name for its connection idle timeout.
+pub const CONNECTION_TIMEOUT_KEY: &str = "spark.shuffle.io.connectionTimeout";
+/// Spark's fallback for [`CONNECTION_TIMEOUT_KEY`].
+pub const NETWORK_TIMEOUT_KEY: &str = "spark.network.timeout";
+pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Threads for disk work (ours, not Spark's).
+pub const BLOCKING_THREADS_KEY: &str = "croupier.shuffle.io.blockingThreads";
+pub const DEFAULT_BLOCKING_THREADS: usize = 512;
 
 /// The log format's setting (ours, not Spark's).
 pub const LOG_FORMAT_KEY: &str = "croupier.log.format";
@@ -317,22 +347,56 @@ const INERT: &[&str] = &[
 /// Spark keys the JVM shuffle service acts on but this one ignores, and why: one warning
 /// line each, so an operator porting a configuration sees what no longer applies.
 const IGNORED: &[(&str, &str)] = &[
-    ("spark.shuffle.service.db.enabled", "registrations are always kept in croupier.state.dir (`none` turns that off)"),
-    ("spark.shuffle.service.db.backend", "registrations are kept in a redb file in croupier.state.dir"),
-    ("spark.shuffle.io.connectionTimeout", "idle connections are never closed"),
-    ("spark.network.timeout", "idle connections are never closed; drivers' heartbeat timeouts come from their RegisterDriver"),
+    (
+        "spark.shuffle.service.db.enabled",
+        "registrations are always kept in croupier.state.dir (`none` turns that off)",
+    ),
+    (
+        "spark.shuffle.service.db.backend",
+        "registrations are kept in a redb file in croupier.state.dir",
+    ),
     ("spark.shuffle.io.mode", "always epoll through tokio"),
-    ("spark.shuffle.io.backLog", "the kernel's default listen backlog is used"),
-    ("spark.shuffle.io.receiveBuffer", "the kernel's socket buffer sizes are used"),
-    ("spark.shuffle.io.sendBuffer", "the kernel's socket buffer sizes are used"),
-    ("spark.shuffle.io.preferDirectBufs", "no JVM buffers: blocks go out with sendfile"),
+    (
+        "spark.shuffle.io.backLog",
+        "the kernel's default listen backlog is used",
+    ),
+    (
+        "spark.shuffle.io.receiveBuffer",
+        "the kernel's socket buffer sizes are used",
+    ),
+    (
+        "spark.shuffle.io.sendBuffer",
+        "the kernel's socket buffer sizes are used",
+    ),
+    (
+        "spark.shuffle.io.preferDirectBufs",
+        "no JVM buffers: blocks go out with sendfile",
+    ),
     ("spark.shuffle.io.lazyFD", "files are always opened lazily"),
-    ("spark.shuffle.io.enableVerboseMetrics", "metrics are on /metrics of croupier.admin.address"),
-    ("spark.shuffle.io.enableTcpKeepAlive", "TCP keepalive is not set"),
-    ("spark.shuffle.server.chunkFetchHandlerThreadsPercent", "chunk fetches share spark.shuffle.io.serverThreads"),
-    ("spark.shuffle.service.removeShuffle", "RemoveShuffle is not acted on"),
-    ("spark.storage.memoryMapThreshold", "blocks are never memory-mapped: sendfile"),
-    ("spark.network.sharedByteBufAllocators.enabled", "no JVM buffers"),
+    (
+        "spark.shuffle.io.enableVerboseMetrics",
+        "metrics are on /metrics of croupier.admin.address",
+    ),
+    (
+        "spark.shuffle.io.enableTcpKeepAlive",
+        "TCP keepalive is not set",
+    ),
+    (
+        "spark.shuffle.server.chunkFetchHandlerThreadsPercent",
+        "chunk fetches share spark.shuffle.io.serverThreads",
+    ),
+    (
+        "spark.shuffle.service.removeShuffle",
+        "RemoveShuffle is not acted on",
+    ),
+    (
+        "spark.storage.memoryMapThreshold",
+        "blocks are never memory-mapped: sendfile",
+    ),
+    (
+        "spark.network.sharedByteBufAllocators.enabled",
+        "no JVM buffers",
+    ),
 ];
 
 /// Settings gathered from all sources: key → (value, origin).
@@ -475,6 +539,28 @@ impl Settings {
                     v,
                     o,
                     "expected an integer (0 or less: one per core, at most 8)".into(),
+                )),
+            }
+        }
+        // Spark: spark.shuffle.io.connectionTimeout, defaulting to spark.network.timeout.
+        let timeout_key = [CONNECTION_TIMEOUT_KEY, NETWORK_TIMEOUT_KEY]
+            .into_iter()
+            .find_map(|k| self.get(k).map(|vo| (k, vo)));
+        if let Some((key, (v, o))) = timeout_key {
+            match parse_time(v, Duration::from_secs(1)) {
+                Ok(d) if !d.is_zero() => c.connection_timeout = d,
+                Ok(_) => problems.push(bad(key, v, o, "must be positive, e.g. 120s".into())),
+                Err(r) => problems.push(bad(key, v, o, r)),
+            }
+        }
+        if let Some((v, o)) = self.get(BLOCKING_THREADS_KEY) {
+            match v.parse::<usize>() {
+                Ok(n) if (1..=4096).contains(&n) => c.blocking_threads = n,
+                _ => problems.push(bad(
+                    BLOCKING_THREADS_KEY,
+                    v,
+                    o,
+                    "expected a number of threads, 1 to 4096".into(),
                 )),
             }
         }

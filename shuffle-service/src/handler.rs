@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use crate::metrics::ErrorKind;
 use crate::protocol::BlockTransferMessage as M;
-use crate::resolver::{removable_file_name, validate_executor, validate_id, BlockId};
+use crate::resolver::{removable_file_name, validate_executor, validate_id, BlockId, ResolveError};
 use crate::state::Shared;
 use crate::store::StoredDriver;
 use crate::streams::{BlockRange, Source};
@@ -103,7 +103,9 @@ pub fn rpc(
             if let Err(e) = validate_executor(&app_id, &exec_id, &info) {
                 return fail(format!("RegisterExecutor rejected: {e}"));
             }
-            let Some(store) = shared.store.clone() else {
+            let exclusive = shared.config.auth.enabled;
+            let store = shared.store.clone();
+            if store.is_none() && !exclusive {
                 return match shared.registry.register(&app_id, &exec_id, info) {
                     Ok(()) => {
                         tracing::info!(%peer, %app_id, %exec_id, "Registered executor {desc}");
@@ -111,10 +113,33 @@ pub fn rpc(
                     }
                     Err(e) => fail(format!("RegisterExecutor rejected: {e}")),
                 };
-            };
-            // Durable before the answer, written off the reactor.
+            }
+            // Durable before the answer; dirs resolved (spark.authenticate) and the store
+            // written off the reactor.
             let shared = shared.clone();
             Reply::Blocking(Box::new(move || {
+                if exclusive {
+                    if let Err(e) =
+                        shared
+                            .registry
+                            .register_exclusive(&app_id, &exec_id, info.clone())
+                    {
+                        if let ResolveError::DirInUse {
+                            other_app,
+                            resolved,
+                            ..
+                        } = &e
+                        {
+                            shared.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(%peer, app = %app_id, "refused RegisterExecutor of {app_id}/{exec_id}: local dir {resolved} overlaps one registered by application {other_app}");
+                        }
+                        return Err(format!("RegisterExecutor rejected: {e}"));
+                    }
+                }
+                let Some(store) = store else {
+                    tracing::info!(%peer, %app_id, %exec_id, "Registered executor {desc}");
+                    return Ok(Bytes::new());
+                };
                 if let Err(e) = store.put_executor(&app_id, &exec_id, &info) {
                     // Never answer success for a registration that was not stored: the
                     // client sees the failure and retries (Spark's
@@ -128,6 +153,10 @@ pub fn rpc(
                     return Err(format!(
                         "RegisterExecutor (appId={app_id}, execId={exec_id}) failed and may be retried: {e}"
                     ));
+                }
+                if exclusive {
+                    tracing::info!(%peer, %app_id, %exec_id, "Registered executor {desc}");
+                    return Ok(Bytes::new());
                 }
                 match shared.registry.register(&app_id, &exec_id, info) {
                     Ok(()) => {

@@ -354,6 +354,7 @@ mod tests {
                 sub_dirs_per_local_dir: 1,
                 shuffle_manager: "sort".into(),
             },
+            canonical: None,
         })
     }
 

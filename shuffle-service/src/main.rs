@@ -42,7 +42,9 @@ fn start() -> anyhow::Result<()> {
         fetch_rdd_enabled = config.fetch_rdd_enabled,
         cleaner_interval_ms = config.cleaner_interval.as_millis() as u64,
         server_threads = config.server_threads,
+        blocking_threads = config.blocking_threads,
         max_request_frame = config.max_request_frame,
+        connection_timeout_ms = config.connection_timeout.as_millis() as u64,
         admin_address = config
             .admin_address
             .map(|a| a.to_string())
@@ -99,6 +101,7 @@ fn start() -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(shared.config.server_threads)
+        .max_blocking_threads(shared.config.blocking_threads)
         .thread_name("shuffle-server")
         .enable_all()
         .build()

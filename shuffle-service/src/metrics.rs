@@ -156,6 +156,14 @@ pub struct Metrics {
     pub cleanup_pending_dirs: AtomicU64,
     /// Local dirs the cleaner failed to delete (other than already gone).
     pub cleanup_failures: AtomicU64,
+    /// Failed `accept`s (descriptors exhausted, …), each followed by a back-off.
+    pub accept_errors: AtomicU64,
+    /// Connections closed for not authenticating within
+    /// `croupier.authenticate.handshakeTimeout`.
+    pub handshake_timeouts: AtomicU64,
+    /// Connections closed because the peer read nothing of what was sent to it for
+    /// `spark.shuffle.io.connectionTimeout`.
+    pub send_timeouts: AtomicU64,
     errors: [AtomicU64; ErrorKind::ALL.len()],
 }
 

@@ -65,6 +65,19 @@ pub enum ResolveError {
     NotRegistered { app_id: String, exec_id: String },
     #[error("unparsable block id {0:?}")]
     BadBlockId(String),
+    /// With `spark.authenticate`: the dir is, contains or lies inside a dir another
+    /// application registered (`other_app` is for our log, not for the client).
+    #[error(
+        "local dir {dir:?} of executor (appId={app_id}, execId={exec_id}) overlaps a local dir registered by another \
+         application (resolved: {resolved}); with spark.authenticate every application must use its own directories"
+    )]
+    DirInUse {
+        app_id: String,
+        exec_id: String,
+        dir: String,
+        resolved: String,
+        other_app: String,
+    },
 }
 
 impl ResolveError {
@@ -247,6 +260,32 @@ pub fn removable_file_name(s: &str) -> Result<String, ResolveError> {
 #[derive(Debug)]
 pub struct Executor {
     pub info: ExecutorShuffleInfo,
+    /// Its local dirs resolved ([`canonical_dir`]) when registered under `spark.authenticate`
+    /// (compared with other applications' dirs).
+    pub canonical: Option<Vec<PathBuf>>,
+}
+
+/// `dir` with symlinks, `.` and `..` resolved through its longest existing ancestor, the
+/// part that does not exist yet appended as written. Blocking (reads the filesystem).
+pub fn canonical_dir(dir: &Path) -> PathBuf {
+    let mut existing = dir;
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(existing) {
+            let mut out = c;
+            for part in rest.iter().rev() {
+                out.push(part);
+            }
+            return out;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return dir.to_path_buf(),
+        }
+    }
 }
 
 impl Executor {
@@ -284,9 +323,61 @@ impl Registry {
     ) -> Result<(), ResolveError> {
         validate_executor(app_id, exec_id, &info)?;
         let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
-        apps.entry(app_id.to_owned())
-            .or_default()
-            .insert(exec_id.to_owned(), Arc::new(Executor { info }));
+        apps.entry(app_id.to_owned()).or_default().insert(
+            exec_id.to_owned(),
+            Arc::new(Executor {
+                info,
+                canonical: None,
+            }),
+        );
+        Ok(())
+    }
+
+    /// Registers (or replaces) an executor whose local dirs must not overlap (be, contain or
+    /// lie inside) a dir another application registered: under `spark.authenticate` an
+    /// application may only reach its own files. Blocking (resolves the dirs on disk).
+    pub fn register_exclusive(
+        &self,
+        app_id: &str,
+        exec_id: &str,
+        info: ExecutorShuffleInfo,
+    ) -> Result<(), ResolveError> {
+        validate_executor(app_id, exec_id, &info)?;
+        let mine: Vec<PathBuf> = info
+            .local_dirs
+            .iter()
+            .map(|d| canonical_dir(Path::new(d)))
+            .collect();
+        let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
+        for (other, execs) in apps.iter().filter(|(a, _)| a.as_str() != app_id) {
+            let theirs = execs.values().flat_map(|e| match &e.canonical {
+                Some(c) => c.clone(),
+                // Registered without the check (cannot happen under spark.authenticate, where
+                // restored registrations are resolved too): compare as written.
+                None => e.info.local_dirs.iter().map(PathBuf::from).collect(),
+            });
+            for t in theirs {
+                if let Some(i) = mine
+                    .iter()
+                    .position(|m| m.starts_with(&t) || t.starts_with(m))
+                {
+                    return Err(ResolveError::DirInUse {
+                        app_id: app_id.into(),
+                        exec_id: exec_id.into(),
+                        dir: info.local_dirs[i].clone(),
+                        resolved: mine[i].display().to_string(),
+                        other_app: other.clone(),
+                    });
+                }
+            }
+        }
+        apps.entry(app_id.to_owned()).or_default().insert(
+            exec_id.to_owned(),
+            Arc::new(Executor {
+                info,
+                canonical: Some(mine),
+            }),
+        );
         Ok(())
     }
 

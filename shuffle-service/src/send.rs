@@ -2,15 +2,21 @@
 //! cache, data file opened now and closed right after its chunks are sent), write the frame
 //! header, then `sendfile` the data-file segment straight from the page cache to the socket.
 //!
-//! The socket is non-blocking (owned by tokio); when its buffer is full we `poll` for
-//! writability on this blocking thread, never on a reactor thread. Disk reads inside `sendfile`
-//! therefore never stall the reactor that serves RPCs.
+//! The socket is non-blocking (owned by tokio). A blocking thread never waits for it: when its
+//! buffer is full, the item being sent stops where it is and comes back as a [`Partial`]; the
+//! connection's writer then waits for writability on the reactor (with Spark's
+//! `spark.shuffle.io.connectionTimeout` as the no-progress deadline) and hands the rest to a
+//! blocking thread again. A client that never reads therefore holds no blocking thread, and
+//! disk reads inside `sendfile` never stall the reactor that serves RPCs.
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use tokio::io::Interest;
+use tokio::net::TcpStream;
 
 use crate::auth::channel::Outbound;
 use crate::index_cache::{IndexError, MapOutput};
@@ -85,7 +91,7 @@ pub struct Seg {
 
 /// The data file a [`Sender`] holds open.
 struct Open {
-    file: File,
+    file: Arc<File>,
     /// Its size when opened.
     size: u64,
     what: OpenWhat,
@@ -161,7 +167,7 @@ impl<'a> Sender<'a> {
                             .get(&exec, shuffle_id, range.map_id)?;
                         let (file, size) = open(&m.data_path)?;
                         self.open = Some(Open {
-                            file,
+                            file: Arc::new(file),
                             size,
                             what: OpenWhat::Shuffle(m.clone()),
                         });
@@ -200,7 +206,7 @@ impl<'a> Sender<'a> {
                     Err(e) => return Err(e),
                 };
                 self.open = Some(Open {
-                    file,
+                    file: Arc::new(file),
                     size,
                     what: OpenWhat::Rdd(path),
                 });
@@ -215,7 +221,7 @@ impl<'a> Sender<'a> {
 
     /// The file last resolved, if it opened.
     pub fn file(&self) -> Option<&File> {
-        self.open.as_ref().map(|o| &o.file)
+        self.open.as_ref().map(|o| &*o.file)
     }
 
     /// The path of the file last resolved (for messages).
@@ -223,53 +229,149 @@ impl<'a> Sender<'a> {
         self.open.as_ref().map_or(Path::new(""), Open::path)
     }
 
-    /// For an encrypted connection: sends `header` and then `seg` of the file last resolved,
-    /// read in batches of [`SEAL_BATCH`] bytes and sealed with `cipher` (no zero-copy). Blocking.
-    pub fn send_sealed(
+    /// Starts sending `header` and then `seg` of the file last resolved: zero-copy
+    /// (`sendfile`) on a plain connection; with a `cipher`, read in batches of [`SEAL_BATCH`]
+    /// bytes and sealed (the header is sealed with the first batch). Never waits for the
+    /// socket. Blocking (disk).
+    pub fn start(
         &self,
-        sock: BorrowedFd<'_>,
+        sock: &TcpStream,
         header: Vec<u8>,
         seg: &Seg,
-        cipher: &mut Outbound,
-    ) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
+        mut cipher: Option<&mut Outbound>,
+    ) -> io::Result<Sent> {
         let open = self
             .open
             .as_ref()
             .ok_or_else(|| io::Error::other("no data file open"))?;
-        let mut buf = header;
-        buf.reserve(SEAL_BATCH.min(seg.len as usize));
-        let mut scratch = Vec::new();
-        let (mut off, end) = (seg.offset, seg.offset + seg.len);
-        loop {
-            let at = buf.len();
-            let want = ((end - off) as usize).min(SEAL_BATCH);
-            buf.resize(at + want, 0);
-            open.file.read_exact_at(&mut buf[at..], off).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "reading {} bytes at {off} of {}: {e}",
-                        want,
-                        open.path().display()
-                    ),
-                )
-            })?;
-            off += want as u64;
-            let sealed = cipher.seal_buf(&mut buf, &mut scratch);
-            write_all(sock, sealed, off < end)?;
-            buf.clear();
-            if off >= end {
-                return Ok(());
-            }
+        let body = Body {
+            file: open.file.clone(),
+            path: open.path().to_owned(),
+            off: seg.offset,
+            end: seg.offset + seg.len,
+        };
+        let partial = match cipher.as_deref_mut() {
+            None => Partial {
+                out: header,
+                at: 0,
+                prefix: Vec::new(),
+                body: (seg.len > 0).then_some(body),
+            },
+            Some(c) if seg.len == 0 => Partial::bytes(c.seal(header)),
+            Some(_) => Partial {
+                out: Vec::new(),
+                at: 0,
+                prefix: header,
+                body: Some(body),
+            },
+        };
+        partial.resume(sock, cipher)
+    }
+}
+
+/// Where the rest of an item's body is.
+struct Body {
+    file: Arc<File>,
+    path: PathBuf,
+    off: u64,
+    end: u64,
+}
+
+/// The rest of one item (a frame, or a chunk's header and body) that the socket did not take
+/// yet. Resumed with [`Partial::resume`] once the socket is writable again.
+pub struct Partial {
+    /// Bytes ready for the socket (already sealed on an encrypted connection), from `at`.
+    out: Vec<u8>,
+    at: usize,
+    /// Plaintext to seal in front of the next body batch (a frame header).
+    prefix: Vec<u8>,
+    /// File bytes still to send after `out`; sealed in batches when a cipher is given.
+    body: Option<Body>,
+}
+
+/// How far a send got.
+pub enum Sent {
+    Done,
+    /// The socket's buffer is full: wait until it is writable, then resume.
+    Blocked(Partial),
+}
+
+impl Partial {
+    /// Bytes to write as they are (a frame, sealed already if the connection is encrypted).
+    pub fn bytes(out: Vec<u8>) -> Partial {
+        Partial {
+            out,
+            at: 0,
+            prefix: Vec::new(),
+            body: None,
         }
     }
 
-    /// `sendfile`s `seg` from the file last resolved. Blocking.
-    pub fn send(&self, sock: BorrowedFd<'_>, seg: &Seg) -> io::Result<()> {
-        match &self.open {
-            Some(open) => send_range(sock, &open.file, open.path(), seg.offset, seg.len),
-            None => Err(io::Error::other("no data file open")),
+    /// Sends what the socket takes without waiting. `cipher` must be the connection's cipher
+    /// when it is encrypted (it seals further body batches). Blocking (disk), never on the
+    /// socket.
+    pub fn resume(
+        mut self,
+        sock: &TcpStream,
+        mut cipher: Option<&mut Outbound>,
+    ) -> io::Result<Sent> {
+        loop {
+            while self.at < self.out.len() {
+                // MSG_MORE: a small header and its body share packets.
+                let more = self.body.is_some();
+                match try_send(sock, &self.out[self.at..], more)? {
+                    Some(n) => self.at += n,
+                    None => return Ok(Sent::Blocked(self)),
+                }
+            }
+            let Some(body) = &mut self.body else {
+                return Ok(Sent::Done);
+            };
+            match cipher.as_deref_mut() {
+                None => {
+                    let want = ((body.end - body.off) as usize).min(1 << 30);
+                    match try_sendfile(sock, &body.file, &mut body.off, want)? {
+                        None => return Ok(Sent::Blocked(self)),
+                        Some(0) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                format!(
+                                    "data file {} ended at byte {} while sending up to {}",
+                                    body.path.display(),
+                                    body.off,
+                                    body.end
+                                ),
+                            ))
+                        }
+                        Some(_) => {}
+                    }
+                }
+                Some(c) => {
+                    use std::os::unix::fs::FileExt;
+                    let want = ((body.end - body.off) as usize).min(SEAL_BATCH);
+                    let mut buf = std::mem::take(&mut self.prefix);
+                    let at = buf.len();
+                    buf.resize(at + want, 0);
+                    body.file
+                        .read_exact_at(&mut buf[at..], body.off)
+                        .map_err(|e| {
+                            io::Error::new(
+                                e.kind(),
+                                format!(
+                                    "reading {want} bytes at {} of {}: {e}",
+                                    body.off,
+                                    body.path.display()
+                                ),
+                            )
+                        })?;
+                    body.off += want as u64;
+                    self.out = c.seal(buf);
+                    self.at = 0;
+                }
+            }
+            if body.off >= body.end {
+                self.body = None;
+            }
         }
     }
 }
@@ -285,32 +387,9 @@ fn open(path: &Path) -> Result<(File, u64), ChunkError> {
     Ok((file, size))
 }
 
-/// Waits until `fd` is writable (or errored). Returns an error on poll failure.
-fn wait_writable(fd: RawFd) -> io::Result<()> {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    loop {
-        // SAFETY: `p` is a valid pollfd for the duration of the call; nfds is 1.
-        let r = unsafe { libc::poll(&mut p, 1, 1000) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if r > 0 {
-            return Ok(());
-        }
-    }
-}
-
-/// Writes all of `buf` to the (non-blocking) socket. Blocking. With `more`, the kernel is told
-/// that data follows (`MSG_MORE`), so a small header and its `sendfile`d body share packets.
-pub fn write_all(sock: BorrowedFd<'_>, mut buf: &[u8], more: bool) -> io::Result<()> {
+/// One non-blocking `send` through tokio's readiness (so the reactor knows to wake the
+/// writer when the socket drains). `None`: the socket's buffer is full.
+fn try_send(sock: &TcpStream, buf: &[u8], more: bool) -> io::Result<Option<usize>> {
     use nix::sys::socket::{send, MsgFlags};
     // nix has no MSG_MORE constant; it is a plain Linux send(2) flag. MSG_NOSIGNAL: a peer
     // that went away is an EPIPE error here, never a signal.
@@ -320,56 +399,47 @@ pub fn write_all(sock: BorrowedFd<'_>, mut buf: &[u8], more: bool) -> io::Result
         MsgFlags::empty()
     };
     let flags = more_flag | MsgFlags::MSG_NOSIGNAL;
-    while !buf.is_empty() {
-        match send(sock_raw(sock), buf, flags) {
+    loop {
+        let r = sock.try_io(Interest::WRITABLE, || {
+            send(sock.as_raw_fd(), buf, flags).map_err(io::Error::from)
+        });
+        match r {
             Ok(0) => {
                 return Err(io::Error::new(
                     io::ErrorKind::WriteZero,
                     "socket accepted no bytes",
                 ))
             }
-            Ok(n) => buf = &buf[n..],
-            Err(nix::errno::Errno::EAGAIN) => wait_writable(sock_raw(sock))?,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
-    Ok(())
 }
 
-fn sock_raw(sock: BorrowedFd<'_>) -> RawFd {
-    use std::os::fd::AsRawFd;
-    sock.as_raw_fd()
-}
-
-/// `sendfile`s `len` bytes of `file` from `offset`. A short file (truncated while we send) is an
-/// error: the frame header already promised `len` bytes, so the caller must close the connection.
-fn send_range(
-    sock: BorrowedFd<'_>,
+/// One non-blocking `sendfile` of up to `want` bytes from `*off`, advancing it. `None`: the
+/// socket's buffer is full; `Some(0)`: the file ended.
+fn try_sendfile(
+    sock: &TcpStream,
     file: &File,
-    path: &Path,
-    offset: u64,
-    len: u64,
-) -> io::Result<()> {
-    let mut off = offset as i64;
-    let end = (offset + len) as i64;
-    while off < end {
-        let want = ((end - off) as usize).min(1 << 30);
-        match nix::sys::sendfile::sendfile64(sock, file.as_fd(), Some(&mut off), want) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "data file {} ended at byte {off} while sending up to {end}",
-                        path.display()
-                    ),
-                ))
+    off: &mut u64,
+    want: usize,
+) -> io::Result<Option<usize>> {
+    loop {
+        let mut at = *off as i64;
+        let r = sock.try_io(Interest::WRITABLE, || {
+            nix::sys::sendfile::sendfile64(sock.as_fd(), file.as_fd(), Some(&mut at), want)
+                .map_err(io::Error::from)
+        });
+        match r {
+            Ok(n) => {
+                *off = at as u64;
+                return Ok(Some(n));
             }
-            Ok(_) => {}
-            Err(nix::errno::Errno::EAGAIN) => wait_writable(sock_raw(sock))?,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
-    Ok(())
 }

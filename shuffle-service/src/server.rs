@@ -10,10 +10,10 @@
 //! Connections are never closed for being idle.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::channel::{Inbound, Outbound};
 use crate::auth::gate::{Gate, Verdict};
+use crate::auth::pending::{Admission, PRE_AUTH_MAX_FRAME};
 use crate::handler::{self, Reply};
 use crate::metrics::ErrorKind;
 use crate::protocol::frame::{self, FrameError};
@@ -41,6 +42,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
     ));
     // Connection numbers key the stream table's per-connection bookkeeping.
     let mut next_conn: u64 = 1;
+    let mut backoff = AcceptBackoff::default();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -48,19 +50,71 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
         };
         match accepted {
             Ok((sock, peer)) => {
+                backoff.reset();
                 let conn = next_conn;
                 next_conn += 1;
                 let shared = shared.clone();
                 tokio::spawn(async move { serve_connection(shared, sock, peer, conn).await });
             }
             Err(e) => {
-                // EMFILE and friends: back off briefly rather than spin.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                // EMFILE and friends: the connection stays in the backlog and the listener
+                // stays readable, so retrying at once would spin. Back off (up to 1 s), log once
+                // per interval, count every failure.
+                shared.metrics.accept_errors.fetch_add(1, Ordering::Relaxed);
+                let wait = backoff.failed(&e);
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
             }
         }
     }
     cleaner.abort();
+}
+
+/// How long to wait after a failed `accept`, and when to log it.
+#[derive(Default)]
+struct AcceptBackoff {
+    wait: Duration,
+    last_log: Option<Instant>,
+    /// Failures not logged since the last line.
+    unlogged: u64,
+}
+
+/// At most one log line per this interval about failing accepts.
+const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+impl AcceptBackoff {
+    fn reset(&mut self) {
+        self.wait = Duration::ZERO;
+    }
+
+    /// Records a failure; returns how long to wait before accepting again.
+    fn failed(&mut self, e: &std::io::Error) -> Duration {
+        self.wait = (self.wait * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
+        self.unlogged += 1;
+        if self
+            .last_log
+            .is_none_or(|t| t.elapsed() >= ACCEPT_LOG_INTERVAL)
+        {
+            let hint = if e.raw_os_error() == Some(libc::EMFILE)
+                || e.raw_os_error() == Some(libc::ENFILE)
+            {
+                " (out of file descriptors: raise LimitNOFILE / ulimit -n, or lower croupier.authenticate.maxPendingConnections)"
+            } else {
+                ""
+            };
+            tracing::warn!(
+                failures = self.unlogged,
+                "accepting connections on the shuffle port failed: {e}{hint}; retrying with back-off (logged at most every {ACCEPT_LOG_INTERVAL:?})"
+            );
+            self.last_log = Some(Instant::now());
+            self.unlogged = 0;
+        }
+        self.wait
+    }
 }
 
 /// Something for the writer to send, in order.
@@ -89,6 +143,10 @@ enum Out {
 enum Stop {
     Eof,
     Closed(String),
+    /// Closed without anything more to send (handshake deadline, frame too big to read).
+    Abort(String),
+    /// Closed unauthenticated for a newer connection (logged in aggregate, not one by one).
+    Evicted(String),
 }
 
 fn closed(shared: &Shared, kind: ErrorKind, why: String) -> Stop {
@@ -106,16 +164,30 @@ async fn serve_connection(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr
     let (rd, wr) = sock.into_split();
     let (tx, rx) = mpsc::channel::<Out>(512);
     let writer = tokio::spawn(writer_loop(shared.clone(), wr, rx, peer));
-    let mut auth = ConnAuth {
-        gate: shared.config.auth.enabled.then(Gate::new),
-        ..ConnAuth::default()
-    };
+    let mut auth = ConnAuth::default();
+    if shared.config.auth.enabled {
+        auth.gate = Some(Gate::new());
+        let (admission, evicted) = shared.pending.admit(conn);
+        if evicted > 0 {
+            log_evictions(&shared, peer);
+        }
+        auth.admission = Some(admission);
+        auth.deadline = Some(tokio::time::Instant::now() + shared.config.auth.handshake_timeout);
+    }
+    let fd = rd.as_ref().as_raw_fd();
     let stop = reader_loop(&shared, rd, &tx, peer, conn, &mut auth).await;
+    if matches!(stop, Stop::Abort(_) | Stop::Evicted(_)) {
+        // Nothing more is owed to this peer: free the descriptor now, even if the writer is
+        // stuck behind a socket the peer does not read.
+        let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+    }
+    drop(auth);
     drop(tx);
     let dropped = shared.streams.connection_closed(conn);
     match stop {
         Stop::Eof => tracing::debug!(%peer, conn, dropped, "connection closed by peer"),
-        Stop::Closed(why) => {
+        Stop::Evicted(why) => tracing::debug!(%peer, conn, "closing connection: {why}"),
+        Stop::Closed(why) | Stop::Abort(why) => {
             shared
                 .metrics
                 .caught_exceptions
@@ -141,6 +213,60 @@ struct ConnAuth {
     inbound: Option<Inbound>,
     /// The session just started: bytes already buffered behind the handshake are ciphertext.
     switched: bool,
+    /// The connection's place among those authenticating (until it authenticates).
+    admission: Option<Admission>,
+    /// When an unauthenticated connection is closed.
+    deadline: Option<tokio::time::Instant>,
+}
+
+/// Warns that unauthenticated connections are being evicted, at most once per
+/// [`ACCEPT_LOG_INTERVAL`] (the count is in `croupier_shuffle_unauthenticated_evicted`).
+fn log_evictions(shared: &Shared, peer: SocketAddr) {
+    static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+    let mut last = LAST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if last.is_none_or(|t| t.elapsed() >= ACCEPT_LOG_INTERVAL) {
+        *last = Some(Instant::now());
+        tracing::warn!(
+            %peer,
+            evicted_total = shared.pending.evicted.load(Ordering::Relaxed),
+            "{} connections are open without having authenticated (croupier.authenticate.maxPendingConnections): the oldest are closed to admit new ones (logged at most every {ACCEPT_LOG_INTERVAL:?})",
+            shared.config.auth.max_pending
+        );
+    }
+}
+
+impl ConnAuth {
+    /// While unauthenticated: the handshake deadline and the eviction signal.
+    fn limit(&self) -> Option<(tokio::time::Instant, CancellationToken)> {
+        Some((self.deadline?, self.admission.as_ref()?.evict.clone()))
+    }
+}
+
+/// Resolves when an unauthenticated connection must stop: its handshake deadline passed, or a
+/// newer connection needed its place.
+async fn pre_auth_limit(
+    shared: &Shared,
+    peer: SocketAddr,
+    deadline: tokio::time::Instant,
+    evict: CancellationToken,
+    app: Option<String>,
+) -> Stop {
+    tokio::select! {
+        _ = tokio::time::sleep_until(deadline) => {
+            shared.metrics.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
+            auth_failed(shared, peer, app.as_deref(), "no authentication within croupier.authenticate.handshakeTimeout");
+            Stop::Abort(format!(
+                "not authenticated within {:?} (croupier.authenticate.handshakeTimeout)",
+                shared.config.auth.handshake_timeout
+            ))
+        }
+        _ = evict.cancelled() => Stop::Evicted(format!(
+            "closed unauthenticated to make room for a newer connection: {} connections were authenticating (croupier.authenticate.maxPendingConnections)",
+            shared.config.auth.max_pending
+        )),
+    }
 }
 
 fn auth_failed(shared: &Shared, peer: SocketAddr, app: Option<&str>, what: &str) {
@@ -159,7 +285,6 @@ async fn reader_loop(
     let mut buf = BytesMut::with_capacity(16 * 1024);
     // Raw bytes following an UploadStream/StreamResponse header, to discard.
     let mut skip: u64 = 0;
-    let max = shared.config.max_request_frame;
     loop {
         loop {
             if skip > 0 {
@@ -170,6 +295,12 @@ async fn reader_loop(
                     break;
                 }
             }
+            // Before authentication only authentication messages are legal: a few KiB at most.
+            let max = if auth.gate.is_some() {
+                PRE_AUTH_MAX_FRAME
+            } else {
+                shared.config.max_request_frame
+            };
             let msg = match frame::decode(&mut buf, max) {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
@@ -185,6 +316,12 @@ async fn reader_loop(
                         return Stop::Closed("writer gone".into());
                     }
                     continue;
+                }
+                Err(e @ FrameError::BadLength { .. }) if auth.gate.is_some() => {
+                    // Refused unread, before anything is allocated for it.
+                    auth_failed(shared, peer, None, &format!("{e} before authenticating"));
+                    shared.metrics.error(ErrorKind::BadFrame);
+                    return Stop::Abort(format!("{e} before authenticating"));
                 }
                 Err(e) => {
                     let request_id = match &e {
@@ -225,7 +362,16 @@ async fn reader_loop(
             }
         }
         let from = buf.len();
-        let read = rd.read_buf(&mut buf).await;
+        let read = match auth.limit() {
+            Some((deadline, evict)) => {
+                let app = auth.gate.as_ref().and_then(Gate::app_id).map(str::to_owned);
+                tokio::select! {
+                    r = rd.read_buf(&mut buf) => r,
+                    stop = pre_auth_limit(shared, peer, deadline, evict, app) => return stop,
+                }
+            }
+            None => rd.read_buf(&mut buf).await,
+        };
         if let (Ok(_), Some(inbound)) = (&read, &mut auth.inbound) {
             if let Err(e) = inbound.after_read(&mut buf, from) {
                 auth_failed(shared, peer, auth.client.as_deref(), &e.to_string());
@@ -258,10 +404,22 @@ async fn handle_unauthenticated(
     peer: SocketAddr,
     auth: &mut ConnAuth,
 ) -> Result<(), Stop> {
-    let send = |o: Out| async move {
-        tx.send(o)
-            .await
-            .map_err(|_| Stop::Closed("writer gone".into()))
+    // A peer that sends but never reads must not outlive its deadline blocked here either.
+    let limit = auth.limit();
+    let send = |o: Out| {
+        let limit = limit.clone();
+        async move {
+            let Some((deadline, evict)) = limit else {
+                return tx
+                    .send(o)
+                    .await
+                    .map_err(|_| Stop::Closed("writer gone".into()));
+            };
+            tokio::select! {
+                r = tx.send(o) => r.map_err(|_| Stop::Closed("writer gone".into())),
+                stop = pre_auth_limit(shared, peer, deadline, evict, None) => Err(stop),
+            }
+        }
     };
     let refuse_and_close = |what: String| {
         auth_failed(shared, peer, None, &what);
@@ -321,6 +479,8 @@ async fn handle_unauthenticated(
                 }
                 auth.client = Some(app_id.into());
                 auth.gate = None;
+                auth.admission = None;
+                auth.deadline = None;
                 Ok(())
             }
         },
@@ -603,34 +763,47 @@ async fn writer_loop(
 ) {
     // Set once the connection's encrypted session starts (spark.authenticate).
     let mut cipher: Option<Outbound> = None;
-    while let Some(out) = rx.recv().await {
-        let r = match out {
-            Out::Cipher(c) => {
+    // An item the socket did not take whole: sent before anything queued behind it.
+    let mut partial: Option<Resume> = None;
+    let deadline = shared.config.connection_timeout;
+    loop {
+        let first = match partial {
+            Some(_) => None,
+            None => match rx.recv().await {
+                Some(o) => Some(o),
+                None => break,
+            },
+        };
+        let r = match first {
+            Some(Out::Cipher(c)) => {
                 cipher = Some(*c);
                 Ok(())
             }
             // A lone frame (an RPC answer) is written from here: no blocking-pool hand-off.
-            Out::Frame(b) => {
-                let sealed;
-                let bytes: &[u8] = match &mut cipher {
-                    None => &b,
-                    Some(c) => {
-                        sealed = c.seal(b.to_vec());
-                        &sealed
-                    }
+            Some(Out::Frame(b)) => {
+                let bytes = match &mut cipher {
+                    None => b.to_vec(),
+                    Some(c) => c.seal(b.to_vec()),
                 };
-                wr.write_all(bytes)
-                    .await
-                    .map_err(|e| format!("write error: {e}"))
+                write_with_deadline(&shared, &mut wr, &bytes, deadline).await
             }
             first => {
+                if partial.is_some() {
+                    // The socket was full: wait on the reactor, never on a blocking thread.
+                    if let Err(why) = writable_within(&shared, &wr, deadline).await {
+                        close_writer(&shared, &wr, peer, &why);
+                        return;
+                    }
+                }
                 // One blocking job takes the write half and the queue, and keeps sending while
                 // items are queued (the client pipelines every chunk of a stream), so the
-                // hand-off to the pool is paid per burst, not per chunk.
+                // hand-off to the pool is paid per burst, not per chunk. It stops, without
+                // waiting, when the socket is full.
                 let sh = shared.clone();
                 let mut c = cipher.take();
+                let resume = partial.take();
                 let job = move || {
-                    let r = send_queued(&sh, &wr, first, &mut rx, &mut c);
+                    let r = send_queued(&sh, &wr, resume, first, &mut rx, &mut c);
                     (wr, rx, c, r)
                 };
                 match tokio::task::spawn_blocking(job).await {
@@ -638,7 +811,7 @@ async fn writer_loop(
                         wr = w;
                         rx = q;
                         cipher = c;
-                        r
+                        r.map(|left| partial = left)
                     }
                     Err(e) => {
                         // The write half and the queue went with the job: the reader sees the
@@ -651,36 +824,101 @@ async fn writer_loop(
             }
         };
         if let Err(why) = r {
-            shared.metrics.error(ErrorKind::Io);
-            tracing::warn!(%peer, "closing connection: {why}");
-            // Wake the reader too: it must not keep serving a broken connection.
-            let _ = nix::sys::socket::shutdown(
-                wr.as_ref().as_raw_fd(),
-                nix::sys::socket::Shutdown::Both,
-            );
+            close_writer(&shared, &wr, peer, &why);
             return;
         }
     }
     let _ = wr.shutdown().await;
 }
 
-/// Blocking: sends `first`, then whatever is already queued (up to [`MAX_ITEMS_PER_JOB`]), in
-/// order. An error means the connection is unusable.
+/// Logs why the writer stops and shuts the socket down both ways, so the reader stops too
+/// (it must not keep serving a broken connection).
+fn close_writer(shared: &Shared, wr: &OwnedWriteHalf, peer: SocketAddr, why: &str) {
+    shared.metrics.error(ErrorKind::Io);
+    tracing::warn!(%peer, "closing connection: {why}");
+    let _ = nix::sys::socket::shutdown(wr.as_ref().as_raw_fd(), nix::sys::socket::Shutdown::Both);
+}
+
+/// Why a send gave up: the peer read nothing for `deadline`.
+fn send_timed_out(shared: &Shared, deadline: Duration) -> String {
+    shared.metrics.send_timeouts.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "the peer read nothing sent to it for {deadline:?} (spark.shuffle.io.connectionTimeout)"
+    )
+}
+
+/// Waits until the socket can take bytes again, at most `deadline`.
+async fn writable_within(
+    shared: &Shared,
+    wr: &OwnedWriteHalf,
+    deadline: Duration,
+) -> Result<(), String> {
+    match tokio::time::timeout(deadline, wr.as_ref().writable()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("write error: {e}")),
+        Err(_) => Err(send_timed_out(shared, deadline)),
+    }
+}
+
+/// Writes `bytes`, giving up when a write makes no progress for `deadline`.
+async fn write_with_deadline(
+    shared: &Shared,
+    wr: &mut OwnedWriteHalf,
+    mut bytes: &[u8],
+    deadline: Duration,
+) -> Result<(), String> {
+    while !bytes.is_empty() {
+        match tokio::time::timeout(deadline, wr.write(bytes)).await {
+            Ok(Ok(0)) => return Err("write error: the socket accepted no bytes".into()),
+            Ok(Ok(n)) => bytes = &bytes[n..],
+            Ok(Err(e)) => return Err(format!("write error: {e}")),
+            Err(_) => return Err(send_timed_out(shared, deadline)),
+        }
+    }
+    Ok(())
+}
+
+/// An item the socket did not take whole, and what to record once it is sent.
+struct Resume {
+    partial: send::Partial,
+    done: Option<Done>,
+}
+
+/// A chunk being sent: counted in the metrics once its last byte is out.
+struct Done {
+    blocks: u64,
+    len: u64,
+    received: Instant,
+    _guard: InFlight,
+}
+
+/// Blocking: finishes `resume`, then sends `first` and whatever is already queued (up to
+/// [`MAX_ITEMS_PER_JOB`]), in order. Returns early with the item the socket did not take whole
+/// (never waiting for the socket). An error means the connection is unusable.
 fn send_queued(
     shared: &Shared,
     wr: &OwnedWriteHalf,
-    first: Out,
+    resume: Option<Resume>,
+    first: Option<Out>,
     rx: &mut mpsc::Receiver<Out>,
     cipher: &mut Option<Outbound>,
-) -> Result<(), String> {
-    let sock = wr.as_ref().as_fd();
+) -> Result<Option<Resume>, String> {
+    let sock: &TcpStream = wr.as_ref();
+    if let Some(r) = resume {
+        if let Some(left) = drive(shared, sock, r, cipher)? {
+            return Ok(Some(left));
+        }
+    }
     let mut sender = send::Sender::new(shared);
-    let mut next = Some(first);
+    let mut next = first;
     let mut sent = 0;
     while let Some(out) = next.take() {
-        match out {
-            Out::Cipher(c) => *cipher = Some(*c),
-            Out::Frame(b) => write_frame(sock, &b, false, cipher)?,
+        let left = match out {
+            Out::Cipher(c) => {
+                *cipher = Some(*c);
+                None
+            }
+            Out::Frame(b) => write_frame(shared, sock, &b, cipher)?,
             Out::Chunk {
                 id,
                 chunk,
@@ -693,6 +931,7 @@ fn send_queued(
                 &chunk,
                 Kind::Chunk(id),
                 received,
+                _guard,
                 cipher,
             )?,
             Out::Stream {
@@ -707,15 +946,42 @@ fn send_queued(
                 &chunk,
                 Kind::Stream(&stream_id),
                 received,
+                _guard,
                 cipher,
             )?,
+        };
+        if left.is_some() {
+            return Ok(left);
         }
         sent += 1;
         if sent < MAX_ITEMS_PER_JOB {
             next = rx.try_recv().ok();
         }
     }
-    Ok(())
+    Ok(None)
+}
+
+/// Blocking: sends what the socket takes of `r`; records a finished chunk in the metrics.
+fn drive(
+    shared: &Shared,
+    sock: &TcpStream,
+    r: Resume,
+    cipher: &mut Option<Outbound>,
+) -> Result<Option<Resume>, String> {
+    match r.partial.resume(sock, cipher.as_mut()) {
+        Ok(send::Sent::Done) => {
+            if let Some(d) = r.done {
+                shared.metrics.record_transfer(d.blocks, d.len);
+                shared.metrics.fetch_latency.observe(d.received.elapsed());
+            }
+            Ok(None)
+        }
+        Ok(send::Sent::Blocked(partial)) => Ok(Some(Resume {
+            partial,
+            done: r.done,
+        })),
+        Err(e) => Err(format!("send error: {e}")),
+    }
 }
 
 enum Kind<'a> {
@@ -723,18 +989,21 @@ enum Kind<'a> {
     Stream(&'a str),
 }
 
-/// Blocking: resolves one chunk, writes its header, then `sendfile`s its segment. A chunk that
-/// cannot be resolved is answered with a failure frame; `Err` means the connection is broken
-/// (something was partially written, or the socket failed).
+/// Blocking: resolves one chunk, writes its header, then `sendfile`s its segment (or reads and
+/// seals it on an encrypted connection). A chunk that cannot be resolved is answered with a
+/// failure frame. `Ok(Some)`: the socket filled up, the rest is to be resumed; `Err` means the
+/// connection is broken.
+#[allow(clippy::too_many_arguments)]
 fn send_chunk(
     shared: &Shared,
     sender: &mut send::Sender<'_>,
-    sock: BorrowedFd<'_>,
+    sock: &TcpStream,
     chunk: &ChunkRef,
     kind: Kind<'_>,
     received: Instant,
+    guard: InFlight,
     cipher: &mut Option<Outbound>,
-) -> Result<(), String> {
+) -> Result<Option<Resume>, String> {
     let failure = match sender.resolve(chunk) {
         Err(e) => Some((e.error_kind(), e.to_string())),
         // Spark's frame decoder refuses frames of 2 GiB and more; only the StreamRequest path
@@ -751,9 +1020,7 @@ fn send_chunk(
                 sender.path().display()
             )))
         }
-        Ok(seg) if cipher.is_some() => {
-            // Encrypted connection: no zero-copy; the body is read in large batches and
-            // encrypted in place behind its header.
+        Ok(seg) => {
             let header = match kind {
                 Kind::Chunk(id) => frame::chunk_success_header(id, seg.len).to_vec(),
                 Kind::Stream(stream_id) => Message::StreamResponse {
@@ -763,69 +1030,69 @@ fn send_chunk(
                 .to_bytes()
                 .to_vec(),
             };
-            if let Some(c) = cipher.as_mut() {
-                sender
-                    .send_sealed(sock, header, &seg, c)
-                    .map_err(|e| format!("sending {} failed: {e}", sender.path().display()))?;
-            }
-            shared.metrics.record_transfer(seg.blocks, seg.len);
-            shared.metrics.fetch_latency.observe(received.elapsed());
-            None
-        }
-        Ok(seg) => {
-            let more = seg.len > 0;
-            let written = match kind {
-                Kind::Chunk(id) => {
-                    send::write_all(sock, &frame::chunk_success_header(id, seg.len), more)
-                }
-                Kind::Stream(stream_id) => {
-                    let header = Message::StreamResponse {
-                        stream_id: stream_id.to_owned(),
-                        byte_count: seg.len as i64,
-                    }
-                    .to_bytes();
-                    send::write_all(sock, &header, more)
+            // Encrypted connection: no zero-copy; the body is read in large batches and
+            // encrypted in place behind its header.
+            let done = Done {
+                blocks: seg.blocks,
+                len: seg.len,
+                received,
+                _guard: guard,
+            };
+            let r = match sender.start(sock, header, &seg, cipher.as_mut()) {
+                Ok(send::Sent::Done) => None,
+                Ok(send::Sent::Blocked(partial)) => Some(partial),
+                Err(e) => {
+                    return Err(format!("sending {} failed: {e}", sender.path().display()));
                 }
             };
-            written.map_err(|e| format!("write error: {e}"))?;
-            sender.send(sock, &seg).map_err(|e| {
-                format!("sendfile of {} failed: {e}", sender.path().display())
-            })?;
-            shared.metrics.record_transfer(seg.blocks, seg.len);
-            shared.metrics.fetch_latency.observe(received.elapsed());
-            None
+            return Ok(match r {
+                None => {
+                    shared.metrics.record_transfer(done.blocks, done.len);
+                    shared.metrics.fetch_latency.observe(received.elapsed());
+                    None
+                }
+                Some(partial) => Some(Resume {
+                    partial,
+                    done: Some(done),
+                }),
+            });
         }
     };
-    if let Some((error_kind, error)) = failure {
-        shared.metrics.error(error_kind);
-        tracing::info!("chunk fetch failed: {error}");
-        let m = match kind {
-            Kind::Chunk(id) => Message::ChunkFetchFailure { id, error },
-            Kind::Stream(stream_id) => Message::StreamFailure {
-                stream_id: stream_id.to_owned(),
-                error,
-            },
-        };
-        write_frame(sock, &m.to_bytes(), false, cipher)?;
-    }
-    Ok(())
+    drop(guard);
+    let Some((error_kind, error)) = failure else {
+        return Ok(None);
+    };
+    shared.metrics.error(error_kind);
+    tracing::info!("chunk fetch failed: {error}");
+    let m = match kind {
+        Kind::Chunk(id) => Message::ChunkFetchFailure { id, error },
+        Kind::Stream(stream_id) => Message::StreamFailure {
+            stream_id: stream_id.to_owned(),
+            error,
+        },
+    };
+    write_frame(shared, sock, &m.to_bytes(), cipher)
 }
 
-/// Blocking: writes one frame, sealed when the connection is encrypted.
+/// Blocking: writes one frame, sealed when the connection is encrypted, as far as the socket
+/// takes it.
 fn write_frame(
-    sock: BorrowedFd<'_>,
+    shared: &Shared,
+    sock: &TcpStream,
     b: &[u8],
-    more: bool,
     cipher: &mut Option<Outbound>,
-) -> Result<(), String> {
-    let r = match cipher {
-        None => send::write_all(sock, b, more),
-        Some(c) => {
-            let mut v = b.to_vec();
-            let mut scratch = Vec::new();
-            let sealed = c.seal_buf(&mut v, &mut scratch);
-            send::write_all(sock, sealed, more)
-        }
+) -> Result<Option<Resume>, String> {
+    let out = match cipher {
+        None => b.to_vec(),
+        Some(c) => c.seal(b.to_vec()),
     };
-    r.map_err(|e| format!("write error: {e}"))
+    drive(
+        shared,
+        sock,
+        Resume {
+            partial: send::Partial::bytes(out),
+            done: None,
+        },
+        cipher,
+    )
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::agent::AgentClient;
+use crate::auth::pending::Pending;
 use crate::config::Config;
 use crate::drivers::Apps;
 use crate::index_cache::IndexCache;
@@ -27,11 +28,14 @@ pub struct Shared {
     pub store: Option<Store>,
     /// The Mesos agent asked before deleting an app's files; `None` is heartbeat-only cleanup.
     pub agent: Option<AgentClient>,
+    /// Connections still authenticating (`spark.authenticate`).
+    pub pending: Arc<Pending>,
 }
 
 impl Shared {
     pub fn new(config: Config, store: Option<Store>, agent: Option<AgentClient>) -> Arc<Shared> {
         Arc::new(Shared {
+            pending: Arc::new(Pending::new(config.auth.max_pending)),
             index_cache: IndexCache::new(config.index_cache_size),
             config,
             registry: Registry::default(),
@@ -48,7 +52,14 @@ impl Shared {
     pub fn restore(&self, restored: Restored) -> (usize, usize) {
         let mut execs = 0;
         for (app_id, exec_id, info) in restored.executors {
-            match self.registry.register(&app_id, &exec_id, info) {
+            // Under spark.authenticate restored dirs are resolved too, so later registrations
+            // of other applications are checked against them.
+            let r = if self.config.auth.enabled {
+                self.registry.register_exclusive(&app_id, &exec_id, info)
+            } else {
+                self.registry.register(&app_id, &exec_id, info)
+            };
+            match r {
                 Ok(()) => execs += 1,
                 Err(e) => tracing::warn!("skipping a stored executor registration: {e}"),
             }

@@ -1,8 +1,10 @@
 //! `spark.authenticate` at the protocol level, against the service binary: SASL DIGEST-MD5
 //! computed independently by the test client (from Spark's formulas), the auth engine handshake
 //! through a raw socket with AES-CTR afterwards, and every refusal: wrong secret, no
-//! authentication, requests before authenticating, garbage, another application's data. Real
-//! Spark clients are in `spark_auth.rs`.
+//! authentication, requests before authenticating, garbage, another application's data
+//! (its blocks, or its local dirs in a RegisterExecutor). The limits that keep clients that do
+//! not authenticate (idle sockets, oversized frames, descriptor exhaustion) or do not read
+//! from starving the others. Real Spark clients are in `spark_auth.rs`.
 
 mod shuffle_support;
 
@@ -91,27 +93,7 @@ async fn sasl_login(c: &Client, app: &str, secret: &str) -> Result<(), ClientErr
 }
 
 fn auth_failures(ess: &Ess) -> u64 {
-    let line = ess
-        .wait_log("admin endpoint listening on ", Duration::from_secs(10))
-        .expect("admin endpoint line");
-    let addr = line
-        .rsplit("listening on ")
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    let mut s = TcpStream::connect(&addr).unwrap_or_else(|e| panic!("admin {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text.lines()
-        .find_map(|l| l.strip_prefix("croupier_shuffle_auth_failures_total "))
-        .unwrap_or_else(|| panic!("no croupier_shuffle_auth_failures_total in:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
+    ess.metric("croupier_shuffle_auth_failures_total") as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,4 +355,323 @@ fn auth_engine_handshake_then_ctr_and_wrong_secret() {
         .expect("a log line");
     assert!(line.contains(APP_A), "{line}");
     assert!(!ess.log().join("\n").contains(SECRET));
+}
+
+/// App A authenticated (SASL), with one executor whose map output holds `partitions`.
+async fn registered_app(
+    ess: &Ess,
+    root: &std::path::Path,
+    partitions: &[&[u8]],
+) -> (Client, ExecutorDirs) {
+    let a = Client::connect(ess.addr).await.unwrap();
+    sasl_login(&a, APP_A, SECRET).await.unwrap();
+    let dirs = ExecutorDirs::create(root, "a-0", 2);
+    a.register_executor(APP_A, "0", dirs.info.clone())
+        .await
+        .unwrap();
+    dirs.write_map_output(0, 1, partitions);
+    (a, dirs)
+}
+
+/// Fetches `shuffle_0_1_0` and `shuffle_0_1_1` within a generous bound.
+async fn fetch_two(c: &Client, app: &str) -> Vec<Bytes> {
+    let got = tokio::time::timeout(
+        Duration::from_secs(60),
+        c.fetch_blocks(app, "0", &["shuffle_0_1_0", "shuffle_0_1_1"]),
+    )
+    .await
+    .expect("blocks served within 60 s")
+    .expect("blocks served");
+    got.into_iter().map(|(_, r)| r.unwrap()).collect()
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {status}"))
+}
+
+/// The two attacks of the security review, under `ulimit -n 64`: 80 idle sockets that never
+/// authenticate (they took every descriptor), and frames declaring 64 MiB before
+/// authenticating (each pinned ~61 MiB). An authenticated client keeps being served, a new
+/// one still gets in, the oversized frames are refused from their length field, and the idle
+/// sockets are closed at the handshake deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_oversized_unauthenticated_connections_do_not_starve_clients() {
+    let ess = Ess::start_with_nofile(
+        &[
+            ("spark.authenticate", "true"),
+            ("spark.authenticate.secret", SECRET),
+            ("croupier.admin.address", "127.0.0.1:0"),
+            ("croupier.authenticate.handshakeTimeout", "3s"),
+        ],
+        64,
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, _dirs) = registered_app(&ess, tmp.path(), &[b"alpha", b"beta"]).await;
+    let want = vec![Bytes::from_static(b"alpha"), Bytes::from_static(b"beta")];
+    assert_eq!(fetch_two(&a, APP_A).await, want);
+
+    // 80 idle sockets, more than the service's descriptors.
+    let idle: Vec<TcpStream> = (0..80)
+        .map(|i| TcpStream::connect(ess.addr).unwrap_or_else(|e| panic!("idle socket {i}: {e}")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(fetch_two(&a, APP_A).await, want, "the authenticated client");
+    let c = Client::connect(ess.addr).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), sasl_login(&c, APP_A, SECRET))
+        .await
+        .expect("a new client authenticates while the idle sockets are open")
+        .unwrap();
+    assert_eq!(fetch_two(&c, APP_A).await, want, "a new client");
+    // The default bound is a quarter of the open-file limit.
+    assert!(ess.metric("croupier_shuffle_unauthenticated_connections") <= 16.0);
+    assert!(ess.metric("croupier_shuffle_unauthenticated_evicted_total") >= 60.0);
+
+    // Frames declaring 64 MiB: refused from the length field, the connection closed.
+    let hwm_before = vm_hwm_kib(ess.pid());
+    let floods: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = ess.addr;
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let mut head = ((64u64 << 20) + 8).to_be_bytes().to_vec();
+                head.push(3); // RpcRequest
+                let _ = s.write_all(&head);
+                // What the reviewer sent: the body, 16 MiB of it here; the server has closed
+                // long before (the write fails) or never reads it.
+                let chunk = vec![0u8; 1 << 20];
+                for _ in 0..16 {
+                    if s.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+                let mut rest = Vec::new();
+                // Closed by the server: EOF or a reset, not a read timeout.
+                match s.read_to_end(&mut rest) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        e.kind() != std::io::ErrorKind::WouldBlock
+                            && e.kind() != std::io::ErrorKind::TimedOut
+                    }
+                }
+            })
+        })
+        .collect();
+    for f in floods {
+        assert!(
+            f.join().unwrap(),
+            "the server closed the oversized frame's connection"
+        );
+    }
+    let grown = vm_hwm_kib(ess.pid()).saturating_sub(hwm_before);
+    assert!(
+        grown < 32 << 10,
+        "peak RSS grew by {grown} KiB for frames refused unread"
+    );
+    let line = ess
+        .wait_log("before authenticating", Duration::from_secs(10))
+        .expect("a log line for the oversized frame");
+    assert!(
+        line.contains("127.0.0.1:") && line.contains("67108872"),
+        "{line}"
+    );
+
+    // The idle sockets still open are closed at the handshake deadline.
+    let mut last = idle.into_iter().last().unwrap();
+    last.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(
+        last.read_to_end(&mut rest).ok(),
+        Some(0),
+        "closed by the server"
+    );
+    assert!(ess.metric("croupier_shuffle_handshake_timeouts_total") >= 1.0);
+    assert_eq!(
+        fetch_two(&a, APP_A).await,
+        want,
+        "the authenticated client, after"
+    );
+    assert!(!ess.log().join("\n").contains(SECRET));
+}
+
+/// With the bound off (`maxPendingConnections` above the open-file limit) the descriptors do
+/// run out: the accept loop backs off instead of spinning, says so once, and serves again once
+/// descriptors are free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_loop_survives_running_out_of_descriptors() {
+    let ess = Ess::start_with_nofile(
+        &[
+            ("spark.authenticate", "true"),
+            ("spark.authenticate.secret", SECRET),
+            ("croupier.admin.address", "127.0.0.1:0"),
+            ("croupier.authenticate.maxPendingConnections", "1000"),
+        ],
+        64,
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, _dirs) = registered_app(&ess, tmp.path(), &[b"alpha", b"beta"]).await;
+    drop(a);
+    let idle: Vec<TcpStream> = (0..80)
+        .map(|i| TcpStream::connect(ess.addr).unwrap_or_else(|e| panic!("idle socket {i}: {e}")))
+        .collect();
+    let failed = "accepting connections on the shuffle port failed";
+    let line = ess
+        .wait_log(failed, Duration::from_secs(20))
+        .expect("the accept failure is logged");
+    assert!(line.contains("file descriptors"), "{line}");
+    std::thread::sleep(Duration::from_secs(3));
+    let lines = ess.log().iter().filter(|l| l.contains(failed)).count();
+    assert_eq!(lines, 1, "logged once per interval, not per failure");
+    drop(idle);
+    // Descriptors free again: served as before.
+    let c = Client::connect(ess.addr).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), sasl_login(&c, APP_A, SECRET))
+        .await
+        .expect("served again")
+        .unwrap();
+    assert_eq!(
+        fetch_two(&c, APP_A).await,
+        vec![Bytes::from_static(b"alpha"), Bytes::from_static(b"beta")]
+    );
+    let errors = ess.metric("croupier_shuffle_accept_errors_total");
+    // Backing off 10 ms doubling to 1 s: about ten failures in those ~3.5 s; a loop retrying
+    // every 100 ms would have counted 35.
+    assert!((1.0..=25.0).contains(&errors), "{errors} accept errors");
+}
+
+/// A client that asks for a large block and never reads holds no blocking thread: with two
+/// blocking threads and six such clients, an honest client still gets its blocks, and the
+/// stalled connections are closed after spark.shuffle.io.connectionTimeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_hold_no_blocking_thread() {
+    let ess = Ess::start(&[
+        ("croupier.admin.address", "127.0.0.1:0"),
+        ("croupier.shuffle.io.blockingThreads", "2"),
+        ("spark.shuffle.io.connectionTimeout", "4s"),
+    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = ExecutorDirs::create(tmp.path(), "a-0", 1);
+    let honest = Client::connect(ess.addr).await.unwrap();
+    honest
+        .register_executor(APP_A, "0", dirs.info.clone())
+        .await
+        .unwrap();
+    // Partition 2: 32 MiB, far more than the socket buffers of a reader that never reads.
+    let big = vec![7u8; 32 << 20];
+    dirs.write_map_output(0, 1, &[b"alpha", b"beta", &big]);
+    let stalled: Vec<TcpStream> = (0..6i64)
+        .map(|i| {
+            let mut s = TcpStream::connect(ess.addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let open = M::OpenBlocks {
+                app_id: APP_A.into(),
+                exec_id: "0".into(),
+                block_ids: vec!["shuffle_0_1_2".into()],
+            };
+            let req = Message::RpcRequest {
+                request_id: i + 1,
+                body: open.to_bytes(),
+            };
+            s.write_all(&req.to_bytes()).unwrap();
+            let stream_id = match read_frame(&mut s, None) {
+                Message::RpcResponse { body, .. } => match M::decode(&body) {
+                    Ok(M::StreamHandle { stream_id, .. }) => stream_id,
+                    other => panic!("expected a StreamHandle, got {other:?}"),
+                },
+                other => panic!("expected the OpenBlocks answer, got {other:?}"),
+            };
+            let fetch = Message::ChunkFetchRequest(StreamChunkId {
+                stream_id,
+                chunk_index: 0,
+            });
+            s.write_all(&fetch.to_bytes()).unwrap();
+            s // and never read
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        fetch_two(&honest, APP_A).await,
+        vec![Bytes::from_static(b"alpha"), Bytes::from_static(b"beta")],
+        "the honest client is served while six never read"
+    );
+    // The stalled connections are closed after the no-progress deadline.
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    while ess.metric("croupier_shuffle_send_timeouts_total") < 6.0 {
+        assert!(
+            std::time::Instant::now() < end,
+            "the stalled connections were not closed within 60 s:\n{}",
+            ess.log().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let line = ess
+        .wait_log("read nothing", Duration::from_secs(5))
+        .expect("a log line for the stalled peer");
+    assert!(
+        line.contains("127.0.0.1:") && line.contains("spark.shuffle.io.connectionTimeout"),
+        "{line}"
+    );
+    drop(stalled);
+    assert_eq!(
+        fetch_two(&honest, APP_A).await,
+        vec![Bytes::from_static(b"alpha"), Bytes::from_static(b"beta")]
+    );
+}
+
+/// With spark.authenticate, an application cannot register local dirs that are, contain or
+/// lie inside another application's (after resolving symlinks), so it cannot read its blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_cannot_register_another_applications_dirs() {
+    let ess = start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, dirs_a) = registered_app(&ess, tmp.path(), &[b"alpha", b"beta"]).await;
+    let b = Client::connect(ess.addr).await.unwrap();
+    sasl_login(&b, APP_B, SECRET).await.unwrap();
+    let a_dir = dirs_a.info.local_dirs[1].clone();
+    let link = tmp.path().join("looks-innocent");
+    std::os::unix::fs::symlink(&a_dir, &link).unwrap();
+    let parent = std::path::Path::new(&a_dir)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let own = ExecutorDirs::create(&tmp.path().join("b"), "b-0", 1);
+    let attempts = [
+        a_dir.clone(),
+        format!("{a_dir}/0c"),
+        parent,
+        link.display().to_string(),
+    ];
+    for dir in &attempts {
+        let mut info = own.info.clone();
+        info.local_dirs.push(dir.clone());
+        let e = server_msg(b.register_executor(APP_B, "0", info).await);
+        assert!(
+            e.contains(&format!("local dir {dir:?}")) && e.contains("another application"),
+            "{dir}: {e}"
+        );
+    }
+    // B registers its own dirs; A's blocks stay A's.
+    b.register_executor(APP_B, "0", own.info.clone())
+        .await
+        .unwrap();
+    let e = server_msg(b.fetch_blocks(APP_A, "0", &["shuffle_0_1_0"]).await);
+    assert!(e.contains("not authorized"), "{e}");
+    assert_eq!(
+        fetch_two(&a, APP_A).await,
+        vec![Bytes::from_static(b"alpha"), Bytes::from_static(b"beta")]
+    );
+    let line = ess
+        .wait_log(
+            "overlaps one registered by application",
+            Duration::from_secs(10),
+        )
+        .expect("a log line");
+    assert!(line.contains(APP_A) && line.contains(APP_B), "{line}");
 }

@@ -2,7 +2,9 @@
 //! the service with `spark.authenticate=true`: SASL `auth`, SASL `auth-conf`, and the auth engine
 //! (versions 1 and 2) with AES-CTR. A frame-decoding tap between Spark and the service shows
 //! what crossed the wire in the clear: the authentication messages, then, on encrypted
-//! connections, nothing decodable; the service log shows the registrations and fetches happened.
+//! connections, nothing decodable and none of the job's block contents (searched for in the raw
+//! bytes; the SASL `auth` run is the control where they are found); the service log shows the
+//! registrations and fetches happened.
 //! Results are checked exactly by `tests/interop/spark/jobs.py`.
 //!
 //! `CROUPIER_ESS_UNDER_TEST=spark-mesos` runs the same transcript against Spark's own JVM
@@ -150,6 +152,12 @@ impl Run {
             })
     }
 
+    /// Connections on which block contents of `rdd_group_by_key_strings` crossed the tap in
+    /// the clear (server to client).
+    fn plaintext_blocks(&self) -> usize {
+        self.tap.raw_matches(true, contains_grouped_string)
+    }
+
     /// On an encrypted run nothing but the handshake is readable, yet our service registered
     /// the app's executors and served chunks (its own log and shutdown metrics say so).
     fn assert_encrypted(&self) {
@@ -157,6 +165,12 @@ impl Run {
         if n > 0 {
             self.fail(&format!(
                 "{n} block-transfer messages crossed the tap in the clear"
+            ));
+        }
+        let n = self.plaintext_blocks();
+        if n > 0 {
+            self.fail(&format!(
+                "block contents (the job's strings) crossed the tap in the clear on {n} connections"
             ));
         }
         if self.service.flavour == Flavour::Ours {
@@ -206,6 +220,25 @@ impl Run {
     }
 }
 
+/// Whether `b` holds one of the values `rdd_group_by_key_strings` shuffles (jobs.py): six
+/// times the same six digits, then `----` (40 bytes; pickled strings are raw UTF-8, and the
+/// apps run with spark.shuffle.compress=false so block bytes are what was pickled).
+fn contains_grouped_string(b: &[u8]) -> bool {
+    b.windows(40).any(|w| {
+        w.ends_with(b"----")
+            && w[..36].iter().all(u8::is_ascii_digit)
+            && (6..36).all(|i| w[i] == w[i - 6])
+    })
+}
+
+/// The applications' settings: the service's plus uncompressed shuffle blocks (so a block's
+/// content is recognisable on the wire).
+fn app_conf<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut v = service_conf(extra);
+    v.push(("spark.shuffle.compress", "false"));
+    v
+}
+
 fn service_conf<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut v = vec![
         ("spark.authenticate", "true"),
@@ -217,11 +250,15 @@ fn service_conf<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
 
 #[test]
 fn sasl_auth() {
-    let r = run(&service_conf(&[]), &service_conf(&[]));
+    let r = run(&service_conf(&[]), &app_conf(&[]));
     r.assert_authenticated_with(TAG_SASL);
-    // qop=auth: the requests after the exchange are readable (authenticated, not encrypted).
+    // qop=auth: the requests after the exchange are readable (authenticated, not encrypted),
+    // and so are the blocks: the control for the encrypted runs' marker search.
     if r.plaintext_requests() == 0 {
         r.fail("no plaintext block-transfer requests after SASL auth");
+    }
+    if r.plaintext_blocks() == 0 {
+        r.fail("no block content of the job readable after SASL auth (the marker search finds nothing even in the clear)");
     }
     r.assert_our_log_names_app("qop auth)");
 }
@@ -230,7 +267,7 @@ fn sasl_auth() {
 fn sasl_auth_conf() {
     let r = run(
         &service_conf(&[]),
-        &service_conf(&[("spark.authenticate.enableSaslEncryption", "true")]),
+        &app_conf(&[("spark.authenticate.enableSaslEncryption", "true")]),
     );
     r.assert_authenticated_with(TAG_SASL);
     r.assert_encrypted();
@@ -240,7 +277,7 @@ fn sasl_auth_conf() {
 #[test]
 fn auth_engine_v1_ctr() {
     let crypto = [("spark.network.crypto.enabled", "true")];
-    let r = run(&service_conf(&crypto), &service_conf(&crypto));
+    let r = run(&service_conf(&crypto), &app_conf(&crypto));
     r.assert_authenticated_with(TAG_AUTH_ENGINE);
     r.assert_encrypted();
     r.assert_our_log_names_app("auth engine");
@@ -252,7 +289,7 @@ fn auth_engine_v2_ctr() {
         ("spark.network.crypto.enabled", "true"),
         ("spark.network.crypto.authEngineVersion", "2"),
     ];
-    let r = run(&service_conf(&crypto), &service_conf(&crypto));
+    let r = run(&service_conf(&crypto), &app_conf(&crypto));
     r.assert_authenticated_with(TAG_AUTH_ENGINE);
     r.assert_encrypted();
     r.assert_our_log_names_app("auth engine");

@@ -74,6 +74,11 @@ impl Gate {
         Gate::default()
     }
 
+    /// The appId a SASL exchange under way gave (for logs).
+    pub fn app_id(&self) -> Option<&str> {
+        self.sasl.as_ref().map(|(a, _)| a.as_str())
+    }
+
     /// Handles one pre-auth RpcRequest body.
     pub fn on_rpc(&mut self, auth: &AuthSettings, body: &[u8]) -> Verdict {
         let Some((secret, _)) = &auth.secret else {

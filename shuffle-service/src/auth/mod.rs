@@ -8,6 +8,7 @@
 //! - [`gate`]: the per-connection state machine before authentication: which protocol a
 //!   first RpcRequest speaks (0xFB auth engine, 0xEA SASL, saslFallback), Spark's failure
 //!   answers, and what a connection carries afterwards (its appId and its channel cipher).
+//! - [`pending`]: the bound on connections still authenticating and the pre-auth frame cap.
 //! - [`sasl`]: the DIGEST-MD5 server (qop `auth` and `auth-conf`) and the SASL record wrapper.
 //! - [`engine`]: Spark's auth engine, pure: the AuthMessage codec and the server side of the
 //!   X25519 + HKDF handshake, versions 1 and 2 (written on the `auth-engine` branch).
@@ -59,5 +60,6 @@ pub mod channel;
 pub mod ctr;
 pub mod engine;
 pub mod gate;
+pub mod pending;
 pub mod sasl;
 pub mod settings;

@@ -10,6 +10,7 @@
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -26,6 +27,17 @@ pub const CIPHER_KEY: &str = "spark.network.crypto.cipher";
 pub const ENGINE_VERSION_KEY: &str = "spark.network.crypto.authEngineVersion";
 pub const SASL_ALWAYS_ENCRYPT_KEY: &str = "spark.network.sasl.serverAlwaysEncrypt";
 pub const SASL_MAX_BLOCK_KEY: &str = "spark.network.sasl.maxEncryptedBlockSize";
+/// Ours: how long a connection may take to authenticate before it is closed.
+pub const HANDSHAKE_TIMEOUT_KEY: &str = "croupier.authenticate.handshakeTimeout";
+/// Ours: how many connections may be open and not yet authenticated at once.
+pub const MAX_PENDING_KEY: &str = "croupier.authenticate.maxPendingConnections";
+/// Default of [`HANDSHAKE_TIMEOUT_KEY`]: Spark clients wait 30 s for each authentication
+/// round trip (`spark.network.auth.rpcTimeout`, `spark.shuffle.sasl.timeout`); a real handshake
+/// takes milliseconds.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upper bound of the default of [`MAX_PENDING_KEY`] (which is otherwise a quarter of the
+/// process's open-file limit).
+pub const DEFAULT_MAX_PENDING_CAP: usize = 1024;
 
 /// Every key this module reads from the Spark settings.
 pub const KEYS: &[&str] = &[
@@ -38,6 +50,8 @@ pub const KEYS: &[&str] = &[
     ENGINE_VERSION_KEY,
     SASL_ALWAYS_ENCRYPT_KEY,
     SASL_MAX_BLOCK_KEY,
+    HANDSHAKE_TIMEOUT_KEY,
+    MAX_PENDING_KEY,
 ];
 
 /// The shared secret. `Debug` prints a placeholder; the bytes are wiped on drop.
@@ -115,6 +129,12 @@ pub struct AuthSettings {
     pub sasl_always_encrypt: bool,
     /// `spark.network.sasl.maxEncryptedBlockSize` (64k): plaintext per SASL record we send.
     pub sasl_max_block: usize,
+    /// `croupier.authenticate.handshakeTimeout`: an unauthenticated connection is closed
+    /// after this long.
+    pub handshake_timeout: Duration,
+    /// `croupier.authenticate.maxPendingConnections`: unauthenticated connections open at
+    /// once; a new one beyond it closes the oldest.
+    pub max_pending: usize,
 }
 
 impl Default for AuthSettings {
@@ -127,6 +147,8 @@ impl Default for AuthSettings {
             engine_version: EngineVersion::V1,
             sasl_always_encrypt: false,
             sasl_max_block: 64 * 1024,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_pending: default_max_pending(),
         }
     }
 }
@@ -159,14 +181,28 @@ impl AuthSettings {
             "SASL DIGEST-MD5".into()
         };
         format!(
-            "on ({protocols}; SASL qop {}; secret from {source})",
+            "on ({protocols}; SASL qop {}; secret from {source}; handshake within {:?}, at most {} connections authenticating)",
             if self.sasl_always_encrypt {
                 "auth-conf"
             } else {
                 "auth-conf,auth"
-            }
+            },
+            self.handshake_timeout,
+            self.max_pending,
         )
     }
+}
+
+/// A quarter of the soft open-file limit (so idle unauthenticated sockets can never take
+/// the descriptors authenticated clients and shuffle files need), at least 4, at most
+/// [`DEFAULT_MAX_PENDING_CAP`].
+pub fn default_max_pending() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    usize::try_from(soft / 4)
+        .unwrap_or(DEFAULT_MAX_PENDING_CAP)
+        .clamp(4, DEFAULT_MAX_PENDING_CAP)
 }
 
 /// What the process environment gives (passed in so tests need not touch it).
@@ -287,6 +323,32 @@ pub fn from_settings<'a>(
             });
         }
         a.sasl_max_block = n as usize;
+    }
+    if let Some((v, o)) = get(HANDSHAKE_TIMEOUT_KEY) {
+        let bad = |reason: String| AuthSettingsError::BadValue {
+            key: HANDSHAKE_TIMEOUT_KEY.into(),
+            value: v.into(),
+            origin: o.into(),
+            reason,
+        };
+        match crate::units::parse_time(v, Duration::from_secs(1)) {
+            Ok(d) if !d.is_zero() => a.handshake_timeout = d,
+            Ok(_) => return Err(bad("must be positive, e.g. 30s".into())),
+            Err(r) => return Err(bad(r)),
+        }
+    }
+    if let Some((v, o)) = get(MAX_PENDING_KEY) {
+        match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => a.max_pending = n,
+            _ => {
+                return Err(AuthSettingsError::BadValue {
+                    key: MAX_PENDING_KEY.into(),
+                    value: v.into(),
+                    origin: o.into(),
+                    reason: "expected a positive number of connections".into(),
+                })
+            }
+        }
     }
     if !a.enabled {
         if a.crypto_enabled {

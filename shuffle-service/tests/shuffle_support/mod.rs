@@ -31,9 +31,67 @@ impl Ess {
         Ess::start_with(&args, &[])
     }
 
+    /// As [`Ess::start`], with the open-file limit set to `nofile` (`ulimit -n`).
+    pub fn start_with_nofile(conf: &[(&str, &str)], nofile: u32) -> Ess {
+        let mut args: Vec<String> = vec![
+            "-c".into(),
+            format!("ulimit -n {nofile} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_croupier-shuffle-service").into(),
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            "0".into(),
+        ];
+        for (k, v) in conf {
+            args.push("--conf".into());
+            args.push(format!("{k}={v}"));
+        }
+        Ess::spawn(Command::new("/bin/sh"), &args, &[])
+    }
+
     /// Starts the binary with exactly these arguments and extra environment.
     pub fn start_with(args: &[String], env: &[(&str, &str)]) -> Ess {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_croupier-shuffle-service"));
+        Ess::spawn(
+            Command::new(env!("CARGO_BIN_EXE_croupier-shuffle-service")),
+            args,
+            env,
+        )
+    }
+
+    /// The service's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// A value of the service's `/metrics` (admin endpoint on `croupier.admin.address`):
+    /// the first sample line starting with `name `.
+    pub fn metric(&self, name: &str) -> f64 {
+        use std::io::{Read, Write};
+        let line = self
+            .wait_log("admin endpoint listening on ", Duration::from_secs(10))
+            .expect("admin endpoint line (set croupier.admin.address)");
+        let addr = line
+            .rsplit("listening on ")
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let mut s =
+            std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("admin {addr}: {e}"));
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    fn spawn(mut cmd: Command, args: &[String], env: &[(&str, &str)]) -> Ess {
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -409,7 +409,13 @@ pub struct Event {
 struct Log {
     events: Mutex<Vec<Event>>,
     seq: AtomicU64,
+    /// The raw bytes of each (connection, direction), as they crossed the tap (bounded by
+    /// [`MAX_RAW_PER_CONN`]).
+    raw: Mutex<HashMap<(u64, bool), Vec<u8>>>,
 }
+
+/// Raw bytes kept per connection and direction.
+const MAX_RAW_PER_CONN: usize = 64 << 20;
 
 impl Log {
     fn push(&self, conn: u64, from_server: bool, msg: Msg) {
@@ -547,6 +553,19 @@ impl Tap {
         s
     }
 
+    /// Connections whose raw bytes in one direction (`from_server`) satisfy `pred`.
+    pub fn raw_matches(&self, from_server: bool, pred: impl Fn(&[u8]) -> bool) -> usize {
+        self.log
+            .raw
+            .lock()
+            .map(|raw| {
+                raw.iter()
+                    .filter(|((_, dir), bytes)| *dir == from_server && pred(bytes))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     pub fn count(&self, pred: impl Fn(&Event) -> bool) -> usize {
         self.events().iter().filter(|e| pred(e)).count()
     }
@@ -618,6 +637,11 @@ fn pipe(conn: u64, from_server: bool, from: &TcpStream, to: &TcpStream, log: Arc
             };
             if to.write_all(&buf[..n]).is_err() {
                 break;
+            }
+            if let Ok(mut raw) = log.raw.lock() {
+                let kept = raw.entry((conn, from_server)).or_default();
+                let room = MAX_RAW_PER_CONN.saturating_sub(kept.len()).min(n);
+                kept.extend_from_slice(&buf[..room]);
             }
             for msg in dec.feed(&buf[..n]) {
                 log.push(conn, from_server, msg);
