@@ -100,7 +100,7 @@ objcopy_for() { # the binutils that understand this architecture
     } ;;
   esac
 }
-build_id() { readelf -n "$1" | sed -n 's/^ *Build ID: *\([0-9a-f]*\)$/\1/p' | head -n 1; }
+build_id() { readelf -n "$1" 2>/dev/null | sed -n 's/^ *Build ID: *\([0-9a-f]*\)$/\1/p' | head -n 1; }
 split_debug() {
   local a="$1" triple="$1-unknown-linux-gnu" oc
   oc="$(objcopy_for "$a")" || return 1
@@ -132,7 +132,8 @@ for s in pre_install post_install pre_uninstall post_uninstall; do
   gen "packaging/rpm/$s.sh.in" "packaging/rpm/$s.sh"
 done
 
-# --- packages
+# --- packages (rpm payloads gzip-compressed: CentOS/RHEL 7's rpm 4.11 cannot read zstd, the
+# default of cargo-generate-rpm)
 deb_arch() { case "$1" in x86_64) echo amd64 ;; aarch64) echo arm64 ;; esac; }
 mkdir -p "$out"
 dbgsym_deb() { # Debian's automatic -dbgsym layout, built directly with dpkg-deb
@@ -166,7 +167,7 @@ debuginfo_rpm() { # the same files as an rpm -debuginfo package
     rel="${f#"$stage/$triple/debug-root"}"
     assets+="{ source = \"$f\", dest = \"$rel\", mode = \"644\" },"
   done < <(find "$stage/$triple/debug-root/usr/lib/debug" -name '*.debug' | sort)
-  cargo generate-rpm -p packaging --target "$triple" --target-dir "$stage" --arch "$a" \
+  cargo generate-rpm -p packaging --payload-compress gzip --target "$triple" --target-dir "$stage" --arch "$a" \
     -s 'name = "croupier-debuginfo"' -s 'pre_install_script = ":"' -s 'post_install_script = ":"' \
     -s 'pre_uninstall_script = ":"' -s 'post_uninstall_script = ":"' \
     -s "assets = [ $assets ]" -s "requires = { croupier = \"= $ver-1\" }" \
@@ -180,10 +181,13 @@ for a in "${arches[@]}"; do
   phase ".deb ($da)" env CARGO_TARGET_DIR="$stage" \
     cargo deb -p croupier --no-build --no-strip --target "$triple" --output "$out/croupier_${ver}_${da}.deb"
   phase "croupier-dbgsym .deb ($da)" dbgsym_deb "$a"
-  phase ".rpm ($a)" cargo generate-rpm -p packaging --target "$triple" --target-dir "$stage" --arch "$a" \
+  phase ".rpm ($a)" cargo generate-rpm -p packaging --payload-compress gzip --target "$triple" --target-dir "$stage" --arch "$a" \
     --output "$out/croupier-${ver}-1.$a.rpm"
   phase "croupier-debuginfo .rpm ($a)" debuginfo_rpm "$a"
-  # The commit these packages were built from (packaging/test.sh checks they are current).
-  git rev-parse HEAD >"$out/built-from-$a" 2>/dev/null || echo unknown >"$out/built-from-$a"
+  # The commit the binaries were built from, as their build script saw it (HEAD may have moved
+  # while cargo ran); packaging/test.sh checks that the packages are current with it.
+  r="$(ls -t "$tdir/$triple/$profile"/build/croupier-ops-*/output 2>/dev/null | head -n 1 |
+    xargs -r sed -n 's/^cargo:rustc-env=CROUPIER_GIT_REV=//p')"
+  git rev-parse --verify -q "${r:-unknown}^{commit}" >"$out/built-from-$a" 2>/dev/null || echo unknown >"$out/built-from-$a"
 done
 ls -l "$out"

@@ -57,7 +57,7 @@ trap 'rm -rf "$scratch"' EXIT
 max_glibc() { # highest GLIBC_x.y among the versions the binary needs (readelf reads any ELF)
   readelf --version-info --wide "$1" | grep -o 'Name: GLIBC_[0-9.]*' | sed 's/Name: GLIBC_//' | sort -V | tail -n 1
 }
-build_id() { readelf -n "$1" | sed -n 's/^ *Build ID: *\([0-9a-f]*\)$/\1/p' | head -n 1; }
+build_id() { readelf -n "$1" 2>/dev/null | sed -n 's/^ *Build ID: *\([0-9a-f]*\)$/\1/p' | head -n 1; }
 # The aarch64 packages count only when built from this revision's sources: build.sh records
 # the commit it built from; no build input (the crates, the manifests, the packaging files)
 # may differ between that commit and HEAD. Uncommitted changes are not seen.
@@ -83,6 +83,21 @@ for a in "${arches[@]}"; do
   for f in "$deb" "$dbgdeb" "$rpmf" "$dbgrpm"; do check "built $(basename "$f")" test -s "$f"; done
   [ "$(dpkg-deb -f "$deb" Architecture 2>/dev/null)" = "$da" ] && ok "$da .deb Architecture: $da" || bad "$(basename "$deb") Architecture: $(dpkg-deb -f "$deb" Architecture 2>&1)"
   [ "$(rpm -qp --qf '%{ARCH}' "$rpmf" 2>/dev/null)" = "$a" ] && ok "$a .rpm arch $a" || bad "$(basename "$rpmf") arch: $(rpm -qp --qf '%{ARCH}' "$rpmf" 2>&1)"
+  # What the package managers of the oldest supported OS demand: libc6 >= 2.17 at most, and an
+  # rpm payload that CentOS 7's rpm 4.11 can read (gzip or xz, not zstd).
+  dep="$(dpkg-deb -f "$deb" Depends 2>/dev/null)"
+  dl="$(grep -o 'libc6 (>= [0-9.]*)' <<<"$dep" | sed 's/^libc6 (>= \(.*\))$/\1/' | sort -V | tail -n 1)"
+  [ -n "$dl" ] && [ "$(printf '%s\n%s\n' "$dl" "$glibc" | sort -V | tail -n 1)" = "$glibc" ] &&
+    ok "$da .deb Depends libc6 (>= $dl) (<= $glibc)" || bad "$da .deb Depends: $dep (want libc6 >= at most $glibc)"
+  req="$(rpm -qp --requires "$rpmf" 2>/dev/null)"
+  rl="$(grep -o 'GLIBC_[0-9.]*' <<<"$req" | sed 's/GLIBC_//' | sort -V | tail -n 1)"
+  [ -n "$rl" ] && [ "$(printf '%s\n%s\n' "$rl" "$glibc" | sort -V | tail -n 1)" = "$glibc" ] &&
+    ok "$a .rpm requires at most GLIBC_$rl" || bad "$a .rpm requires GLIBC_$rl (want <= $glibc)"
+  for f in "$rpmf" "$dbgrpm"; do
+    grep -q PayloadIsZstd <<<"$(rpm -qp --requires "$f" 2>/dev/null)" &&
+      bad "$(basename "$f"): zstd payload (CentOS 7's rpm 4.11 cannot read it)" ||
+      ok "$(basename "$f"): payload $(rpm -qp --qf '%{PAYLOADCOMPRESSOR}' "$f" 2>/dev/null), readable by rpm 4.11"
+  done
   contents="$(dpkg-deb -c "$deb")"
   for f in ./usr/bin/croupier-executor ./usr/bin/croupier-shuffle-service \
            ./usr/bin/start-mesos-shuffle-service ./usr/bin/stop-mesos-shuffle-service \
@@ -90,7 +105,8 @@ for a in "${arches[@]}"; do
            ./usr/share/croupier/marathon/croupier-shuffle-service.json \
            ./usr/share/croupier/observability/metrics.md ./usr/share/croupier/observability/alerts.yml \
            ./usr/share/croupier/observability/grafana-dashboard.json; do
-    grep -q -- " $f\$" <<<"$contents" && ok "$da deb ships $f" || bad "$da deb ships $f"
+    # (cargo-deb writes the paths with or without a leading ./)
+    grep -qE -- " (\./)?${f#./}\$" <<<"$contents" && ok "$da deb ships $f" || bad "$da deb ships $f"
   done
   conff="$(dpkg-deb -I "$deb" conffiles 2>/dev/null)"
   for f in /etc/croupier/shuffle-service.conf /etc/default/croupier-shuffle-service; do
@@ -141,7 +157,7 @@ for a in "${arches[@]}"; do
     rel="usr/lib/debug/.build-id/${id:0:2}/${id:2}.debug"
     if [ "${#id}" -ge 8 ] && [ -f "$x/dbg/$rel" ]; then
       [ "$(build_id "$x/dbg/$rel")" = "$id" ] && ok "$a $b build-id $id matches /$rel in the dbgsym deb" || bad "$a $b: /$rel has build-id $(build_id "$x/dbg/$rel")"
-      readelf -S --wide "$x/dbg/$rel" | grep -q ' .debug_info' && ok "$a $b: .debug file has .debug_info" || bad "$a $b: /$rel has no .debug_info"
+      readelf -S --wide "$x/dbg/$rel" 2>/dev/null | grep -q ' .debug_info' && ok "$a $b: .debug file has .debug_info" || bad "$a $b: /$rel has no .debug_info"
       cmp -s "$x/dbg/$rel" "$x/rpmdbg/$rel" && ok "$a $b: the debuginfo rpm ships the same /$rel" || bad "$a $b: debuginfo rpm lacks /$rel"
     else
       bad "$a $b: build-id '$id' has no /$rel in $(basename "$dbgdeb")"
