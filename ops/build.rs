@@ -33,9 +33,16 @@ fn main() {
             let rev = git(&manifest, &["rev-parse", "--short=10", "HEAD"])?;
             // Rebuild when HEAD moves: HEAD itself (a checkout), the branch it names (a
             // commit) and packed-refs. In a worktree, .git is a file, so ask git where these
-            // live instead of assuming ../.git/HEAD.
+            // live instead of assuming ../.git/HEAD. Only files that exist are named: cargo
+            // reruns a build script on every build while a named file is missing (a repo
+            // without packed-refs is common), which would relink every binary each time.
+            let watch = |p: PathBuf| {
+                if p.exists() {
+                    println!("cargo:rerun-if-changed={}", p.display());
+                }
+            };
             if let Some(dir) = git(&manifest, &["rev-parse", "--absolute-git-dir"]) {
-                println!("cargo:rerun-if-changed={dir}/HEAD");
+                watch(PathBuf::from(dir).join("HEAD"));
             }
             if let Some(common) = git(&manifest, &["rev-parse", "--git-common-dir"]) {
                 let common = if Path::new(&common).is_absolute() {
@@ -43,12 +50,9 @@ fn main() {
                 } else {
                     manifest.join(common)
                 };
-                println!(
-                    "cargo:rerun-if-changed={}",
-                    common.join("packed-refs").display()
-                );
+                watch(common.join("packed-refs"));
                 if let Some(r) = git(&manifest, &["symbolic-ref", "-q", "HEAD"]) {
-                    println!("cargo:rerun-if-changed={}", common.join(r).display());
+                    watch(common.join(r));
                 }
             }
             Some(rev)
