@@ -57,6 +57,9 @@ trap 'rm -rf "$scratch"' EXIT
 max_glibc() { # highest GLIBC_x.y among the versions the binary needs (readelf reads any ELF)
   readelf --version-info --wide "$1" | grep -o 'Name: GLIBC_[0-9.]*' | sed 's/Name: GLIBC_//' | sort -V | tail -n 1
 }
+elf_type() { readelf -h "$1" 2>/dev/null | sed -n 's/^ *Type: *\([A-Z]*\).*/\1/p'; }
+# executor/build.rs links the executor without PIE (EXEC); the shuffle service stays a PIE (DYN).
+want_elf_type() { case "$1" in croupier-executor) echo EXEC ;; *) echo DYN ;; esac; }
 build_id() { readelf -n "$1" 2>/dev/null | sed -n 's/^ *Build ID: *\([0-9a-f]*\)$/\1/p' | head -n 1; }
 # The aarch64 packages count only when built from this revision's sources: build.sh records
 # the commit it built from; no build input (the crates, the manifests, the packaging files)
@@ -134,6 +137,9 @@ for a in "${arches[@]}"; do
     if [ -n "$g" ] && [ "$(printf '%s\n%s\n' "$g" "$glibc" | sort -V | tail -n 1)" = "$glibc" ]; then
       ok "$a $b needs at most GLIBC_$g (<= $glibc)"
     else bad "$a $b needs GLIBC_$g (want <= $glibc)"; fi
+    t="$(elf_type "$f")" wt="$(want_elf_type "$b")"
+    [ "$t" = "$wt" ] && ok "$a $b is ELF type $t" ||
+      bad "$a $b is ELF type '$t' (want $wt: the executor without PIE per executor/build.rs, the shuffle service a PIE)"
     # --version names the target and the glibc of the build: run it natively, or the
     # aarch64 binary under qemu-aarch64 with Debian's aarch64 glibc (libc6-arm64-cross).
     runner=()
