@@ -89,6 +89,8 @@ pub struct AgentLink {
     started: Instant,
     ever_subscribed: bool,
     recovery_deadline: Option<Instant>,
+    /// Why the last connection or SUBSCRIBE attempt failed (named when giving up).
+    last_error: Option<String>,
     ack_deadline: Option<Instant>,
 }
 
@@ -128,6 +130,7 @@ impl AgentLink {
             started: now,
             ever_subscribed: false,
             recovery_deadline: None,
+            last_error: None,
             ack_deadline: None,
         }
     }
@@ -274,7 +277,10 @@ impl AgentLink {
             self.conn = Conn::Closed;
             return None;
         }
-        if !error.is_retryable() {
+        // Once subscribed, a refused handshake is the agent coming back with another
+        // certificate (rotated, or not yet the right one): retried until the recovery timeout.
+        let retryable = error.is_retryable() || (self.ever_subscribed && error.is_tls_refusal());
+        if !retryable {
             tracing::error!("{error}; giving up on the agent");
             return Some(format!("the agent refused us: {error}"));
         }
@@ -303,6 +309,7 @@ impl AgentLink {
         } else {
             tracing::info!("subscribe attempt failed: {error}");
         }
+        self.last_error = Some(error.to_string());
         // The ACK fail-safe is suspended while the agent is away.
         self.ack_deadline = None;
         let max = self.cfg.backoff_max.max(Duration::from_millis(10));
@@ -330,7 +337,9 @@ impl AgentLink {
             } if g == gen => {
                 if call == "HEARTBEAT" {
                     tracing::debug!("HEARTBEAT call failed (ignored): {error}");
-                } else if error.is_retryable() && self.conn == Conn::Subscribed {
+                } else if (error.is_retryable() || error.is_tls_refusal())
+                    && self.conn == Conn::Subscribed
+                {
                     return Happened::Lost(error);
                 } else {
                     tracing::error!("{call} call failed: {error}");
@@ -466,12 +475,21 @@ impl AgentLink {
         }
         let mut give_up = None;
         if self.recovery_deadline.is_some_and(|d| d <= now) && !abandoning {
+            let why = self
+                .last_error
+                .as_deref()
+                .map(|e| format!("; last attempt: {e}"))
+                .unwrap_or_default();
             tracing::error!(
-                "the agent did not come back within {:?}",
+                "the agent at {} did not come back within {:?} (MESOS_RECOVERY_TIMEOUT){why}",
+                self.cfg.agent_endpoint,
                 self.cfg.recovery_timeout
             );
             self.recovery_deadline = None;
-            give_up = Some("recovery timeout expired".to_string());
+            give_up = Some(format!(
+                "recovery timeout expired waiting for the agent at {}{why}",
+                self.cfg.agent_endpoint
+            ));
         }
         if self.agent_heartbeats
             && self.conn == Conn::Subscribed

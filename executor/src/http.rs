@@ -96,8 +96,20 @@ impl AgentError {
             }
             AgentError::ContentType { .. } => false,
             // A certificate refused (either way) or no common protocol will not heal by
-            // retrying; a connection cut mid-handshake may (agent restarting).
-            AgentError::Tls { source, .. } => !source
+            // retrying a first connection; a connection cut mid-handshake may (agent
+            // restarting). Once subscribed, see `is_tls_refusal`.
+            AgentError::Tls { .. } => !self.is_tls_refusal(),
+            _ => true,
+        }
+    }
+
+    /// Did the TLS handshake fail on a certificate (either side), an alert or no common
+    /// protocol? Fatal before the first SUBSCRIBED (a misconfiguration); after it, the agent
+    /// may be restarting with a rotated certificate, so the caller retries like any lost
+    /// connection until the recovery timeout.
+    pub fn is_tls_refusal(&self) -> bool {
+        match self {
+            AgentError::Tls { source, .. } => source
                 .get_ref()
                 .and_then(|e| e.downcast_ref::<rustls::Error>())
                 .is_some_and(|e| {
@@ -109,7 +121,7 @@ impl AgentError {
                             | rustls::Error::General(_)
                     )
                 }),
-            _ => true,
+            _ => false,
         }
     }
 }

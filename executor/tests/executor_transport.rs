@@ -39,6 +39,9 @@ struct Pki {
     dir: tempfile::TempDir,
     agent_chain: Vec<CertificateDer<'static>>,
     agent_key: PrivateKeyDer<'static>,
+    /// The agent's certificate (same names) signed by the other CA.
+    rogue_chain: Vec<CertificateDer<'static>>,
+    rogue_key: PrivateKeyDer<'static>,
     ca_der: CertificateDer<'static>,
 }
 
@@ -69,16 +72,24 @@ impl Pki {
         other
             .distinguished_name
             .push(rcgen::DnType::CommonName, "Some other CA");
-        let other = other.self_signed(&other_key).expect("other CA");
+        let other_ca = other.self_signed(&other_key).expect("other CA");
+        let rogue_key = rcgen::KeyPair::generate().expect("key");
+        let rogue_cert =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+                .expect("params")
+                .signed_by(&rogue_key, &rcgen::Issuer::from_params(&other, &other_key))
+                .expect("sign");
         let w =
             |name: &str, pem: String| std::fs::write(dir.path().join(name), pem).expect("write");
         w("ca.pem", ca.pem());
-        w("other-ca.pem", other.pem());
+        w("other-ca.pem", other_ca.pem());
         w("client.pem", client_cert.pem());
         w("client.key", client_key.serialize_pem());
         Pki {
             agent_chain: vec![agent_cert.der().clone()],
             agent_key: PrivateKeyDer::Pkcs8(agent_key.serialize_der().into()),
+            rogue_chain: vec![rogue_cert.der().clone()],
+            rogue_key: PrivateKeyDer::Pkcs8(rogue_key.serialize_der().into()),
             ca_der: ca.der().clone(),
             dir,
         }
@@ -91,6 +102,24 @@ impl Pki {
     /// The stand-in's TLS: its certificate, and (if `require_client_cert`) a client
     /// certificate signed by the CA demanded.
     fn server(&self, require_client_cert: bool) -> Arc<ServerConfig> {
+        self.server_with(
+            require_client_cert,
+            self.agent_chain.clone(),
+            self.agent_key.clone_key(),
+        )
+    }
+
+    /// The stand-in presenting the certificate signed by the other CA.
+    fn rogue_server(&self) -> Arc<ServerConfig> {
+        self.server_with(false, self.rogue_chain.clone(), self.rogue_key.clone_key())
+    }
+
+    fn server_with(
+        &self,
+        require_client_cert: bool,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Arc<ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -108,11 +137,7 @@ impl Pki {
         } else {
             builder.with_no_client_auth()
         };
-        Arc::new(
-            builder
-                .with_single_cert(self.agent_chain.clone(), self.agent_key.clone_key())
-                .expect("server cert"),
-        )
+        Arc::new(builder.with_single_cert(chain, key).expect("server cert"))
     }
 
     /// The executor's `LIBPROCESS_SSL_*`, verifying the agent against `ca`.
@@ -209,4 +234,98 @@ async fn an_unreadable_key_file_stops_the_executor_naming_the_file() {
         "{log}"
     );
     assert!(agent.recorded().tls_handshakes.is_empty());
+}
+
+/// Failed handshakes the stand-in has seen so far.
+fn failed_handshakes(rec: &croupier_testkit::agent::Recorded) -> usize {
+    rec.tls_handshakes
+        .iter()
+        .filter(|h| matches!(h, TlsHandshake::Failed(_)))
+        .count()
+}
+
+#[tokio::test]
+async fn an_agent_restarted_with_a_certificate_from_another_ca_is_retried_and_tasks_survive() {
+    let pki = Pki::new();
+    let mut c = cfg();
+    c.tls = Some(pki.server(false));
+    c.extra_env.extend(pki.env("ca.pem"));
+    let mut agent = start(c).await;
+    agent
+        .launch(agent.command_task("keeps", "echo $$ > pid; exec sleep 1000"))
+        .expect("launch sent");
+    agent
+        .wait_update("keeps", TaskState::TaskRunning, T)
+        .await
+        .expect("running");
+    let pid = read_pid(&task_dir(&agent, "keeps").join("pid"), T).await;
+    // The agent comes back presenting a certificate our CA file did not sign...
+    agent.set_tls(pki.rogue_server());
+    agent.restart(std::time::Duration::from_millis(200));
+    agent
+        .wait_until("two refused handshakes", T, |r| {
+            (failed_handshakes(r) >= 2).then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.executor_stderr()));
+    assert!(agent.executor_running(), "{}", agent.executor_stderr());
+    assert!(
+        alive(pid),
+        "the task keeps running while the agent is unverifiable"
+    );
+    // ...then with the right one: the executor re-subscribes, the task never noticed.
+    agent.set_tls(pki.server(false));
+    agent
+        .wait_subscriptions(2, T)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.executor_stderr()));
+    assert!(alive(pid));
+    let log = agent.executor_stderr();
+    assert!(log.contains("UnknownIssuer"), "{log}");
+    agent.kill("keeps", None).expect("kill sent");
+    let done = agent.wait_terminal("keeps", T).await.expect("terminal");
+    assert_eq!(done.state, TaskState::TaskKilled as i32, "{done:?}");
+    shutdown_ok(&mut agent).await;
+}
+
+#[tokio::test]
+async fn an_agent_that_stays_on_a_foreign_certificate_ends_the_executor_after_the_recovery_timeout()
+{
+    let pki = Pki::new();
+    let mut c = cfg();
+    c.tls = Some(pki.server(false));
+    c.recovery_timeout = std::time::Duration::from_secs(3);
+    c.extra_env.extend(pki.env("ca.pem"));
+    let mut agent = start(c).await;
+    agent
+        .launch(agent.command_task("doomed", "echo $$ > pid; exec sleep 1000"))
+        .expect("launch sent");
+    agent
+        .wait_update("doomed", TaskState::TaskRunning, T)
+        .await
+        .expect("running");
+    let pid = read_pid(&task_dir(&agent, "doomed").join("pid"), T).await;
+    agent.set_tls(pki.rogue_server());
+    agent.restart(std::time::Duration::from_millis(200));
+    let status = agent
+        .wait_executor_exit(T)
+        .await
+        .expect("executor gives up after the recovery timeout");
+    let log = agent.executor_stderr();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(failed_handshakes(&agent.recorded()) >= 1, "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("did not come back within"))
+        .unwrap_or_else(|| panic!("no recovery timeout in the log:\n{log}"));
+    assert!(line.contains(&agent.addr().to_string()), "{line}");
+    let ca = pki.path("ca.pem");
+    assert!(
+        line.contains(&format!("LIBPROCESS_SSL_CA_FILE={ca}")),
+        "{line}"
+    );
+    assert!(line.contains("UnknownIssuer"), "{line}");
+    wait_gone(&[pid], T)
+        .await
+        .unwrap_or_else(|left| panic!("task left running: {left:?}\n{log}"));
 }

@@ -341,6 +341,9 @@ pub(crate) struct State {
     pub(crate) rec: Recorded,
     pub(crate) stream: Option<Stream>,
     pub(crate) recovering: bool,
+    /// The TLS configuration served from now on instead of [`AgentConfig::tls`]
+    /// (see [`Agent::set_tls`]).
+    pub(crate) tls_now: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     pub(crate) withhold_acks: bool,
     pub(crate) withheld: Vec<(TaskId, Vec<u8>)>,
     /// Tasks with a terminal update already (further updates are acked and dropped).
@@ -527,6 +530,7 @@ impl Agent {
                 rec: Recorded::default(),
                 stream: None,
                 recovering: false,
+                tls_now: None,
                 withhold_acks: false,
                 withheld: Vec::new(),
                 terminal: HashSet::new(),
@@ -994,6 +998,13 @@ impl Agent {
             shared.lock().recovering = false;
             shared.bump();
         });
+    }
+
+    /// Serve this TLS configuration (another certificate, another CA) to every connection
+    /// accepted from now on; with [`Agent::restart`], an agent restarted with a rotated
+    /// certificate. Only for a stand-in started with [`AgentConfig::tls`].
+    pub fn set_tls(&self, tls: Arc<tokio_rustls::rustls::ServerConfig>) {
+        self.shared.lock().tls_now = Some(tls);
     }
 
     /// Close the stream and every connection, without a recovery phase (the agent "went away"

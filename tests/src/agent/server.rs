@@ -48,7 +48,10 @@ pub(crate) async fn serve_tls(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        let acceptor = match shared.lock().tls_now.clone() {
+            Some(now) => tokio_rustls::TlsAcceptor::from(now),
+            None => acceptor.clone(),
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
             let result = acceptor.accept(tcp).await;
