@@ -85,6 +85,14 @@ fn run() -> anyhow::Result<i32> {
             for note in &s.notes {
                 tracing::warn!("{note}");
             }
+            if cfg.token.is_some() && !s.verify_server_cert {
+                tracing::warn!(
+                    "MESOS_EXECUTOR_AUTHENTICATION_TOKEN is set but the agent's certificate is \
+                     not verified (LIBPROCESS_SSL_VERIFY_SERVER_CERT is off): the token is sent \
+                     to whatever answers at {}",
+                    cfg.agent_endpoint
+                );
+            }
             let ip = agent_ip(&cfg.agent_endpoint)?;
             Some(std::sync::Arc::new(
                 croupier_executor::tls::AgentTls::new(s, ip).context("TLS to the agent")?,

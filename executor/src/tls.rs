@@ -534,7 +534,15 @@ impl AgentTls {
                 HostnameScheme::Legacy => match reverse_dns(agent_ip) {
                     Some(host) => match ServerName::try_from(host.clone()) {
                         Ok(n) => Names::Legacy(Some((host, n))),
-                        Err(_) => Names::Legacy(None),
+                        Err(e) => {
+                            tracing::warn!(
+                                "the agent at {agent_ip} has the reverse-DNS name {host:?}, which \
+                                 is not a valid TLS server name ({e}): its certificate is checked \
+                                 against LIBPROCESS_SSL_CA_FILE/LIBPROCESS_SSL_CA_DIR but not \
+                                 against a host name (LIBPROCESS_SSL_HOSTNAME_VALIDATION_SCHEME=legacy)"
+                            );
+                            Names::Legacy(None)
+                        }
                     },
                     None => Names::Legacy(None),
                 },

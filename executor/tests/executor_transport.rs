@@ -329,3 +329,23 @@ async fn an_agent_that_stays_on_a_foreign_certificate_ends_the_executor_after_th
         .await
         .unwrap_or_else(|left| panic!("task left running: {left:?}\n{log}"));
 }
+
+#[tokio::test]
+async fn a_token_sent_to_an_unverified_agent_is_warned_about_without_showing_it() {
+    let pki = Pki::new();
+    let mut c = cfg();
+    c.tls = Some(pki.server(false));
+    c.auth_token = Some("s3cret-token-value".into());
+    c.extra_env.extend(pki.env("ca.pem"));
+    c.extra_env
+        .push(("LIBPROCESS_SSL_VERIFY_SERVER_CERT".into(), "false".into()));
+    let mut agent = start(c).await;
+    let log = agent.executor_stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("MESOS_EXECUTOR_AUTHENTICATION_TOKEN is set but"))
+        .unwrap_or_else(|| panic!("no warning about the token:\n{log}"));
+    assert!(line.contains(&agent.addr().to_string()), "{line}");
+    assert!(!log.contains("s3cret-token-value"), "{log}");
+    shutdown_ok(&mut agent).await;
+}
