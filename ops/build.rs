@@ -52,7 +52,16 @@ fn main() {
                 };
                 watch(common.join("packed-refs"));
                 if let Some(r) = git(&manifest, &["symbolic-ref", "-q", "HEAD"]) {
-                    watch(common.join(r));
+                    // The branch's loose ref when it has one. After `git gc` it lives only in
+                    // packed-refs, and the next commit writes a new loose file: watch the
+                    // nearest existing parent directory then (cargo scans a watched
+                    // directory's files), so that file's appearance reruns this script.
+                    let branch = common.join(r);
+                    if branch.exists() {
+                        watch(branch);
+                    } else if let Some(dir) = branch.ancestors().skip(1).find(|d| d.is_dir()) {
+                        watch(dir.to_path_buf());
+                    }
                 }
             }
             Some(rev)
