@@ -675,3 +675,55 @@ async fn an_application_cannot_register_another_applications_dirs() {
         .expect("a log line");
     assert!(line.contains(APP_A) && line.contains(APP_B), "{line}");
 }
+
+/// The review's descriptor attack, under `ulimit -n 64`: fifty peers that never authenticate
+/// each send ~900 KB of frames of an unknown type (each answered with an RpcFailure), never
+/// read the answers (a small receive buffer), half-close and stay connected. Whether the
+/// service's reader stops blocked on a reply or at EOF with the writer stuck, such a
+/// connection counts against `maxPendingConnections` until its descriptor is freed: the
+/// service keeps descriptors to spare and a real client still authenticates and fetches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_peers_that_never_read_replies_hold_no_descriptors() {
+    let ess = Ess::start_with_nofile(
+        &[
+            ("spark.authenticate", "true"),
+            ("spark.authenticate.secret", SECRET),
+            ("croupier.admin.address", "127.0.0.1:0"),
+            // Far beyond the test: only the pending bound can free the descriptors.
+            ("croupier.authenticate.handshakeTimeout", "300s"),
+        ],
+        64,
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, _dirs) = registered_app(&ess, tmp.path(), &[b"alpha", b"beta"]).await;
+    let want = vec![Bytes::from_static(b"alpha"), Bytes::from_static(b"beta")];
+    // Length 9 (the length field and the type byte), type 99: well delimited, unknown.
+    let frames: Vec<u8> = [0, 0, 0, 0, 0, 0, 0, 9, 99].repeat(100_000);
+    let mut held = Vec::new();
+    for i in 0..50 {
+        let mut s =
+            TcpStream::connect(ess.addr).unwrap_or_else(|e| panic!("attacking socket {i}: {e}"));
+        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBuf, &4096).unwrap();
+        s.set_write_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        // The service stops reading once its answers back up: a timeout ends the write.
+        let _ = s.write_all(&frames);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        held.push(s);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let c = Client::connect(ess.addr).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), sasl_login(&c, APP_A, SECRET))
+        .await
+        .expect("a new client authenticates while the attacking sockets are open")
+        .unwrap();
+    assert_eq!(fetch_two(&c, APP_A).await, want, "a new client");
+    assert_eq!(fetch_two(&a, APP_A).await, want, "the authenticated client");
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", ess.pid()))
+        .unwrap()
+        .count();
+    assert!(fds < 56, "the service holds {fds} of its 64 descriptors");
+    assert!(ess.metric("croupier_shuffle_unauthenticated_connections") <= 16.0);
+    assert!(ess.metric("croupier_shuffle_accept_errors_total") == 0.0);
+    drop(held);
+}
