@@ -167,7 +167,7 @@ async fn serve_connection(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr
     let mut auth = ConnAuth::default();
     if shared.config.auth.enabled {
         auth.gate = Some(Gate::new());
-        let (admission, evicted) = shared.pending.admit(conn);
+        let (admission, evicted) = shared.pending.admit(conn, peer.ip());
         if evicted > 0 {
             log_evictions(&shared, peer);
         }
@@ -408,6 +408,11 @@ async fn reader_loop(
             }
             None => rd.read_buf(&mut buf).await,
         };
+        if let (Ok(n), Some(admission)) = (&read, &auth.admission) {
+            if *n > 0 {
+                admission.started();
+            }
+        }
         if let (Ok(_), Some(inbound)) = (&read, &mut auth.inbound) {
             if let Err(e) = inbound.after_read(&mut buf, from) {
                 auth_failed(shared, peer, auth.client.as_deref(), &e.to_string());

@@ -35,7 +35,10 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: Config, store: Option<Store>, agent: Option<AgentClient>) -> Arc<Shared> {
         Arc::new(Shared {
-            pending: Arc::new(Pending::new(config.auth.max_pending)),
+            pending: Arc::new(Pending::new(
+                config.auth.max_pending,
+                config.auth.pending_per_host(),
+            )),
             index_cache: IndexCache::new(config.index_cache_size),
             config,
             registry: Registry::default(),

@@ -47,6 +47,16 @@ fn server_msg(r: Result<impl std::fmt::Debug, ClientError>) -> String {
 
 /// The client half of DIGEST-MD5 as the JDK client sends it for Spark.
 async fn sasl_login(c: &Client, app: &str, secret: &str) -> Result<(), ClientError> {
+    sasl_login_then(c, app, secret, || {}).await
+}
+
+/// [`sasl_login`], calling `between` once the challenge is in (mid-handshake).
+async fn sasl_login_then(
+    c: &Client,
+    app: &str,
+    secret: &str,
+    between: impl FnOnce(),
+) -> Result<(), ClientError> {
     let first = SaslMessage {
         app_id: app.into(),
         payload: Vec::new(),
@@ -61,6 +71,7 @@ async fn sasl_login(c: &Client, app: &str, secret: &str) -> Result<(), ClientErr
         .to_string();
     assert!(challenge.contains("realm=\"default\""), "{challenge}");
     assert!(challenge.contains("algorithm=md5-sess"), "{challenge}");
+    between();
     let password = netty_base64(secret.as_bytes());
     let cnonce = "n0VvM3Fh3p9mBz6pZ5y8r2s7Qw1Kx4Lc0Jd9Tg5U";
     let input = DigestInput {
@@ -726,4 +737,48 @@ async fn unauthenticated_peers_that_never_read_replies_hold_no_descriptors() {
     assert!(ess.metric("croupier_shuffle_unauthenticated_connections") <= 16.0);
     assert!(ess.metric("croupier_shuffle_accept_errors_total") == 0.0);
     drop(held);
+}
+
+/// A socket to `addr` from another loopback address (another host, as the service sees it).
+fn connect_from(from: [u8; 4], addr: std::net::SocketAddr) -> TcpStream {
+    tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(async {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind((std::net::Ipv4Addr::from(from), 0).into()).unwrap();
+            s.connect(addr).await.unwrap().into_std().unwrap()
+        })
+    })
+}
+
+/// One host (127.0.0.2) opening far more unauthenticated sockets than maxPendingConnections
+/// while a client on another host (127.0.0.1) is mid-handshake: the flood closes only its own
+/// sockets (beyond maxPendingConnectionsPerHost, half of 8 by default), the handshake completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_flooding_does_not_close_another_hosts_handshake() {
+    let ess = start(&[("croupier.authenticate.maxPendingConnections", "8")]);
+    let addr = ess.addr;
+    let c = Client::connect(addr).await.unwrap();
+    let mut flood = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        sasl_login_then(&c, APP_A, SECRET, || {
+            flood = (0..30)
+                .map(|_| connect_from([127, 0, 0, 2], addr))
+                .collect();
+            // Let the service accept them all before the handshake goes on.
+            std::thread::sleep(Duration::from_millis(500));
+        }),
+    )
+    .await
+    .expect("the handshake finishes")
+    .expect("the handshake begun before the flood succeeds");
+    assert_eq!(flood.len(), 30);
+    let evicted = ess.metric("croupier_shuffle_unauthenticated_evicted_total");
+    assert_eq!(evicted, 26.0, "the flooding host keeps 4 of its 30");
+    assert!(ess.metric("croupier_shuffle_unauthenticated_connections") <= 4.0);
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = ExecutorDirs::create(tmp.path(), "a-0", 1);
+    c.register_executor(APP_A, "0", dirs.info.clone())
+        .await
+        .expect("served once authenticated");
 }
