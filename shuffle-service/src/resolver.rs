@@ -307,6 +307,14 @@ impl Executor {
     }
 }
 
+/// Whether `dir` is named as Spark's `DiskBlockManager` names its dirs
+/// (`<spark.local.dir>/.../blockmgr-<uuid>`).
+pub fn is_block_manager_name(dir: &Path) -> bool {
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("blockmgr-"))
+}
+
 /// `(appId, execId) → ExecutorShuffleInfo`, grouped by app for removal.
 #[derive(Default)]
 pub struct Registry {
@@ -350,25 +358,45 @@ impl Registry {
             .collect();
         let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
         for (other, execs) in apps.iter().filter(|(a, _)| a.as_str() != app_id) {
-            let theirs = execs.values().flat_map(|e| match &e.canonical {
-                Some(c) => c.clone(),
-                // Registered without the check (cannot happen under spark.authenticate, where
-                // restored registrations are resolved too): compare as written.
-                None => e.info.local_dirs.iter().map(PathBuf::from).collect(),
-            });
-            for t in theirs {
-                if let Some(i) = mine
-                    .iter()
-                    .position(|m| m.starts_with(&t) || t.starts_with(m))
-                {
-                    return Err(ResolveError::DirInUse {
-                        app_id: app_id.into(),
-                        exec_id: exec_id.into(),
-                        dir: info.local_dirs[i].clone(),
-                        resolved: mine[i].display().to_string(),
-                        other_app: other.clone(),
-                    });
+            for e in execs.values() {
+                // By reference: restoring n registrations must not copy every other one's dirs.
+                let as_written: Vec<PathBuf>;
+                let theirs: &[PathBuf] = match &e.canonical {
+                    Some(c) => c,
+                    // Registered without the check (cannot happen under spark.authenticate,
+                    // where restored registrations are resolved too): compare as written.
+                    None => {
+                        as_written = e.info.local_dirs.iter().map(PathBuf::from).collect();
+                        &as_written
+                    }
+                };
+                for t in theirs {
+                    if let Some(i) = mine
+                        .iter()
+                        .position(|m| m.starts_with(t) || t.starts_with(m))
+                    {
+                        return Err(ResolveError::DirInUse {
+                            app_id: app_id.into(),
+                            exec_id: exec_id.into(),
+                            dir: info.local_dirs[i].clone(),
+                            resolved: mine[i].display().to_string(),
+                            other_app: other.clone(),
+                        });
+                    }
                 }
+            }
+        }
+        // Only a block manager's own dir may be claimed: not `/tmp` or a framework's whole
+        // sandbox, which would lock every other application out.
+        for (dir, resolved) in info.local_dirs.iter().zip(&mine) {
+            if !(is_block_manager_name(Path::new(dir)) && is_block_manager_name(resolved)) {
+                return Err(ResolveError::BadLocalDir {
+                    app_id: app_id.into(),
+                    exec_id: exec_id.into(),
+                    dir: dir.clone(),
+                    reason: "under spark.authenticate a local dir must be a Spark block manager's \
+                             dir, named blockmgr-* (also once symlinks are resolved)",
+                });
             }
         }
         apps.entry(app_id.to_owned()).or_default().insert(

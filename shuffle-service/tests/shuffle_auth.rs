@@ -668,6 +668,22 @@ async fn an_application_cannot_register_another_applications_dirs() {
             "{dir}: {e}"
         );
     }
+    // Nor a dir that is not a block manager's (e.g. /tmp, which would lock every other
+    // application out), even behind a link named like one.
+    let shared_dir = tmp.path().join("shared");
+    std::fs::create_dir(&shared_dir).unwrap();
+    let disguised = tmp.path().join("blockmgr-disguised");
+    std::os::unix::fs::symlink(&shared_dir, &disguised).unwrap();
+    for dir in [&shared_dir, &disguised] {
+        let dir = dir.display().to_string();
+        let mut info = own.info.clone();
+        info.local_dirs.push(dir.clone());
+        let e = server_msg(b.register_executor(APP_B, "0", info).await);
+        assert!(
+            e.contains(&format!("local dir {dir:?}")) && e.contains("blockmgr-*"),
+            "{dir}: {e}"
+        );
+    }
     // B registers its own dirs; A's blocks stay A's.
     b.register_executor(APP_B, "0", own.info.clone())
         .await
