@@ -315,6 +315,12 @@ pub fn is_block_manager_name(dir: &Path) -> bool {
         .is_some_and(|n| n.starts_with("blockmgr-"))
 }
 
+/// What [`Registry::register_exclusive`] put in place of what.
+pub struct Replaced {
+    new: Arc<Executor>,
+    old: Option<Arc<Executor>>,
+}
+
 /// `(appId, execId) → ExecutorShuffleInfo`, grouped by app for removal.
 #[derive(Default)]
 pub struct Registry {
@@ -344,12 +350,14 @@ impl Registry {
     /// Registers (or replaces) an executor whose local dirs must not overlap (be, contain or
     /// lie inside) a dir another application registered: under `spark.authenticate` an
     /// application may only reach its own files. Blocking (resolves the dirs on disk).
+    ///
+    /// Returns what to pass to [`Registry::roll_back`] should the registration not be kept.
     pub fn register_exclusive(
         &self,
         app_id: &str,
         exec_id: &str,
         info: ExecutorShuffleInfo,
-    ) -> Result<(), ResolveError> {
+    ) -> Result<Replaced, ResolveError> {
         validate_executor(app_id, exec_id, &info)?;
         let mine: Vec<PathBuf> = info
             .local_dirs
@@ -399,14 +407,40 @@ impl Registry {
                 });
             }
         }
-        apps.entry(app_id.to_owned()).or_default().insert(
-            exec_id.to_owned(),
-            Arc::new(Executor {
-                info,
-                canonical: Some(mine),
-            }),
-        );
-        Ok(())
+        let new = Arc::new(Executor {
+            info,
+            canonical: Some(mine),
+        });
+        let old = apps
+            .entry(app_id.to_owned())
+            .or_default()
+            .insert(exec_id.to_owned(), new.clone());
+        Ok(Replaced { new, old })
+    }
+
+    /// Undoes a [`Registry::register_exclusive`] (its registration could not be stored):
+    /// the previous registration of that executor comes back, or none, so the refused one
+    /// neither serves nor claims its dirs. Nothing changes if the executor was registered
+    /// again meanwhile.
+    pub fn roll_back(&self, app_id: &str, exec_id: &str, r: Replaced) {
+        let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
+        let Some(execs) = apps.get_mut(app_id) else {
+            return;
+        };
+        if !execs.get(exec_id).is_some_and(|e| Arc::ptr_eq(e, &r.new)) {
+            return;
+        }
+        match r.old {
+            Some(old) => {
+                execs.insert(exec_id.to_owned(), old);
+            }
+            None => {
+                execs.remove(exec_id);
+                if execs.is_empty() {
+                    apps.remove(app_id);
+                }
+            }
+        }
     }
 
     pub fn get(&self, app_id: &str, exec_id: &str) -> Result<Arc<Executor>, ResolveError> {

@@ -58,7 +58,9 @@ impl Shared {
             // Under spark.authenticate restored dirs are resolved too, so later registrations
             // of other applications are checked against them.
             let r = if self.config.auth.enabled {
-                self.registry.register_exclusive(&app_id, &exec_id, info)
+                self.registry
+                    .register_exclusive(&app_id, &exec_id, info)
+                    .map(|_| ())
             } else {
                 self.registry.register(&app_id, &exec_id, info)
             };

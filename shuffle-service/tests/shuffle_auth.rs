@@ -798,3 +798,74 @@ async fn one_host_flooding_does_not_close_another_hosts_handshake() {
         .await
         .expect("served once authenticated");
 }
+
+/// Under spark.authenticate a RegisterExecutor whose registration cannot be stored (ENOSPC
+/// through the `store_file::sync` failpoint) is answered with a failure and leaves nothing
+/// behind: the executor is not served and its dirs are not claimed, so another application
+/// may register them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_that_cannot_be_stored_claims_no_dirs() {
+    let state = tempfile::tempdir().unwrap();
+    // A fixed port: with an ephemeral one the service keeps registrations in memory only.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let args = |extra: &[&str]| {
+        let mut a: Vec<String> = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--conf",
+            "spark.authenticate=true",
+            "--conf",
+            "croupier.mesos.agent.address=none",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect();
+        a.push("--conf".into());
+        a.push(format!("croupier.state.dir={}", state.path().display()));
+        a
+    };
+    // A store made and closed cleanly first, so the faulty run opens it without writing.
+    let mut ess = Ess::start_with(&args(&[]), &[("_SPARK_AUTH_SECRET", SECRET)]);
+    ess.wait_log("restored ", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no `restored` line in {:?}", ess.log()));
+    assert!(ess.stop().is_some_and(|st| st.success()));
+    let fault = format!("store_file::sync=return(ENOSPC:{})", state.path().display());
+    let ess = Ess::start_with(
+        &args(&[]),
+        &[
+            ("_SPARK_AUTH_SECRET", SECRET),
+            ("CROUPIER_FAILPOINTS", &fault),
+        ],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = ExecutorDirs::create(tmp.path(), "a-0", 1);
+    dirs.write_map_output(0, 1, &[b"alpha"]);
+    let a = Client::connect(ess.addr).await.unwrap();
+    sasl_login(&a, APP_A, SECRET).await.unwrap();
+    let e = server_msg(a.register_executor(APP_A, "0", dirs.info.clone()).await);
+    assert!(
+        e.contains("No space left on device") && e.contains("may be retried"),
+        "{e}"
+    );
+    let fetched = a.fetch_blocks(APP_A, "0", &["shuffle_0_1_0"]).await;
+    assert!(
+        format!("{fetched:?}").contains("not registered"),
+        "the failed registration is not served: {fetched:?}"
+    );
+    // The store still fails for B, but the check of its dirs passes: A claims nothing.
+    let b = Client::connect(ess.addr).await.unwrap();
+    sasl_login(&b, APP_B, SECRET).await.unwrap();
+    let e = server_msg(b.register_executor(APP_B, "0", dirs.info.clone()).await);
+    assert!(
+        e.contains("No space left on device") && !e.contains("another application"),
+        "{e}"
+    );
+}
