@@ -307,7 +307,7 @@ pub fn rpc(
                         }
                     };
                     let path = exec.path(&name);
-                    match std::fs::remove_file(&path) {
+                    match exec.remove(&path) {
                         Ok(()) => {
                             removed += 1;
                             if let Some(stem) = name.strip_suffix(".index") {

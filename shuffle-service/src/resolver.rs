@@ -6,6 +6,7 @@
 //! parsed numeric ids — wire strings are never joined into paths unparsed.
 
 use std::collections::HashMap;
+use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -289,6 +290,69 @@ pub fn canonical_dir(dir: &Path) -> PathBuf {
 }
 
 impl Executor {
+    /// Under `spark.authenticate` (dirs resolved at registration): `path` (from
+    /// [`Executor::path`]) rebuilt on the resolved dir, to be followed without links.
+    fn beneath(&self, path: &Path) -> io::Result<Option<PathBuf>> {
+        let Some(canonical) = &self.canonical else {
+            return Ok(None);
+        };
+        for (dir, resolved) in self.info.local_dirs.iter().zip(canonical) {
+            if let Ok(rel) = path.strip_prefix(dir) {
+                return Ok(Some(resolved.join(rel)));
+            }
+        }
+        Err(io::Error::other(format!(
+            "{} is not inside a registered local dir",
+            path.display()
+        )))
+    }
+
+    /// Opens a file of this executor for reading. Under `spark.authenticate` no component of
+    /// its path may be a symbolic link (`openat2` with `RESOLVE_NO_SYMLINKS` from the dir as
+    /// resolved at registration), so a link placed in an application's dir cannot lead into
+    /// another's.
+    pub fn open(&self, path: &Path) -> io::Result<std::fs::File> {
+        let Some(strict) = self.beneath(path)? else {
+            return std::fs::File::open(path);
+        };
+        use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+        use std::os::fd::FromRawFd;
+        let how = OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+        let fd = openat2(libc::AT_FDCWD, &strict, how).map_err(|e| no_links(path, e))?;
+        // SAFETY: openat2 just returned this descriptor, owned by nothing else.
+        Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+    }
+
+    /// Deletes a file of this executor; under `spark.authenticate` through its parent dir
+    /// opened without following links (see [`Executor::open`]).
+    pub fn remove(&self, path: &Path) -> io::Result<()> {
+        let Some(strict) = self.beneath(path)? else {
+            return std::fs::remove_file(path);
+        };
+        use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let (Some(parent), Some(name)) = (strict.parent(), strict.file_name()) else {
+            return Err(io::Error::other(format!(
+                "{}: no file name",
+                path.display()
+            )));
+        };
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+        let dir = openat2(libc::AT_FDCWD, parent, how).map_err(|e| no_links(path, e))?;
+        // SAFETY: openat2 just returned this descriptor, owned by nothing else.
+        let dir = unsafe { OwnedFd::from_raw_fd(dir) };
+        nix::unistd::unlinkat(
+            Some(dir.as_raw_fd()),
+            name,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        )
+        .map_err(io::Error::from)
+    }
+
     pub fn path(&self, filename: &str) -> PathBuf {
         file_path(
             &self.info.local_dirs,
@@ -313,6 +377,18 @@ pub fn is_block_manager_name(dir: &Path) -> bool {
     dir.file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with("blockmgr-"))
+}
+
+/// A refused or failed open below a registered dir, naming the path.
+fn no_links(path: &Path, e: nix::errno::Errno) -> io::Error {
+    if e == nix::errno::Errno::ELOOP {
+        io::Error::other(format!(
+            "{}: refused: a component of the path is a symbolic link (under spark.authenticate files are opened only beneath the registered local dir, without following links)",
+            path.display()
+        ))
+    } else {
+        io::Error::from(e)
+    }
 }
 
 /// What [`Registry::register_exclusive`] put in place of what.

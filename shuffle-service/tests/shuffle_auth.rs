@@ -869,3 +869,48 @@ async fn a_registration_that_cannot_be_stored_claims_no_dirs() {
         "{e}"
     );
 }
+
+/// Under spark.authenticate files are opened (and deleted) without following links below the
+/// registered dir: application B turns the sub-dirs of its own registered dirs into links to
+/// A's, after registering; fetching and removing through them is refused, naming the path, and
+/// A's files stay whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_planted_in_a_registered_dir_lead_nowhere() {
+    let ess = start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, dirs_a) = registered_app(&ess, tmp.path(), &[b"alpha", b"beta"]).await;
+    let b = Client::connect(ess.addr).await.unwrap();
+    sasl_login(&b, APP_B, SECRET).await.unwrap();
+    let dirs_b = ExecutorDirs::create(&tmp.path().join("b"), "b-0", 2);
+    b.register_executor(APP_B, "0", dirs_b.info.clone())
+        .await
+        .unwrap();
+    for name in ["shuffle_0_1_0.index", "shuffle_0_1_0.data"] {
+        let theirs = dirs_a.path(name);
+        let mine = dirs_b.path(name);
+        let mine_sub = mine.parent().unwrap();
+        if mine_sub.is_symlink() {
+            continue;
+        }
+        let _ = std::fs::remove_dir_all(mine_sub);
+        std::os::unix::fs::symlink(theirs.parent().unwrap(), mine_sub).unwrap();
+        assert!(mine.exists(), "{} leads to A's file", mine.display());
+    }
+    let fetched = b.fetch_blocks(APP_B, "0", &["shuffle_0_1_0"]).await;
+    let text = format!("{fetched:?}");
+    assert!(
+        text.contains("symbolic link") && text.contains("shuffle_0_1_0.index"),
+        "{text}"
+    );
+    let removed = b
+        .remove_blocks(APP_B, "0", &["shuffle_0_1_0.data", "shuffle_0_1_0.index"])
+        .await
+        .unwrap();
+    assert_eq!(removed, 0, "nothing removed through the links");
+    assert!(dirs_a.path("shuffle_0_1_0.data").exists());
+    assert!(dirs_a.path("shuffle_0_1_0.index").exists());
+    assert_eq!(
+        fetch_two(&a, APP_A).await,
+        vec![Bytes::from_static(b"alpha"), Bytes::from_static(b"beta")]
+    );
+}
