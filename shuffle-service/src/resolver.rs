@@ -315,14 +315,9 @@ impl Executor {
         let Some(strict) = self.beneath(path)? else {
             return std::fs::File::open(path);
         };
-        use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-        use std::os::fd::FromRawFd;
-        let how = OpenHow::new()
-            .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
-            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
-        let fd = openat2(libc::AT_FDCWD, &strict, how).map_err(|e| no_links(path, e))?;
-        // SAFETY: openat2 just returned this descriptor, owned by nothing else.
-        Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+        let fd =
+            open_no_links(&strict, nix::fcntl::OFlag::O_RDONLY).map_err(|e| no_links(path, e))?;
+        Ok(std::fs::File::from(fd))
     }
 
     /// Deletes a file of this executor; under `spark.authenticate` through its parent dir
@@ -331,20 +326,18 @@ impl Executor {
         let Some(strict) = self.beneath(path)? else {
             return std::fs::remove_file(path);
         };
-        use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::os::fd::AsRawFd;
         let (Some(parent), Some(name)) = (strict.parent(), strict.file_name()) else {
             return Err(io::Error::other(format!(
                 "{}: no file name",
                 path.display()
             )));
         };
-        let how = OpenHow::new()
-            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
-        let dir = openat2(libc::AT_FDCWD, parent, how).map_err(|e| no_links(path, e))?;
-        // SAFETY: openat2 just returned this descriptor, owned by nothing else.
-        let dir = unsafe { OwnedFd::from_raw_fd(dir) };
+        let dir = open_no_links(
+            parent,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
+        )
+        .map_err(|e| no_links(path, e))?;
         nix::unistd::unlinkat(
             Some(dir.as_raw_fd()),
             name,
@@ -379,9 +372,77 @@ pub fn is_block_manager_name(dir: &Path) -> bool {
         .is_some_and(|n| n.starts_with("blockmgr-"))
 }
 
+/// Opens absolute `path` with `flags`, refusing (ELOOP or ENOTDIR) if any component of it is a
+/// symbolic link: `openat2(RESOLVE_NO_SYMLINKS)`, or on kernels without it (before 5.6) one
+/// `openat(O_NOFOLLOW)` per component.
+fn open_no_links(
+    path: &Path,
+    flags: nix::fcntl::OFlag,
+) -> Result<std::os::fd::OwnedFd, nix::errno::Errno> {
+    use nix::errno::Errno;
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let own = |fd| {
+        // SAFETY: the call just returned this descriptor, owned by nothing else.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+    match openat2(libc::AT_FDCWD, path, how) {
+        Err(Errno::ENOSYS) => walk_no_links(path, flags),
+        r => r.map(own),
+    }
+}
+
+/// [`open_no_links`] without `openat2`: one `openat(O_NOFOLLOW)` per component.
+fn walk_no_links(
+    path: &Path,
+    flags: nix::fcntl::OFlag,
+) -> Result<std::os::fd::OwnedFd, nix::errno::Errno> {
+    use nix::errno::Errno;
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::Mode;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let own = |fd| {
+        // SAFETY: the call just returned this descriptor, owned by nothing else.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    let mut dir = own(nix::fcntl::open(
+        "/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?);
+    let parts: Vec<_> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let Some((last, dirs)) = parts.split_last() else {
+        return Err(Errno::EINVAL);
+    };
+    for part in dirs {
+        dir = own(openat(
+            Some(dir.as_raw_fd()),
+            *part,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?);
+    }
+    openat(
+        Some(dir.as_raw_fd()),
+        *last,
+        flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map(own)
+}
+
 /// A refused or failed open below a registered dir, naming the path.
 fn no_links(path: &Path, e: nix::errno::Errno) -> io::Error {
-    if e == nix::errno::Errno::ELOOP {
+    if e == nix::errno::Errno::ELOOP || e == nix::errno::Errno::ENOTDIR {
         io::Error::other(format!(
             "{}: refused: a component of the path is a symbolic link (under spark.authenticate files are opened only beneath the registered local dir, without following links)",
             path.display()
@@ -565,6 +626,29 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opening_without_links_refuses_a_link_anywhere_in_the_path() {
+        use nix::fcntl::OFlag;
+        let t = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(t.path()).unwrap();
+        std::fs::create_dir_all(root.join("blockmgr-a/0c")).unwrap();
+        std::fs::write(root.join("blockmgr-a/0c/f"), b"x").unwrap();
+        std::fs::create_dir(root.join("blockmgr-b")).unwrap();
+        std::os::unix::fs::symlink(root.join("blockmgr-a/0c"), root.join("blockmgr-b/0c")).unwrap();
+        std::os::unix::fs::symlink(root.join("blockmgr-a/0c/f"), root.join("blockmgr-a/0c/g"))
+            .unwrap();
+        for open in [open_no_links, walk_no_links] {
+            assert!(open(&root.join("blockmgr-a/0c/f"), OFlag::O_RDONLY).is_ok());
+            for bad in ["blockmgr-b/0c/f", "blockmgr-a/0c/g"] {
+                let e = open(&root.join(bad), OFlag::O_RDONLY).unwrap_err();
+                assert!(
+                    matches!(e, nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR),
+                    "{bad}: {e}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn digest_vectors() {
