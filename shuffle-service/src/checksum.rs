@@ -74,8 +74,9 @@ pub fn diagnose(
         let sum_path = exec.path(&format!(
             "shuffle_{shuffle_id}_{map_id}_0.checksum.{algorithm}"
         ));
-        let mut f =
-            std::fs::File::open(&sum_path).map_err(|e| format!("{}: {e}", sum_path.display()))?;
+        let mut f = exec
+            .open(&sum_path)
+            .map_err(|e| format!("{}: {e}", sum_path.display()))?;
         f.seek(SeekFrom::Start(reduce_id as u64 * 8))
             .map_err(|e| e.to_string())?;
         let mut b = [0u8; 8];

@@ -66,7 +66,11 @@ AUTHENTICATION (the same values as in every application's configuration)
   croupier.authenticate.handshakeTimeout   30s    a connection not authenticated this long after
                                                   it opened is closed
   croupier.authenticate.maxPendingConnections  1/4 of the open-file limit (at most 1024)
-                                  connections authenticating at once; one more closes the oldest.
+                                  connections authenticating at once; one more closes one of
+                                  the host holding the most (its idle ones first)
+  croupier.authenticate.maxPendingConnectionsPerHost  half of the above
+                                  of those, from one peer address; one more closes that
+                                  host's own oldest (idle ones first)
                                   Before authenticating, frames over 16 KiB are refused unread
 Every invalid setting is reported at once, each with its key, value, source and what is
 accepted. Unknown keys, and Spark keys the JVM service honours but this one ignores, get one

@@ -118,22 +118,27 @@ pub fn rpc(
             // written off the reactor.
             let shared = shared.clone();
             Reply::Blocking(Box::new(move || {
+                // Under spark.authenticate the check and the claim are one step in the
+                // registry; should the store then fail, the claim is rolled back.
+                let mut claimed = None;
                 if exclusive {
-                    if let Err(e) =
-                        shared
-                            .registry
-                            .register_exclusive(&app_id, &exec_id, info.clone())
+                    match shared
+                        .registry
+                        .register_exclusive(&app_id, &exec_id, info.clone())
                     {
-                        if let ResolveError::DirInUse {
-                            other_app,
-                            resolved,
-                            ..
-                        } = &e
-                        {
-                            shared.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(%peer, app = %app_id, "refused RegisterExecutor of {app_id}/{exec_id}: local dir {resolved} overlaps one registered by application {other_app}");
+                        Ok(r) => claimed = Some(r),
+                        Err(e) => {
+                            if let ResolveError::DirInUse {
+                                other_app,
+                                resolved,
+                                ..
+                            } = &e
+                            {
+                                shared.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(%peer, app = %app_id, "refused RegisterExecutor of {app_id}/{exec_id}: local dir {resolved} overlaps one registered by application {other_app}");
+                            }
+                            return Err(format!("RegisterExecutor rejected: {e}"));
                         }
-                        return Err(format!("RegisterExecutor rejected: {e}"));
                     }
                 }
                 let Some(store) = store else {
@@ -149,6 +154,9 @@ pub fn rpc(
                         .metrics
                         .store_write_errors
                         .fetch_add(1, Ordering::Relaxed);
+                    if let Some(r) = claimed {
+                        shared.registry.roll_back(&app_id, &exec_id, r);
+                    }
                     tracing::error!(%peer, "executor {desc} not registered: {e}");
                     return Err(format!(
                         "RegisterExecutor (appId={app_id}, execId={exec_id}) failed and may be retried: {e}"
@@ -299,7 +307,7 @@ pub fn rpc(
                         }
                     };
                     let path = exec.path(&name);
-                    match std::fs::remove_file(&path) {
+                    match exec.remove(&path) {
                         Ok(()) => {
                             removed += 1;
                             if let Some(stem) = name.strip_suffix(".index") {

@@ -246,7 +246,7 @@ impl IndexCache {
             }
         }
         let index_path = exec.index_path(shuffle_id, map_id);
-        let index = load(&index_path)?;
+        let index = load(exec, &index_path)?;
         let output = Arc::new(MapOutput {
             exec: exec.clone(),
             shuffle_id,
@@ -317,13 +317,13 @@ impl IndexCache {
     }
 }
 
-fn load(path: &Path) -> Result<Index, IndexError> {
+fn load(exec: &Executor, path: &Path) -> Result<Index, IndexError> {
     use std::io::Read;
     let io = |source| IndexError::Io {
         path: path.into(),
         source,
     };
-    let f = std::fs::File::open(path).map_err(io)?;
+    let f = exec.open(path).map_err(io)?;
     if let Some(e) = crate::faults::injected("index::read", path) {
         return Err(io(e));
     }

@@ -239,10 +239,7 @@ fn remove_app(shared: &Arc<Shared>, app: &str, why: Delete) {
 /// Spark's executors register the directories their `DiskBlockManager` made:
 /// `<spark.local.dir>/.../blockmgr-<uuid>`. Only such a directory (not a link) is deleted.
 fn is_block_manager_dir(dir: &Path) -> bool {
-    let named = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("blockmgr-"));
+    let named = crate::resolver::is_block_manager_name(dir);
     let not_a_link = std::fs::symlink_metadata(dir).map_or(true, |m| !m.file_type().is_symlink());
     named && not_a_link
 }

@@ -6,6 +6,7 @@
 //! parsed numeric ids — wire strings are never joined into paths unparsed.
 
 use std::collections::HashMap;
+use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -289,6 +290,62 @@ pub fn canonical_dir(dir: &Path) -> PathBuf {
 }
 
 impl Executor {
+    /// Under `spark.authenticate` (dirs resolved at registration): `path` (from
+    /// [`Executor::path`]) rebuilt on the resolved dir, to be followed without links.
+    fn beneath(&self, path: &Path) -> io::Result<Option<PathBuf>> {
+        let Some(canonical) = &self.canonical else {
+            return Ok(None);
+        };
+        for (dir, resolved) in self.info.local_dirs.iter().zip(canonical) {
+            if let Ok(rel) = path.strip_prefix(dir) {
+                return Ok(Some(resolved.join(rel)));
+            }
+        }
+        Err(io::Error::other(format!(
+            "{} is not inside a registered local dir",
+            path.display()
+        )))
+    }
+
+    /// Opens a file of this executor for reading. Under `spark.authenticate` no component of
+    /// its path may be a symbolic link (`openat2` with `RESOLVE_NO_SYMLINKS` from the dir as
+    /// resolved at registration), so a link placed in an application's dir cannot lead into
+    /// another's.
+    pub fn open(&self, path: &Path) -> io::Result<std::fs::File> {
+        let Some(strict) = self.beneath(path)? else {
+            return std::fs::File::open(path);
+        };
+        let fd =
+            open_no_links(&strict, nix::fcntl::OFlag::O_RDONLY).map_err(|e| no_links(path, e))?;
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// Deletes a file of this executor; under `spark.authenticate` through its parent dir
+    /// opened without following links (see [`Executor::open`]).
+    pub fn remove(&self, path: &Path) -> io::Result<()> {
+        let Some(strict) = self.beneath(path)? else {
+            return std::fs::remove_file(path);
+        };
+        use std::os::fd::AsRawFd;
+        let (Some(parent), Some(name)) = (strict.parent(), strict.file_name()) else {
+            return Err(io::Error::other(format!(
+                "{}: no file name",
+                path.display()
+            )));
+        };
+        let dir = open_no_links(
+            parent,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
+        )
+        .map_err(|e| no_links(path, e))?;
+        nix::unistd::unlinkat(
+            Some(dir.as_raw_fd()),
+            name,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        )
+        .map_err(io::Error::from)
+    }
+
     pub fn path(&self, filename: &str) -> PathBuf {
         file_path(
             &self.info.local_dirs,
@@ -305,6 +362,100 @@ impl Executor {
     pub fn rdd_path(&self, rdd_id: i32, split: i32) -> PathBuf {
         self.path(&format!("rdd_{rdd_id}_{split}"))
     }
+}
+
+/// Whether `dir` is named as Spark's `DiskBlockManager` names its dirs
+/// (`<spark.local.dir>/.../blockmgr-<uuid>`).
+pub fn is_block_manager_name(dir: &Path) -> bool {
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("blockmgr-"))
+}
+
+/// Opens absolute `path` with `flags`, refusing (ELOOP or ENOTDIR) if any component of it is a
+/// symbolic link: `openat2(RESOLVE_NO_SYMLINKS)`, or on kernels without it (before 5.6) one
+/// `openat(O_NOFOLLOW)` per component.
+fn open_no_links(
+    path: &Path,
+    flags: nix::fcntl::OFlag,
+) -> Result<std::os::fd::OwnedFd, nix::errno::Errno> {
+    use nix::errno::Errno;
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let own = |fd| {
+        // SAFETY: the call just returned this descriptor, owned by nothing else.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+    match openat2(libc::AT_FDCWD, path, how) {
+        Err(Errno::ENOSYS) => walk_no_links(path, flags),
+        r => r.map(own),
+    }
+}
+
+/// [`open_no_links`] without `openat2`: one `openat(O_NOFOLLOW)` per component.
+fn walk_no_links(
+    path: &Path,
+    flags: nix::fcntl::OFlag,
+) -> Result<std::os::fd::OwnedFd, nix::errno::Errno> {
+    use nix::errno::Errno;
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::Mode;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let own = |fd| {
+        // SAFETY: the call just returned this descriptor, owned by nothing else.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    let mut dir = own(nix::fcntl::open(
+        "/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?);
+    let parts: Vec<_> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let Some((last, dirs)) = parts.split_last() else {
+        return Err(Errno::EINVAL);
+    };
+    for part in dirs {
+        dir = own(openat(
+            Some(dir.as_raw_fd()),
+            *part,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?);
+    }
+    openat(
+        Some(dir.as_raw_fd()),
+        *last,
+        flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map(own)
+}
+
+/// A refused or failed open below a registered dir, naming the path.
+fn no_links(path: &Path, e: nix::errno::Errno) -> io::Error {
+    if e == nix::errno::Errno::ELOOP || e == nix::errno::Errno::ENOTDIR {
+        io::Error::other(format!(
+            "{}: refused: a component of the path is a symbolic link (under spark.authenticate files are opened only beneath the registered local dir, without following links)",
+            path.display()
+        ))
+    } else {
+        io::Error::from(e)
+    }
+}
+
+/// What [`Registry::register_exclusive`] put in place of what.
+pub struct Replaced {
+    new: Arc<Executor>,
+    old: Option<Arc<Executor>>,
 }
 
 /// `(appId, execId) → ExecutorShuffleInfo`, grouped by app for removal.
@@ -336,12 +487,14 @@ impl Registry {
     /// Registers (or replaces) an executor whose local dirs must not overlap (be, contain or
     /// lie inside) a dir another application registered: under `spark.authenticate` an
     /// application may only reach its own files. Blocking (resolves the dirs on disk).
+    ///
+    /// Returns what to pass to [`Registry::roll_back`] should the registration not be kept.
     pub fn register_exclusive(
         &self,
         app_id: &str,
         exec_id: &str,
         info: ExecutorShuffleInfo,
-    ) -> Result<(), ResolveError> {
+    ) -> Result<Replaced, ResolveError> {
         validate_executor(app_id, exec_id, &info)?;
         let mine: Vec<PathBuf> = info
             .local_dirs
@@ -350,35 +503,81 @@ impl Registry {
             .collect();
         let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
         for (other, execs) in apps.iter().filter(|(a, _)| a.as_str() != app_id) {
-            let theirs = execs.values().flat_map(|e| match &e.canonical {
-                Some(c) => c.clone(),
-                // Registered without the check (cannot happen under spark.authenticate, where
-                // restored registrations are resolved too): compare as written.
-                None => e.info.local_dirs.iter().map(PathBuf::from).collect(),
-            });
-            for t in theirs {
-                if let Some(i) = mine
-                    .iter()
-                    .position(|m| m.starts_with(&t) || t.starts_with(m))
-                {
-                    return Err(ResolveError::DirInUse {
-                        app_id: app_id.into(),
-                        exec_id: exec_id.into(),
-                        dir: info.local_dirs[i].clone(),
-                        resolved: mine[i].display().to_string(),
-                        other_app: other.clone(),
-                    });
+            for e in execs.values() {
+                // By reference: restoring n registrations must not copy every other one's dirs.
+                let as_written: Vec<PathBuf>;
+                let theirs: &[PathBuf] = match &e.canonical {
+                    Some(c) => c,
+                    // Registered without the check (cannot happen under spark.authenticate,
+                    // where restored registrations are resolved too): compare as written.
+                    None => {
+                        as_written = e.info.local_dirs.iter().map(PathBuf::from).collect();
+                        &as_written
+                    }
+                };
+                for t in theirs {
+                    if let Some(i) = mine
+                        .iter()
+                        .position(|m| m.starts_with(t) || t.starts_with(m))
+                    {
+                        return Err(ResolveError::DirInUse {
+                            app_id: app_id.into(),
+                            exec_id: exec_id.into(),
+                            dir: info.local_dirs[i].clone(),
+                            resolved: mine[i].display().to_string(),
+                            other_app: other.clone(),
+                        });
+                    }
                 }
             }
         }
-        apps.entry(app_id.to_owned()).or_default().insert(
-            exec_id.to_owned(),
-            Arc::new(Executor {
-                info,
-                canonical: Some(mine),
-            }),
-        );
-        Ok(())
+        // Only a block manager's own dir may be claimed: not `/tmp` or a framework's whole
+        // sandbox, which would lock every other application out.
+        for (dir, resolved) in info.local_dirs.iter().zip(&mine) {
+            if !(is_block_manager_name(Path::new(dir)) && is_block_manager_name(resolved)) {
+                return Err(ResolveError::BadLocalDir {
+                    app_id: app_id.into(),
+                    exec_id: exec_id.into(),
+                    dir: dir.clone(),
+                    reason: "under spark.authenticate a local dir must be a Spark block manager's \
+                             dir, named blockmgr-* (also once symlinks are resolved)",
+                });
+            }
+        }
+        let new = Arc::new(Executor {
+            info,
+            canonical: Some(mine),
+        });
+        let old = apps
+            .entry(app_id.to_owned())
+            .or_default()
+            .insert(exec_id.to_owned(), new.clone());
+        Ok(Replaced { new, old })
+    }
+
+    /// Undoes a [`Registry::register_exclusive`] (its registration could not be stored):
+    /// the previous registration of that executor comes back, or none, so the refused one
+    /// neither serves nor claims its dirs. Nothing changes if the executor was registered
+    /// again meanwhile.
+    pub fn roll_back(&self, app_id: &str, exec_id: &str, r: Replaced) {
+        let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
+        let Some(execs) = apps.get_mut(app_id) else {
+            return;
+        };
+        if !execs.get(exec_id).is_some_and(|e| Arc::ptr_eq(e, &r.new)) {
+            return;
+        }
+        match r.old {
+            Some(old) => {
+                execs.insert(exec_id.to_owned(), old);
+            }
+            None => {
+                execs.remove(exec_id);
+                if execs.is_empty() {
+                    apps.remove(app_id);
+                }
+            }
+        }
     }
 
     pub fn get(&self, app_id: &str, exec_id: &str) -> Result<Arc<Executor>, ResolveError> {
@@ -427,6 +626,29 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opening_without_links_refuses_a_link_anywhere_in_the_path() {
+        use nix::fcntl::OFlag;
+        let t = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(t.path()).unwrap();
+        std::fs::create_dir_all(root.join("blockmgr-a/0c")).unwrap();
+        std::fs::write(root.join("blockmgr-a/0c/f"), b"x").unwrap();
+        std::fs::create_dir(root.join("blockmgr-b")).unwrap();
+        std::os::unix::fs::symlink(root.join("blockmgr-a/0c"), root.join("blockmgr-b/0c")).unwrap();
+        std::os::unix::fs::symlink(root.join("blockmgr-a/0c/f"), root.join("blockmgr-a/0c/g"))
+            .unwrap();
+        for open in [open_no_links, walk_no_links] {
+            assert!(open(&root.join("blockmgr-a/0c/f"), OFlag::O_RDONLY).is_ok());
+            for bad in ["blockmgr-b/0c/f", "blockmgr-a/0c/g"] {
+                let e = open(&root.join(bad), OFlag::O_RDONLY).unwrap_err();
+                assert!(
+                    matches!(e, nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR),
+                    "{bad}: {e}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn digest_vectors() {

@@ -165,7 +165,7 @@ impl<'a> Sender<'a> {
                             .shared
                             .index_cache
                             .get(&exec, shuffle_id, range.map_id)?;
-                        let (file, size) = open(&m.data_path)?;
+                        let (file, size) = open(&m.exec, &m.data_path)?;
                         self.open = Some(Open {
                             file: Arc::new(file),
                             size,
@@ -196,7 +196,7 @@ impl<'a> Sender<'a> {
                     return Err(ChunkError::RddDisabled);
                 }
                 let path = exec.rdd_path(rdd_id, split);
-                let (file, size) = match open(&path) {
+                let (file, size) = match open(&exec, &path) {
                     Ok(f) => f,
                     Err(ChunkError::Open { path, source })
                         if source.kind() == io::ErrorKind::NotFound =>
@@ -377,12 +377,12 @@ impl Partial {
 }
 
 /// Opens a data file and reads its size.
-fn open(path: &Path) -> Result<(File, u64), ChunkError> {
+fn open(exec: &Executor, path: &Path) -> Result<(File, u64), ChunkError> {
     let err = |source| ChunkError::Open {
         path: path.to_owned(),
         source,
     };
-    let file = File::open(path).map_err(err)?;
+    let file = exec.open(path).map_err(err)?;
     let size = file.metadata().map_err(err)?.len();
     Ok((file, size))
 }

@@ -10,7 +10,7 @@
 //! Connections are never closed for being idle.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -167,22 +167,44 @@ async fn serve_connection(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr
     let mut auth = ConnAuth::default();
     if shared.config.auth.enabled {
         auth.gate = Some(Gate::new());
-        let (admission, evicted) = shared.pending.admit(conn);
+        let (admission, evicted) = shared.pending.admit(conn, peer.ip());
         if evicted > 0 {
             log_evictions(&shared, peer);
         }
         auth.admission = Some(admission);
         auth.deadline = Some(tokio::time::Instant::now() + shared.config.auth.handshake_timeout);
     }
-    let fd = rd.as_ref().as_raw_fd();
-    let stop = reader_loop(&shared, rd, &tx, peer, conn, &mut auth).await;
-    if matches!(stop, Stop::Abort(_) | Stop::Evicted(_)) {
+    let mut rd = rd;
+    let mut writer = writer;
+    let stop = reader_loop(&shared, &mut rd, &tx, peer, conn, &mut auth).await;
+    drop(tx);
+    // `rd` is still alive here, so its descriptor cannot have been reused by another
+    // connection: shutting it down acts on this socket only.
+    let shut = || {
+        let _ = nix::sys::socket::shutdown(
+            rd.as_ref().as_fd().as_raw_fd(),
+            nix::sys::socket::Shutdown::Both,
+        );
+    };
+    if let Some((deadline, evict)) = auth.limit() {
+        // Never authenticated, whatever made the reader stop: the writer may still flush what
+        // is queued (a refusal), but only within the handshake deadline and until evicted;
+        // the connection keeps its place among those authenticating until then. Then the
+        // socket is shut down both ways so that a writer stuck behind a peer that does not
+        // read returns at once, and the descriptor is freed.
+        if !matches!(stop, Stop::Abort(_) | Stop::Evicted(_)) {
+            tokio::select! {
+                _ = &mut writer => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = evict.cancelled() => {}
+            }
+        }
+        shut();
+    } else if matches!(stop, Stop::Abort(_) | Stop::Evicted(_)) {
         // Nothing more is owed to this peer: free the descriptor now, even if the writer is
         // stuck behind a socket the peer does not read.
-        let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+        shut();
     }
-    drop(auth);
-    drop(tx);
     let dropped = shared.streams.connection_closed(conn);
     match stop {
         Stop::Eof => tracing::debug!(%peer, conn, dropped, "connection closed by peer"),
@@ -196,6 +218,10 @@ async fn serve_connection(shared: Arc<Shared>, sock: TcpStream, peer: SocketAddr
         }
     }
     let _ = writer.await;
+    // Released only now: an unauthenticated connection counts against
+    // croupier.authenticate.maxPendingConnections until its writer is gone.
+    drop(auth);
+    drop(rd);
     shared
         .metrics
         .active_connections
@@ -276,7 +302,7 @@ fn auth_failed(shared: &Shared, peer: SocketAddr, app: Option<&str>, what: &str)
 
 async fn reader_loop(
     shared: &Arc<Shared>,
-    mut rd: OwnedReadHalf,
+    rd: &mut OwnedReadHalf,
     tx: &mpsc::Sender<Out>,
     peer: SocketAddr,
     conn: u64,
@@ -312,8 +338,11 @@ async fn reader_loop(
                         request_id: 0,
                         error: format!("{e}: not a Spark 3.5 message type"),
                     };
-                    if tx.send(Out::Frame(reply.to_bytes())).await.is_err() {
-                        return Stop::Closed("writer gone".into());
+                    if let Err(stop) =
+                        send_limited(shared, tx, peer, auth.limit(), Out::Frame(reply.to_bytes()))
+                            .await
+                    {
+                        return stop;
                     }
                     continue;
                 }
@@ -332,7 +361,14 @@ async fn reader_loop(
                         request_id,
                         error: format!("{e}; closing the connection"),
                     };
-                    let _ = tx.send(Out::Frame(reply.to_bytes())).await;
+                    if let Err(stop) =
+                        send_limited(shared, tx, peer, auth.limit(), Out::Frame(reply.to_bytes()))
+                            .await
+                    {
+                        if !matches!(stop, Stop::Closed(_)) {
+                            return stop;
+                        }
+                    }
                     return closed(shared, ErrorKind::BadFrame, e.to_string());
                 }
             };
@@ -372,6 +408,11 @@ async fn reader_loop(
             }
             None => rd.read_buf(&mut buf).await,
         };
+        if let (Ok(n), Some(admission)) = (&read, &auth.admission) {
+            if *n > 0 {
+                admission.started();
+            }
+        }
         if let (Ok(_), Some(inbound)) = (&read, &mut auth.inbound) {
             if let Err(e) = inbound.after_read(&mut buf, from) {
                 auth_failed(shared, peer, auth.client.as_deref(), &e.to_string());
@@ -393,6 +434,27 @@ async fn reader_loop(
     }
 }
 
+/// Queues `o` for the writer. While unauthenticated (`limit` set) a peer that sends but never
+/// reads must not outlive its handshake deadline or its eviction blocked here.
+async fn send_limited(
+    shared: &Shared,
+    tx: &mpsc::Sender<Out>,
+    peer: SocketAddr,
+    limit: Option<(tokio::time::Instant, CancellationToken)>,
+    o: Out,
+) -> Result<(), Stop> {
+    let Some((deadline, evict)) = limit else {
+        return tx
+            .send(o)
+            .await
+            .map_err(|_| Stop::Closed("writer gone".into()));
+    };
+    tokio::select! {
+        r = tx.send(o) => r.map_err(|_| Stop::Closed("writer gone".into())),
+        stop = pre_auth_limit(shared, peer, deadline, evict, None) => Err(stop),
+    }
+}
+
 /// Before authentication (spec `spark-auth.md` §4): RpcRequests are authentication messages;
 /// one-way messages are dropped (logged), uploads refused and the connection closed; chunk,
 /// stream and merged-meta requests — which Spark serves unauthenticated — are refused and the
@@ -406,21 +468,7 @@ async fn handle_unauthenticated(
 ) -> Result<(), Stop> {
     // A peer that sends but never reads must not outlive its deadline blocked here either.
     let limit = auth.limit();
-    let send = |o: Out| {
-        let limit = limit.clone();
-        async move {
-            let Some((deadline, evict)) = limit else {
-                return tx
-                    .send(o)
-                    .await
-                    .map_err(|_| Stop::Closed("writer gone".into()));
-            };
-            tokio::select! {
-                r = tx.send(o) => r.map_err(|_| Stop::Closed("writer gone".into())),
-                stop = pre_auth_limit(shared, peer, deadline, evict, None) => Err(stop),
-            }
-        }
-    };
+    let send = |o: Out| send_limited(shared, tx, peer, limit.clone(), o);
     let refuse_and_close = |what: String| {
         auth_failed(shared, peer, None, &what);
         Stop::Closed(format!("{what} before authenticating"))

@@ -35,7 +35,10 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: Config, store: Option<Store>, agent: Option<AgentClient>) -> Arc<Shared> {
         Arc::new(Shared {
-            pending: Arc::new(Pending::new(config.auth.max_pending)),
+            pending: Arc::new(Pending::new(
+                config.auth.max_pending,
+                config.auth.pending_per_host(),
+            )),
             index_cache: IndexCache::new(config.index_cache_size),
             config,
             registry: Registry::default(),
@@ -55,7 +58,9 @@ impl Shared {
             // Under spark.authenticate restored dirs are resolved too, so later registrations
             // of other applications are checked against them.
             let r = if self.config.auth.enabled {
-                self.registry.register_exclusive(&app_id, &exec_id, info)
+                self.registry
+                    .register_exclusive(&app_id, &exec_id, info)
+                    .map(|_| ())
             } else {
                 self.registry.register(&app_id, &exec_id, info)
             };

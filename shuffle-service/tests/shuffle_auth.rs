@@ -47,6 +47,16 @@ fn server_msg(r: Result<impl std::fmt::Debug, ClientError>) -> String {
 
 /// The client half of DIGEST-MD5 as the JDK client sends it for Spark.
 async fn sasl_login(c: &Client, app: &str, secret: &str) -> Result<(), ClientError> {
+    sasl_login_then(c, app, secret, || {}).await
+}
+
+/// [`sasl_login`], calling `between` once the challenge is in (mid-handshake).
+async fn sasl_login_then(
+    c: &Client,
+    app: &str,
+    secret: &str,
+    between: impl FnOnce(),
+) -> Result<(), ClientError> {
     let first = SaslMessage {
         app_id: app.into(),
         payload: Vec::new(),
@@ -61,6 +71,7 @@ async fn sasl_login(c: &Client, app: &str, secret: &str) -> Result<(), ClientErr
         .to_string();
     assert!(challenge.contains("realm=\"default\""), "{challenge}");
     assert!(challenge.contains("algorithm=md5-sess"), "{challenge}");
+    between();
     let password = netty_base64(secret.as_bytes());
     let cnonce = "n0VvM3Fh3p9mBz6pZ5y8r2s7Qw1Kx4Lc0Jd9Tg5U";
     let input = DigestInput {
@@ -657,6 +668,22 @@ async fn an_application_cannot_register_another_applications_dirs() {
             "{dir}: {e}"
         );
     }
+    // Nor a dir that is not a block manager's (e.g. /tmp, which would lock every other
+    // application out), even behind a link named like one.
+    let shared_dir = tmp.path().join("shared");
+    std::fs::create_dir(&shared_dir).unwrap();
+    let disguised = tmp.path().join("blockmgr-disguised");
+    std::os::unix::fs::symlink(&shared_dir, &disguised).unwrap();
+    for dir in [&shared_dir, &disguised] {
+        let dir = dir.display().to_string();
+        let mut info = own.info.clone();
+        info.local_dirs.push(dir.clone());
+        let e = server_msg(b.register_executor(APP_B, "0", info).await);
+        assert!(
+            e.contains(&format!("local dir {dir:?}")) && e.contains("blockmgr-*"),
+            "{dir}: {e}"
+        );
+    }
     // B registers its own dirs; A's blocks stay A's.
     b.register_executor(APP_B, "0", own.info.clone())
         .await
@@ -674,4 +701,216 @@ async fn an_application_cannot_register_another_applications_dirs() {
         )
         .expect("a log line");
     assert!(line.contains(APP_A) && line.contains(APP_B), "{line}");
+}
+
+/// The review's descriptor attack, under `ulimit -n 64`: fifty peers that never authenticate
+/// each send ~900 KB of frames of an unknown type (each answered with an RpcFailure), never
+/// read the answers (a small receive buffer), half-close and stay connected. Whether the
+/// service's reader stops blocked on a reply or at EOF with the writer stuck, such a
+/// connection counts against `maxPendingConnections` until its descriptor is freed: the
+/// service keeps descriptors to spare and a real client still authenticates and fetches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_peers_that_never_read_replies_hold_no_descriptors() {
+    let ess = Ess::start_with_nofile(
+        &[
+            ("spark.authenticate", "true"),
+            ("spark.authenticate.secret", SECRET),
+            ("croupier.admin.address", "127.0.0.1:0"),
+            // Far beyond the test: only the pending bound can free the descriptors.
+            ("croupier.authenticate.handshakeTimeout", "300s"),
+        ],
+        64,
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, _dirs) = registered_app(&ess, tmp.path(), &[b"alpha", b"beta"]).await;
+    let want = vec![Bytes::from_static(b"alpha"), Bytes::from_static(b"beta")];
+    // Length 9 (the length field and the type byte), type 99: well delimited, unknown.
+    let frames: Vec<u8> = [0, 0, 0, 0, 0, 0, 0, 9, 99].repeat(100_000);
+    let mut held = Vec::new();
+    for i in 0..50 {
+        let mut s =
+            TcpStream::connect(ess.addr).unwrap_or_else(|e| panic!("attacking socket {i}: {e}"));
+        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBuf, &4096).unwrap();
+        s.set_write_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        // The service stops reading once its answers back up: a timeout ends the write.
+        let _ = s.write_all(&frames);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        held.push(s);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let c = Client::connect(ess.addr).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), sasl_login(&c, APP_A, SECRET))
+        .await
+        .expect("a new client authenticates while the attacking sockets are open")
+        .unwrap();
+    assert_eq!(fetch_two(&c, APP_A).await, want, "a new client");
+    assert_eq!(fetch_two(&a, APP_A).await, want, "the authenticated client");
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", ess.pid()))
+        .unwrap()
+        .count();
+    assert!(fds < 56, "the service holds {fds} of its 64 descriptors");
+    assert!(ess.metric("croupier_shuffle_unauthenticated_connections") <= 16.0);
+    assert!(ess.metric("croupier_shuffle_accept_errors_total") == 0.0);
+    drop(held);
+}
+
+/// A socket to `addr` from another loopback address (another host, as the service sees it).
+fn connect_from(from: [u8; 4], addr: std::net::SocketAddr) -> TcpStream {
+    tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(async {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind((std::net::Ipv4Addr::from(from), 0).into()).unwrap();
+            s.connect(addr).await.unwrap().into_std().unwrap()
+        })
+    })
+}
+
+/// One host (127.0.0.2) opening far more unauthenticated sockets than maxPendingConnections
+/// while a client on another host (127.0.0.1) is mid-handshake: the flood closes only its own
+/// sockets (beyond maxPendingConnectionsPerHost, half of 8 by default), the handshake completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_flooding_does_not_close_another_hosts_handshake() {
+    let ess = start(&[("croupier.authenticate.maxPendingConnections", "8")]);
+    let addr = ess.addr;
+    let c = Client::connect(addr).await.unwrap();
+    let mut flood = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        sasl_login_then(&c, APP_A, SECRET, || {
+            flood = (0..30)
+                .map(|_| connect_from([127, 0, 0, 2], addr))
+                .collect();
+            // Let the service accept them all before the handshake goes on.
+            std::thread::sleep(Duration::from_millis(500));
+        }),
+    )
+    .await
+    .expect("the handshake finishes")
+    .expect("the handshake begun before the flood succeeds");
+    assert_eq!(flood.len(), 30);
+    let evicted = ess.metric("croupier_shuffle_unauthenticated_evicted_total");
+    assert_eq!(evicted, 26.0, "the flooding host keeps 4 of its 30");
+    assert!(ess.metric("croupier_shuffle_unauthenticated_connections") <= 4.0);
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = ExecutorDirs::create(tmp.path(), "a-0", 1);
+    c.register_executor(APP_A, "0", dirs.info.clone())
+        .await
+        .expect("served once authenticated");
+}
+
+/// Under spark.authenticate a RegisterExecutor whose registration cannot be stored (ENOSPC
+/// through the `store_file::sync` failpoint) is answered with a failure and leaves nothing
+/// behind: the executor is not served and its dirs are not claimed, so another application
+/// may register them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_that_cannot_be_stored_claims_no_dirs() {
+    let state = tempfile::tempdir().unwrap();
+    // A fixed port: with an ephemeral one the service keeps registrations in memory only.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let args = |extra: &[&str]| {
+        let mut a: Vec<String> = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--conf",
+            "spark.authenticate=true",
+            "--conf",
+            "croupier.mesos.agent.address=none",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect();
+        a.push("--conf".into());
+        a.push(format!("croupier.state.dir={}", state.path().display()));
+        a
+    };
+    // A store made and closed cleanly first, so the faulty run opens it without writing.
+    let mut ess = Ess::start_with(&args(&[]), &[("_SPARK_AUTH_SECRET", SECRET)]);
+    ess.wait_log("restored ", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no `restored` line in {:?}", ess.log()));
+    assert!(ess.stop().is_some_and(|st| st.success()));
+    let fault = format!("store_file::sync=return(ENOSPC:{})", state.path().display());
+    let ess = Ess::start_with(
+        &args(&[]),
+        &[
+            ("_SPARK_AUTH_SECRET", SECRET),
+            ("CROUPIER_FAILPOINTS", &fault),
+        ],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = ExecutorDirs::create(tmp.path(), "a-0", 1);
+    dirs.write_map_output(0, 1, &[b"alpha"]);
+    let a = Client::connect(ess.addr).await.unwrap();
+    sasl_login(&a, APP_A, SECRET).await.unwrap();
+    let e = server_msg(a.register_executor(APP_A, "0", dirs.info.clone()).await);
+    assert!(
+        e.contains("No space left on device") && e.contains("may be retried"),
+        "{e}"
+    );
+    let fetched = a.fetch_blocks(APP_A, "0", &["shuffle_0_1_0"]).await;
+    assert!(
+        format!("{fetched:?}").contains("not registered"),
+        "the failed registration is not served: {fetched:?}"
+    );
+    // The store still fails for B, but the check of its dirs passes: A claims nothing.
+    let b = Client::connect(ess.addr).await.unwrap();
+    sasl_login(&b, APP_B, SECRET).await.unwrap();
+    let e = server_msg(b.register_executor(APP_B, "0", dirs.info.clone()).await);
+    assert!(
+        e.contains("No space left on device") && !e.contains("another application"),
+        "{e}"
+    );
+}
+
+/// Under spark.authenticate files are opened (and deleted) without following links below the
+/// registered dir: application B turns the sub-dirs of its own registered dirs into links to
+/// A's, after registering; fetching and removing through them is refused, naming the path, and
+/// A's files stay whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_planted_in_a_registered_dir_lead_nowhere() {
+    let ess = start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, dirs_a) = registered_app(&ess, tmp.path(), &[b"alpha", b"beta"]).await;
+    let b = Client::connect(ess.addr).await.unwrap();
+    sasl_login(&b, APP_B, SECRET).await.unwrap();
+    let dirs_b = ExecutorDirs::create(&tmp.path().join("b"), "b-0", 2);
+    b.register_executor(APP_B, "0", dirs_b.info.clone())
+        .await
+        .unwrap();
+    for name in ["shuffle_0_1_0.index", "shuffle_0_1_0.data"] {
+        let theirs = dirs_a.path(name);
+        let mine = dirs_b.path(name);
+        let mine_sub = mine.parent().unwrap();
+        if mine_sub.is_symlink() {
+            continue;
+        }
+        let _ = std::fs::remove_dir_all(mine_sub);
+        std::os::unix::fs::symlink(theirs.parent().unwrap(), mine_sub).unwrap();
+        assert!(mine.exists(), "{} leads to A's file", mine.display());
+    }
+    let fetched = b.fetch_blocks(APP_B, "0", &["shuffle_0_1_0"]).await;
+    let text = format!("{fetched:?}");
+    assert!(
+        text.contains("symbolic link") && text.contains("shuffle_0_1_0.index"),
+        "{text}"
+    );
+    let removed = b
+        .remove_blocks(APP_B, "0", &["shuffle_0_1_0.data", "shuffle_0_1_0.index"])
+        .await
+        .unwrap();
+    assert_eq!(removed, 0, "nothing removed through the links");
+    assert!(dirs_a.path("shuffle_0_1_0.data").exists());
+    assert!(dirs_a.path("shuffle_0_1_0.index").exists());
+    assert_eq!(
+        fetch_two(&a, APP_A).await,
+        vec![Bytes::from_static(b"alpha"), Bytes::from_static(b"beta")]
+    );
 }

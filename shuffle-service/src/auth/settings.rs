@@ -31,6 +31,8 @@ pub const SASL_MAX_BLOCK_KEY: &str = "spark.network.sasl.maxEncryptedBlockSize";
 pub const HANDSHAKE_TIMEOUT_KEY: &str = "croupier.authenticate.handshakeTimeout";
 /// Ours: how many connections may be open and not yet authenticated at once.
 pub const MAX_PENDING_KEY: &str = "croupier.authenticate.maxPendingConnections";
+/// Ours: how many of those may come from one peer address.
+pub const MAX_PENDING_PER_HOST_KEY: &str = "croupier.authenticate.maxPendingConnectionsPerHost";
 /// Default of [`HANDSHAKE_TIMEOUT_KEY`]: Spark clients wait 30 s for each authentication
 /// round trip (`spark.network.auth.rpcTimeout`, `spark.shuffle.sasl.timeout`); a real handshake
 /// takes milliseconds.
@@ -52,6 +54,7 @@ pub const KEYS: &[&str] = &[
     SASL_MAX_BLOCK_KEY,
     HANDSHAKE_TIMEOUT_KEY,
     MAX_PENDING_KEY,
+    MAX_PENDING_PER_HOST_KEY,
 ];
 
 /// The shared secret. `Debug` prints a placeholder; the bytes are wiped on drop.
@@ -135,6 +138,9 @@ pub struct AuthSettings {
     /// `croupier.authenticate.maxPendingConnections`: unauthenticated connections open at
     /// once; a new one beyond it closes the oldest.
     pub max_pending: usize,
+    /// `croupier.authenticate.maxPendingConnectionsPerHost`: of those, from one peer address
+    /// (`None`: half of `max_pending`, see [`AuthSettings::pending_per_host`]).
+    pub max_pending_per_host: Option<usize>,
 }
 
 impl Default for AuthSettings {
@@ -149,11 +155,20 @@ impl Default for AuthSettings {
             sasl_max_block: 64 * 1024,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_pending: default_max_pending(),
+            max_pending_per_host: None,
         }
     }
 }
 
 impl AuthSettings {
+    /// Unauthenticated connections one peer address may hold: the setting, else half of
+    /// `max_pending` (at least 1), so one host can never fill the bound by itself.
+    pub fn pending_per_host(&self) -> usize {
+        self.max_pending_per_host
+            .unwrap_or(self.max_pending / 2)
+            .max(1)
+    }
+
     /// One line for the start-up log: protocols and where the secret came from, never the secret.
     pub fn describe(&self) -> String {
         if !self.enabled {
@@ -181,7 +196,7 @@ impl AuthSettings {
             "SASL DIGEST-MD5".into()
         };
         format!(
-            "on ({protocols}; SASL qop {}; secret from {source}; handshake within {:?}, at most {} connections authenticating)",
+            "on ({protocols}; SASL qop {}; secret from {source}; handshake within {:?}, at most {} connections authenticating, {} per host)",
             if self.sasl_always_encrypt {
                 "auth-conf"
             } else {
@@ -189,6 +204,7 @@ impl AuthSettings {
             },
             self.handshake_timeout,
             self.max_pending,
+            self.pending_per_host(),
         )
     }
 }
@@ -343,6 +359,19 @@ pub fn from_settings<'a>(
             _ => {
                 return Err(AuthSettingsError::BadValue {
                     key: MAX_PENDING_KEY.into(),
+                    value: v.into(),
+                    origin: o.into(),
+                    reason: "expected a positive number of connections".into(),
+                })
+            }
+        }
+    }
+    if let Some((v, o)) = get(MAX_PENDING_PER_HOST_KEY) {
+        match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => a.max_pending_per_host = Some(n),
+            _ => {
+                return Err(AuthSettingsError::BadValue {
+                    key: MAX_PENDING_PER_HOST_KEY.into(),
                     value: v.into(),
                     origin: o.into(),
                     reason: "expected a positive number of connections".into(),
