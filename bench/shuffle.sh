@@ -11,10 +11,24 @@
 # interleaved rounds (ours, java, raw, ours, java, raw, ...), then peak RSS under load (VmHWM).
 # Every cell: N connections, one request in flight each, all ChunkFetchRequests pipelined,
 # every received byte compared with the data set; the table shows medians over the rounds.
+# Then, with the same servers:
+#   pinned rows (`fetch+pinned`): every server's threads on the last core, the client on core 0
+#     (taskset), so the server's own cost shows; the unpinned rows above stay as they were.
+#   cold rows (`fetch+cold`, 32 KiB and 1 MiB at 16 connections): the page cache is dropped
+#     before every round of every server: `echo 3 > /proc/sys/vm/drop_caches` when that works
+#     (root), else `croupier-shuffle-bench evict` (posix_fadvise DONTNEED on the data and index
+#     files); the output says which (`# cold cache: ...`).
+#   real-job row: bench/shuffle_job.py, a Spark 3.5.7 local-cluster[2,1,1024] job with
+#     spark.shuffle.readHostLocalDisk=false against ours and against the JVM service
+#     (interleaved); the reduce stage's wall time from Spark's event log, medians.
 #
-# Usage: bench/shuffle.sh [--quick] [--auth-only] [--data-dir DIR] [--results FILE]
-#   --quick      reduced matrix (< 3 minutes once built); ends with the `summary:` line.
+# Usage: bench/shuffle.sh [--quick] [--auth-only] [--no-job] [--cold fadvise|drop] [--data-dir DIR] [--results FILE]
+#   --quick      reduced matrix (a few minutes once built); ends with the `summary:` line.
 #   --auth-only  only the spark.authenticate rows (below).
+#   --no-job     skip the real-job row (about a minute per Spark application).
+#   --cold M     how to make the cache cold: `drop` (drop_caches; the default when it is
+#                writable) or `fadvise` (only this benchmark's files; leaves other tenants'
+#                cache alone).
 # spark.authenticate rows (after the matrix): ours and java restarted with the same secret, once
 # SASL-only and once with the auth engine (AES-CTR); 1 MiB and 32 KiB blocks at 16 connections,
 # interleaved rounds, plus ours unauthenticated in the same rounds; then the cost of a new
@@ -29,13 +43,17 @@ QUICK=0
 AUTH_ONLY=0
 DATA="${CROUPIER_BENCH_DATA:-${TMPDIR:-/tmp}/croupier-shuffle-bench}"
 RESULTS=""
+NO_JOB=0
+COLD_REQ=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --auth-only) AUTH_ONLY=1 ;;
     --data-dir) DATA="$2"; shift ;;
     --results) RESULTS="$2"; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    --no-job) NO_JOB=1 ;;
+    --cold) COLD_REQ="$2"; shift ;;
+    -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -71,12 +89,22 @@ if [ $QUICK = 1 ]; then
   CONNS=(64)             # fetch mode at 32 KiB; 8 MiB runs at 16 only (the summary cells)
   EXTRA_MODES=()         # batch/open cells
   REPEAT=5; DUR=1; STARTUP_RUNS_OURS=5; STARTUP_RUNS_JAVA=1; JAVA_WARM=10; WARM=0.5
+  PINNED_CELLS=("2 64 64 32768 32|64")
+  COLD_CELLS=("2 64 64 32768 32|16")
+  JOB_APPS=1; JOB_JOBS=3; JOB_ROWS=300000
 else
   SETS=("${SETS_FULL[@]}")
   CONNS=(1 16 64 256)
   EXTRA_MODES=(batch open)
   REPEAT=5; DUR=1; STARTUP_RUNS_OURS=7; STARTUP_RUNS_JAVA=3; JAVA_WARM=8; WARM=1
+  PINNED_CELLS=()
+  for s in "${SETS_FULL[@]}"; do for c in 1 16 64 256; do PINNED_CELLS+=("$s|$c"); done; done
+  COLD_CELLS=("2 64 64 32768 32|16" "3 16 16 1048576 8|16")
+  JOB_APPS=2; JOB_JOBS=3; JOB_ROWS=300000
 fi
+NCPU=$(nproc)
+JOB_PY="$PWD/bench/shuffle_job.py"
+SERVER_CPU=$((NCPU - 1)); CLIENT_CPU=0
 
 echo "== data sets in $DATA" >&2
 [ $AUTH_ONLY = 1 ] && SETS=()
@@ -155,16 +183,29 @@ done
 
 # One cell: REPEAT rounds, each round every server in turn (interleaved, so drifting load from
 # other tenants of this shared machine hits all servers alike); the report takes medians.
+# TAG (pinned|cold|empty) marks the rows; CLIENT (a command prefix, e.g. taskset) runs the client.
+TAG=""; CLIENT=()
 cell() { # set conns mode
   read -r id maps red block per <<<"$1"
+  local tag=(); [ -n "$TAG" ] && tag=(--tag "$TAG")
   for _ in $(seq "$REPEAT"); do
     for label in "${LABELS[@]}"; do
-      "$BENCH" run --data-dir "$DATA" --port "${PORT[$label]}" --shuffle-id "$id" --connections "$2" --mode "$3" \
+      [ "$TAG" = cold ] && make_cold "$id"
+      "${CLIENT[@]}" "$BENCH" run --data-dir "$DATA" --port "${PORT[$label]}" --shuffle-id "$id" --connections "$2" --mode "$3" \
         --blocks-per-fetch "$per" --batch-reduces 4 --repeat 1 --duration-s "$DUR" \
-        --server-pid "${PID[$label]}" --label "$label" --no-register 2>/dev/null >>"$RESULTS"
+        --server-pid "${PID[$label]}" --label "$label" --no-register "${tag[@]}" 2>/dev/null >>"$RESULTS"
     done
   done
-  echo "  cell block=$block conns=$2 mode=$3 done ($((SECONDS - T0)) s)" >&2
+  echo "  cell block=$block conns=$2 mode=$3${TAG:++$TAG} done ($((SECONDS - T0)) s)" >&2
+}
+COLD=""
+make_cold() { # shuffle id
+  if [ "$COLD" = drop_caches ]; then
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+  else
+    "$BENCH" evict --data-dir "$DATA" --shuffle-id "$1" >/dev/null
+  fi
 }
 
 echo "== matrix ($((SECONDS - T0)) s)" >&2
@@ -175,6 +216,61 @@ for s in "${SETS[@]}"; do
   for c in "${conns[@]}"; do cell "$s" "$c" fetch; done
   for m in "${EXTRA_MODES[@]}"; do cell "$s" 16 "$m"; done
 done
+
+echo "== pinned: servers on cpu $SERVER_CPU, client on cpu $CLIENT_CPU ($((SECONDS - T0)) s)" >&2
+echo "# pinned: every server thread on cpu $SERVER_CPU (taskset -a), the client on cpu $CLIENT_CPU" | tee -a "$RESULTS" >&2
+for label in "${LABELS[@]}"; do taskset -apc "$SERVER_CPU" "${PID[$label]}" >/dev/null; done
+TAG=pinned; CLIENT=(taskset -c "$CLIENT_CPU")
+for pc in "${PINNED_CELLS[@]}"; do cell "${pc%%|*}" "${pc##*|}" fetch; done
+TAG=""; CLIENT=()
+for label in "${LABELS[@]}"; do taskset -apc "0-$((NCPU - 1))" "${PID[$label]}" >/dev/null; done
+
+if [ "$COLD_REQ" = fadvise ]; then
+  COLD=fadvise
+elif [ -w /proc/sys/vm/drop_caches ] && sync && (echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null; then
+  COLD=drop_caches
+elif [ "$COLD_REQ" = drop ]; then
+  echo "--cold drop: cannot write /proc/sys/vm/drop_caches (needs root and a writable /proc/sys)" >&2; exit 1
+else
+  COLD=fadvise
+fi
+case $COLD in
+  drop_caches) COLD_SAID="sync; echo 3 > /proc/sys/vm/drop_caches before every round of every server" ;;
+  *) COLD_SAID="posix_fadvise(POSIX_FADV_DONTNEED) on the shuffle's data and index files (croupier-shuffle-bench evict) before every round of every server" ;;
+esac
+echo "== cold page cache: $COLD_SAID ($((SECONDS - T0)) s)" >&2
+echo "# cold cache: $COLD_SAID" | tee -a "$RESULTS" >&2
+TAG=cold
+for cc in "${COLD_CELLS[@]}"; do
+  read -r id maps red block per <<<"${cc%%|*}"
+  "$BENCH" gen --data-dir "$DATA" --shuffle-id "$id" --maps "$maps" --reduces "$red" --block-size "$block" >&2
+  cell "${cc%%|*}" "${cc##*|}" fetch
+done
+TAG=""
+
+if [ $NO_JOB = 0 ]; then
+  echo "== real Spark job: $JOB_APPS application(s) per server, $JOB_JOBS jobs each, $JOB_ROWS rows ($((SECONDS - T0)) s)" >&2
+  echo "# real job: bench/shuffle_job.py PORT WORK $JOB_JOBS $JOB_ROWS, local-cluster[2,1,1024], readHostLocalDisk=false" | tee -a "$RESULTS" >&2
+  for _ in $(seq "$JOB_APPS"); do
+    for label in ours java; do
+      work=$(mktemp -d "${TMPDIR:-/tmp}/croupier-shuffle-job.XXXXXX")
+      mkdir -p "$work/spark-home" "$work/local"
+      # local-cluster workers write logs under $SPARK_HOME/work: a private SPARK_HOME of links.
+      for e in "$SPARK_HOME"/*; do [ "$(basename "$e")" = work ] || ln -s "$e" "$work/spark-home/"; done
+      if ! (cd "$work" && SPARK_HOME="$work/spark-home" SPARK_LOCAL_IP=127.0.0.1 TMPDIR="$work" \
+            PYSPARK_PYTHON="$VENV/bin/python" PYSPARK_DRIVER_PYTHON="$VENV/bin/python" SPARK_LOCAL_DIRS="$work/local" \
+            "$VENV/bin/python" "$JOB_PY" "${PORT[$label]}" "$work" "$JOB_JOBS" "$JOB_ROWS" \
+            >"$work/out" 2>"$LOGS/job-$label.log"); then
+        cat "$work/out" >&2
+        echo "the real-job run against $label failed; its log: $LOGS/job-$label.log" >&2
+        rm -rf "$work"; exit 1
+      fi
+      sed -n "s/^job /job server=$label /p" "$work/out" | tee -a "$RESULTS" >&2
+      rm -rf "$work"
+    done
+  done
+fi
+
 for label in "${LABELS[@]}"; do
   echo "rss server=$label idle_mb=${IDLE[$label]} load_mb=$("$BENCH" mem --pid "${PID[$label]}" --peak)" | tee -a "$RESULTS"
 done

@@ -1,6 +1,8 @@
 //! Smoke test of the shuffle benchmark (no speed assertions): a tiny data set served by our
 //! shuffle service binary and by the bench's raw sendfile server, fetched in all three modes
-//! with every byte verified; a corrupted byte must make the bench fail.
+//! with every byte verified, and once more after `evict` dropped the files from the page cache
+//! (a `cold` cell); the report's summary line carries every key; a corrupted byte must make the
+//! bench fail.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -101,34 +103,45 @@ fn fetch(
     shuffle: &str,
     mode: &str,
     expect_bytes: u64,
+    tag: Option<&str>,
 ) -> String {
     let port = server.port.to_string();
     let pid = server.child.id().to_string();
-    let out = bench(&[
-        "run",
-        "--data-dir",
-        data,
-        "--port",
-        &port,
-        "--shuffle-id",
-        shuffle,
-        "--mode",
-        mode,
-        "--connections",
-        "3",
-        "--fetches",
-        "4",
-        "--repeat",
-        "1",
-        "--blocks-per-fetch",
-        "3",
-        "--batch-reduces",
-        "2",
-        "--server-pid",
-        &pid,
-        "--label",
-        label,
-    ]);
+    let tag_args: Vec<&str> = match tag {
+        Some(t) => vec!["--tag", t],
+        None => Vec::new(),
+    };
+    let out = bench(
+        &[
+            "run",
+            "--data-dir",
+            data,
+            "--port",
+            port.as_str(),
+            "--shuffle-id",
+            shuffle,
+            "--mode",
+            mode,
+            "--connections",
+            "3",
+            "--fetches",
+            "4",
+            "--repeat",
+            "1",
+            "--blocks-per-fetch",
+            "3",
+            "--batch-reduces",
+            "2",
+            "--server-pid",
+            pid.as_str(),
+            "--label",
+            label,
+        ]
+        .iter()
+        .chain(&tag_args)
+        .copied()
+        .collect::<Vec<_>>(),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -192,23 +205,71 @@ fn bench_fetches_and_verifies_every_byte_from_ours_and_raw() {
         for (s, _, _, b) in shapes {
             // 3 connections x 4 fetches x 3 chunks; batch chunks span 2 reduces.
             for (mode, per_chunk) in [("fetch", 1), ("batch", 2), ("open", 1)] {
-                lines.push(fetch(&data, server, label, s, mode, 36 * per_chunk * b));
+                lines.push(fetch(
+                    &data,
+                    server,
+                    label,
+                    s,
+                    mode,
+                    36 * per_chunk * b,
+                    None,
+                ));
             }
         }
+        // The cold-cache cell: files evicted from the page cache, then fetched and verified.
+        let out = bench(&["evict", "--data-dir", &data, "--shuffle-id", "2"]);
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && said.contains("evicted shuffle=2 files=6 bytes="),
+            "evict failed: {said} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = fetch(
+            &data,
+            server,
+            label,
+            "2",
+            "fetch",
+            36 * (300 << 10),
+            Some("cold"),
+        );
+        assert!(line.contains(" tag=cold"), "{line}");
+        lines.push(line);
     }
     // The table renders every cell for both servers.
     let results = dir.path().join("results.txt");
     std::fs::write(&results, lines.join("\n")).expect("write results");
     let out = bench(&["report", results.to_str().expect("utf-8")]);
     let table = String::from_utf8_lossy(&out.stdout);
+    let summary = table.lines().last().unwrap_or_default();
     assert!(
         out.status.success()
             && table.contains("| 300KiB | 3 | batch |")
-            && table
-                .lines()
-                .last()
-                .is_some_and(|l| l.starts_with("summary: ")),
+            && table.contains("| 300KiB | 3 | fetch+cold |")
+            && summary.starts_with("summary: "),
         "{table}"
+    );
+    // Every key of the summary line, in order (CI and BENCHMARKS.md read them); the ratios
+    // against Spark's service are `-` here (no JVM in this test).
+    let keys: Vec<&str> = summary
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "small_blocks_ratio",
+            "large_blocks_ratio",
+            "sendfile_fraction",
+            "p99_ratio",
+            "rss_ratio",
+            "startup_ms",
+            "cold_ratio",
+            "job_ratio",
+            "raw_small_fraction"
+        ],
+        "{summary}"
     );
 
     // One flipped byte in block (map 0, reduce 0), which the first fetch of connection 0 reads.

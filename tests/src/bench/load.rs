@@ -4,7 +4,8 @@
 //! received byte with the data set's expected content.
 //!
 //! A *fetch* is one request: from writing the RPC to the last byte of its last chunk; its
-//! latency is what the percentiles describe. Blocks are reduce partitions (a batch chunk of
+//! latency is what the percentiles describe (for timed runs, each connection's first fetch,
+//! sent by all connections at the same instant, is left out: steady state). Blocks are reduce partitions (a batch chunk of
 //! `[start, end)` counts `end - start` blocks), bytes are chunk body bytes.
 
 use std::io;
@@ -205,6 +206,9 @@ pub struct LoadConfig {
     pub batch_reduces: u32,
     /// Authenticate every connection first.
     pub auth: Option<Auth>,
+    /// Print a `slow_fetch` line (stderr) with the time of every step of each fetch that
+    /// takes at least this long: where a stalled fetch waited.
+    pub trace_slow: Option<Duration>,
 }
 
 /// A run's failure; every variant names the peer.
@@ -373,6 +377,42 @@ struct Conn {
     maps: Vec<i64>,
     ranges: Vec<[i32; 2]>,
     next_request: i64,
+    /// When each step of the current fetch ended (for `trace_slow`).
+    steps: Vec<(&'static str, Instant)>,
+}
+
+/// One `slow_fetch` line: the fetch's start (ms since the run started) and, for each step, the
+/// ms since the fetch started. Steps: `rpc` (request written), `handle` (StreamHandle read),
+/// `req` (all ChunkFetchRequests written), `hN` (header of chunk N read), `bN` (its body read).
+fn trace_fetch(
+    conn: u64,
+    i: u64,
+    run_start: Instant,
+    t0: Instant,
+    took: Duration,
+    steps: &[(&'static str, Instant)],
+) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut line = format!(
+        "slow_fetch conn={conn} fetch={i} start_ms={:.1} total_ms={:.1}",
+        ms(t0.duration_since(run_start)),
+        ms(took)
+    );
+    let mut n = 0;
+    for (what, at) in steps {
+        let name = match *what {
+            "h" | "b" => {
+                let s = format!("{what}{n}");
+                if *what == "b" {
+                    n += 1;
+                }
+                s
+            }
+            w => w.to_owned(),
+        };
+        line += &format!(" {name}={:.1}", ms(at.duration_since(t0)));
+    }
+    eprintln!("{line}");
 }
 
 /// Runs the load; returns totals or the first failure (wrong bytes included).
@@ -382,7 +422,7 @@ pub async fn run(cfg: Arc<LoadConfig>, content: Arc<Content>) -> Result<RunStats
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..cfg.connections {
         let (cfg, content) = (cfg.clone(), content.clone());
-        tasks.spawn(async move { conn_loop(cfg, content, c as u64, deadline).await });
+        tasks.spawn(async move { conn_loop(cfg, content, c as u64, start, deadline).await });
     }
     let mut total = RunStats::default();
     let mut first_err = None;
@@ -423,6 +463,7 @@ async fn conn_loop(
     cfg: Arc<LoadConfig>,
     content: Arc<Content>,
     conn: u64,
+    run_start: Instant,
     deadline: Option<Instant>,
 ) -> Result<RunStats, LoadError> {
     let addr = cfg.addr;
@@ -439,12 +480,14 @@ async fn conn_loop(
         maps: Vec::new(),
         ranges: Vec::new(),
         next_request: (conn as i64 + 1) << 32,
+        steps: Vec::new(),
     };
     let mut stats = RunStats::default();
     let shape = &cfg.shape;
     let k = cfg.blocks_per_fetch.clamp(1, shape.maps);
     let br = cfg.batch_reduces.clamp(1, shape.reduces);
     let mut i = 0u64;
+    let mut first_us = None;
     loop {
         if deadline.is_some_and(|d| Instant::now() >= d)
             || cfg.fetches_per_conn.is_some_and(|n| i >= n)
@@ -473,12 +516,29 @@ async fn conn_loop(
             });
         }
         let t0 = Instant::now();
+        c.steps.clear();
         fetch_once(&mut c, &cfg, &content, &mut stats).await?;
-        stats
-            .latencies_us
-            .push(t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+        let took = t0.elapsed();
+        // Latency is steady-state: every connection's first fetch is left out of the
+        // percentiles (its bytes still count and are verified). All connections send their
+        // first request in the same millisecond, so that wave asks for connections x request
+        // bytes at once (512 MiB at 1 MiB x 8 x 64) and its last fetches end after the whole
+        // wave is delivered: ~1 s on this machine with any server, the raw one included.
+        // A connection that completes only that one fetch in the run still reports it.
+        let us = took.as_micros().min(u128::from(u32::MAX)) as u32;
+        if i > 0 || cfg.fetches_per_conn.is_some() {
+            stats.latencies_us.push(us);
+        } else {
+            first_us = Some(us);
+        }
+        if cfg.trace_slow.is_some_and(|t| took >= t) {
+            trace_fetch(conn, i, run_start, t0, took, &c.steps);
+        }
         stats.fetches += 1;
         i += 1;
+    }
+    if stats.latencies_us.is_empty() {
+        stats.latencies_us.extend(first_us);
     }
     Ok(stats)
 }
@@ -526,9 +586,16 @@ async fn fetch_once(
     c.next_request += 1;
     c.out.clear();
     wire::rpc_request(&mut c.out, request_id, &c.rpc);
+    let trace = cfg.trace_slow.is_some();
     c.w.write_all(&mut c.out).await.map_err(io)?;
+    if trace {
+        c.steps.push(("rpc", Instant::now()));
+    }
     let mut handle = std::mem::take(&mut c.body);
     read_rpc_response(addr, &mut c.r, request_id, what, &mut handle).await?;
+    if trace {
+        c.steps.push(("handle", Instant::now()));
+    }
     if handle.len() != 13 || handle[0] != wire::STREAM_HANDLE {
         return Err(LoadError::Protocol {
             addr,
@@ -552,10 +619,16 @@ async fn fetch_once(
         wire::chunk_fetch_request(&mut c.out, stream, j);
     }
     c.w.write_all(&mut c.out).await.map_err(io)?;
+    if trace {
+        c.steps.push(("req", Instant::now()));
+    }
     let bs = content.block_size();
     for (j, want) in c.wants.iter().enumerate() {
         let mut h = [0u8; wire::HEADER];
         c.r.read_exact(&mut h).await.map_err(io)?;
+        if trace {
+            c.steps.push(("h", Instant::now()));
+        }
         let (kind, len, sid, idx) = wire::parse_header(&h);
         let blocks = (want.end - want.start) as usize;
         let expect_len = blocks * bs;
@@ -589,6 +662,9 @@ async fn fetch_once(
         }
         c.body.resize(expect_len, 0);
         c.r.read_exact(&mut c.body).await.map_err(io)?;
+        if trace {
+            c.steps.push(("b", Instant::now()));
+        }
         for (b, red) in (want.start..want.end).enumerate() {
             let got = &c.body[b * bs..(b + 1) * bs];
             if !content.matches(want.map, red, got) {
@@ -602,6 +678,12 @@ async fn fetch_once(
             }
         }
         stats.chunks += 1;
+        // Let the other connections' tasks run after every chunk, as Netty's event loop (Spark's
+        // client) reads at most a few messages of one channel before serving the next. Without
+        // it, tokio's co-operative budget lets one task read and verify many MiB in one poll
+        // while the other connections' bytes wait unread in their sockets: the first fetch of
+        // some connections then took over 1 s at 1 MiB x 64 connections, whatever the server.
+        tokio::task::yield_now().await;
         stats.blocks += blocks as u64;
         stats.bytes += expect_len as u64;
         stats.verified_bytes += expect_len as u64;

@@ -1,6 +1,8 @@
-//! The side-by-side table. Input: the `result …`, `startup …` and `rss …` lines written by the
-//! other subcommands (one `key=value` record per line); output: one row per matrix cell with
-//! every server's numbers and the ratios, then the `summary:` line.
+//! The side-by-side table. Input: the `result …`, `startup …`, `rss …` and `job …` lines written
+//! by the other subcommands and scripts (one `key=value` record per line); output: one row per
+//! matrix cell with every server's numbers and the ratios, the real-job row, then the `summary:`
+//! line. A `result` with `tag=T` is its own cell, shown with mode `<mode>+T` (`+pinned`: client
+//! and server on different cores; `+cold`: page cache dropped before each round).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,6 +14,7 @@ pub const SERVERS: [&str; 3] = ["ours", "java", "raw"];
 pub const SMALL_CELL: (u64, u64, &str) = (32 << 10, 64, "fetch");
 pub const LARGE_CELL: (u64, u64, &str) = (8 << 20, 16, "fetch");
 pub const P99_CELL: (u64, u64, &str) = (32 << 10, 64, "fetch");
+pub const COLD_CELL: (u64, u64, &str) = (32 << 10, 16, "fetch+cold");
 
 /// One parsed record.
 #[derive(Debug, Clone)]
@@ -106,6 +109,8 @@ pub fn render(records: &[Record]) -> String {
     let mut raw_cells: BTreeMap<Cell, BTreeMap<String, Vec<&Record>>> = BTreeMap::new();
     let mut startup: BTreeMap<String, f64> = BTreeMap::new();
     let mut rss: BTreeMap<String, (Option<f64>, Option<f64>)> = BTreeMap::new();
+    // Real-job reduce-stage wall times (ms) and fetch-wait sums, per server.
+    let mut jobs: BTreeMap<String, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for r in records {
         let Some(server) = r.get("server") else {
             continue;
@@ -117,8 +122,12 @@ pub fn render(records: &[Record]) -> String {
                 else {
                     continue;
                 };
+                let mode = match r.get("tag") {
+                    Some(t) => format!("{mode}+{t}"),
+                    None => mode.to_owned(),
+                };
                 raw_cells
-                    .entry((block as u64, conns as u64, mode.to_owned()))
+                    .entry((block as u64, conns as u64, mode))
                     .or_default()
                     .entry(server.to_owned())
                     .or_default()
@@ -131,6 +140,13 @@ pub fn render(records: &[Record]) -> String {
             }
             "rss" => {
                 rss.insert(server.to_owned(), (r.num("idle_mb"), r.num("load_mb")));
+            }
+            "job" => {
+                if let Some(ms) = r.num("reduce_ms") {
+                    let e = jobs.entry(server.to_owned()).or_default();
+                    e.0.push(ms);
+                    e.1.extend(r.num("fetch_wait_ms"));
+                }
             }
             _ => {}
         }
@@ -206,16 +222,40 @@ pub fn render(records: &[Record]) -> String {
         );
     }
     let _ = writeln!(out);
+    let job_med = |s: &str| jobs.get(s).map(|j| median(j.0.clone()));
+    if !jobs.is_empty() {
+        let _ = writeln!(
+            out,
+            "| real Spark job | jobs | reduce stage ms (median) | fetch wait ms, sum over tasks (median) |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|");
+        for s in SERVERS {
+            let Some((ms, wait)) = jobs.get(s) else {
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "| {s} | {} | {:.0} | {} |",
+                ms.len(),
+                median(ms.clone()),
+                fmt((!wait.is_empty()).then(|| median(wait.clone())), 0)
+            );
+        }
+        let _ = writeln!(out);
+    }
     let rss_of = |s: &str| rss.get(s).and_then(|x| x.1);
     let _ = writeln!(
         out,
-        "summary: small_blocks_ratio={} large_blocks_ratio={} sendfile_fraction={} p99_ratio={} rss_ratio={} startup_ms={}",
+        "summary: small_blocks_ratio={} large_blocks_ratio={} sendfile_fraction={} p99_ratio={} rss_ratio={} startup_ms={} cold_ratio={} job_ratio={} raw_small_fraction={}",
         fmt(ratio(get(SMALL_CELL, "ours", "blocks_per_s"), get(SMALL_CELL, "java", "blocks_per_s")), 2),
         fmt(ratio(get(LARGE_CELL, "ours", "gb_per_s"), get(LARGE_CELL, "java", "gb_per_s")), 2),
         fmt(ratio(get(LARGE_CELL, "ours", "gb_per_s"), get(LARGE_CELL, "raw", "gb_per_s")), 2),
         fmt(ratio(get(P99_CELL, "ours", "p99_ms"), get(P99_CELL, "java", "p99_ms")), 2),
         fmt(ratio(rss_of("ours"), rss_of("java")), 3),
         fmt(startup.get("ours").copied(), 1),
+        fmt(ratio(get(COLD_CELL, "ours", "blocks_per_s"), get(COLD_CELL, "java", "blocks_per_s")), 2),
+        fmt(ratio(job_med("ours"), job_med("java")), 2),
+        fmt(ratio(get(SMALL_CELL, "ours", "blocks_per_s"), get(SMALL_CELL, "raw", "blocks_per_s")), 2),
     );
     out
 }
@@ -236,18 +276,29 @@ mod tests {
             "startup server=ours ms=4.5",
             "rss server=ours idle_mb=3 load_mb=10",
             "rss server=java idle_mb=150 load_mb=200",
+            "result server=ours block=32768 conns=16 mode=fetch tag=cold blocks_per_s=500 gb_per_s=0.01",
+            "result server=java block=32768 conns=16 mode=fetch tag=cold blocks_per_s=250 gb_per_s=0.01",
+            "result server=raw block=32768 conns=64 mode=fetch blocks_per_s=4000 gb_per_s=0.1",
+            "job server=ours n=0 reduce_ms=300 fetch_wait_ms=10",
+            "job server=ours n=1 reduce_ms=500 fetch_wait_ms=20",
+            "job server=java n=0 reduce_ms=1000 fetch_wait_ms=90",
         ];
         let recs: Vec<Record> = lines.iter().filter_map(|l| Record::parse(l)).collect();
         let out = render(&recs);
         let last = out.lines().last().unwrap();
         assert_eq!(
             last,
-            "summary: small_blocks_ratio=3.00 large_blocks_ratio=- sendfile_fraction=0.90 p99_ratio=0.25 rss_ratio=0.050 startup_ms=4.5"
+            "summary: small_blocks_ratio=3.00 large_blocks_ratio=- sendfile_fraction=0.90 p99_ratio=0.25 rss_ratio=0.050 startup_ms=4.5 cold_ratio=2.00 job_ratio=0.40 raw_small_fraction=0.75"
         );
         assert!(
-            out.contains("| 32KiB | 64 | fetch | 3000 | 1000 | - |"),
+            out.contains("| 32KiB | 64 | fetch | 3000 | 1000 | 4000 |"),
             "{out}"
         );
+        assert!(
+            out.contains("| 32KiB | 16 | fetch+cold | 500 | 250 | - |"),
+            "{out}"
+        );
+        assert!(out.contains("| ours | 2 | 400 | 15 |"), "{out}");
         assert!(out.contains("| 10.0 | - | 3.00 |"), "{out}");
     }
 }

@@ -106,8 +106,17 @@ enum Cmd {
         #[arg(long)]
         peak: bool,
     },
-    /// Read `result`/`startup`/`rss` lines from FILEs and print the side-by-side table.
+    /// Read `result`/`startup`/`rss`/`job` lines from FILEs and print the side-by-side table.
     Report { files: Vec<PathBuf> },
+    /// Evict one shuffle's data and index files from the page cache
+    /// (`posix_fadvise(POSIX_FADV_DONTNEED)` on each, after `fdatasync`): the cold-cache rows
+    /// when the page cache cannot be dropped as a whole (`/proc/sys/vm/drop_caches` needs root).
+    Evict {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        shuffle_id: i32,
+    },
 }
 
 #[derive(clap::Args)]
@@ -150,9 +159,17 @@ struct RunArgs {
     /// Server label for the result line (ours, java, raw).
     #[arg(long, default_value = "ours")]
     label: String,
+    /// Extra tag for the result line (`tag=<TAG>`): `report` keeps tagged cells apart, e.g.
+    /// `pinned` (client and server on different cores) or `cold` (page cache evicted first).
+    #[arg(long)]
+    tag: Option<String>,
     /// Skip RegisterExecutor (already registered).
     #[arg(long)]
     no_register: bool,
+    /// Print a `slow_fetch` line (stderr) with per-step times for every fetch taking at least
+    /// this many milliseconds (where a stalled fetch waited).
+    #[arg(long)]
+    trace_slow_ms: Option<u64>,
     /// Client runtime threads.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
@@ -235,6 +252,27 @@ fn main() -> Result<()> {
                 .with_context(|| format!("reading memory of server pid {pid}"))?;
             println!("{:.1}", b as f64 / (1 << 20) as f64);
         }
+        Cmd::Evict {
+            data_dir,
+            shuffle_id,
+        } => {
+            let ds = DataSet::at(&data_dir)?;
+            let shape = ds.load(shuffle_id)?;
+            let mut bytes = 0u64;
+            for map in 0..shape.maps {
+                for path in [
+                    ds.data_path(shuffle_id, map),
+                    ds.index_path(shuffle_id, map),
+                ] {
+                    bytes +=
+                        evict(&path).with_context(|| format!("evicting {}", path.display()))?;
+                }
+            }
+            println!(
+                "evicted shuffle={shuffle_id} files={} bytes={bytes}",
+                2 * shape.maps
+            );
+        }
         Cmd::Report { files } => {
             let mut recs = Vec::new();
             for f in &files {
@@ -246,6 +284,23 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Drops one file's pages from the page cache; returns its size.
+fn evict(path: &std::path::Path) -> Result<u64> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path)?;
+    f.sync_data()?;
+    let len = f.metadata()?.len();
+    // SAFETY: a valid open descriptor; offset 0, length 0 means the whole file.
+    let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if r != 0 {
+        bail!(
+            "posix_fadvise(DONTNEED): {}",
+            std::io::Error::from_raw_os_error(r)
+        );
+    }
+    Ok(len)
 }
 
 fn run(a: RunArgs) -> Result<()> {
@@ -278,6 +333,7 @@ fn run(a: RunArgs) -> Result<()> {
             secret: a.secret.clone(),
             protocol,
         }),
+        trace_slow: a.trace_slow_ms.map(Duration::from_millis),
     };
     let auth_name = a
         .auth
@@ -361,6 +417,9 @@ fn run(a: RunArgs) -> Result<()> {
         runs.iter().map(|s| s.bytes).sum::<u64>(),
         runs.iter().map(|s| s.verified_bytes).sum::<u64>(),
     );
+    if let Some(t) = &a.tag {
+        line += &format!(" tag={t}");
+    }
     if let Some(c) = cpu {
         line += &format!(
             " server_cpu_s={c:.3} server_cpu_pct={:.0}",
