@@ -133,6 +133,8 @@ pub struct LogGuard {
 pub const FILTER_ENV: &str = "RUST_LOG";
 
 /// How the `RUST_LOG` filter is applied.
+// Made once at start-up and turned into a layer at once: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum LogFilter {
     /// Only `level` and `target=level` directives (the usual case, and the default `info`):
