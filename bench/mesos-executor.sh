@@ -6,23 +6,34 @@
 # Prints the tables and writes them, with this command, to bench/results-mesos-executor.md
 # (or to $OUT). TASKS=N per executor (default 30, at least 30).
 # Needs: Apache Mesos 1.11 (MESOS_PREFIX; installed from ../shared/mesos/install.sh if unset and
-# run as root). The executor under test is a release build; the driver (croupier-mesos-bench)
-# only reads timestamps and is built in the dev profile.
+# run as root). The executor under test is a release build linked with its command-task code
+# first in the text (bench/executor-link-order.sh records the functions one drop-in task runs,
+# under valgrind and the agent stand-in; the build is then linked again with that list:
+# executor/build.rs, CROUPIER_EXECUTOR_LINK_ORDER). LINK_ORDER=0 measures the plain release
+# build. The driver (croupier-mesos-bench) only reads timestamps and is built in the dev profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${MESOS_PREFIX:-}" ]; then
   eval "$(bash ../shared/mesos/install.sh)" || { echo "no Mesos: set MESOS_PREFIX or run as root with ../shared/mesos beside the clone" >&2; exit 1; }
 fi
 export MESOS_PREFIX
-cargo build --release -q -p croupier-executor --bin croupier-executor
-cargo build -q -p croupier-testkit --bin croupier-mesos-bench
 target="${CARGO_TARGET_DIR:-target}"
+cargo build -q -p croupier-testkit --bin croupier-mesos-bench --bin croupier-local
+CROUPIER_EXECUTOR_LINK_ORDER= cargo build --release -q -p croupier-executor --bin croupier-executor
+build="release"
+if [ "${LINK_ORDER:-1}" != 0 ]; then
+  order="$(realpath "$target")/executor-link-order.txt"
+  bash bench/executor-link-order.sh "$target/release/croupier-executor" "$order"
+  CROUPIER_EXECUTOR_LINK_ORDER="$order" cargo build --release -q -p croupier-executor --bin croupier-executor
+  build="release, linked with the $(wc -l <"$order") functions one command task runs first in the text"
+fi
 table=$("$target/debug/croupier-mesos-bench" --executor "$target/release/croupier-executor" --tasks "${TASKS:-30}")
 echo "$table"
 {
   echo "# Executor under a real Mesos 1.11 agent: croupier-executor vs mesos-executor"
   echo
   echo "Command: \`bench/mesos-executor.sh\` (TASKS=${TASKS:-30}), i.e. \`croupier-mesos-bench --executor target/release/croupier-executor --tasks ${TASKS:-30}\`."
+  echo "croupier-executor build: $build."
   echo "Mesos: $("$MESOS_PREFIX/sbin/mesos-agent" --version 2>&1 | head -n 1) at $MESOS_PREFIX. Machine: $(nproc) cores, $(uname -r). Date: $(date -u +%Y-%m-%d). Commit: $(git rev-parse --short HEAD)."
   echo
   echo "One \`mesos-master --registry=in_memory\` and one \`mesos-agent\` on 127.0.0.1 (\`--launcher=posix --isolation=posix/cpu,posix/mem --http_command_executor\`);"
