@@ -337,9 +337,7 @@ impl AgentLink {
             } if g == gen => {
                 if call == "HEARTBEAT" {
                     tracing::debug!("HEARTBEAT call failed (ignored): {error}");
-                } else if (error.is_retryable() || error.is_tls_refusal())
-                    && self.conn == Conn::Subscribed
-                {
+                } else if breaks_link(call, &error) && self.conn == Conn::Subscribed {
                     return Happened::Lost(error);
                 } else {
                     tracing::error!("{call} call failed: {error}");
@@ -503,8 +501,21 @@ impl AgentLink {
     }
 }
 
+/// Does this failed call break the link (the event loop then re-subscribes, carrying every
+/// unacknowledged update)? A HEARTBEAT never does; a retryable failure (5xx, 404, a dropped
+/// connection) or a refused TLS handshake does.
+fn breaks_link(call: &str, error: &AgentError) -> bool {
+    call != "HEARTBEAT" && (error.is_retryable() || error.is_tls_refusal())
+}
+
 /// Sends calls in order on the keep-alive connection; calls of an older connection generation
 /// are dropped (their updates are re-sent inside the next SUBSCRIBE anyway).
+///
+/// Once a call of a generation fails in a way that breaks the link, the later calls of that
+/// generation are dropped too, not sent: an UPDATE refused with a 500 goes out again only in
+/// the re-SUBSCRIBE, and the updates queued behind it must not reach the agent before it (the
+/// agent would see TASK_RUNNING before TASK_STARTING). The re-SUBSCRIBE carries them all, in
+/// the order they were made.
 async fn call_loop(
     endpoint: Endpoint,
     mut rx: mpsc::UnboundedReceiver<(u64, &'static str, Call)>,
@@ -512,11 +523,15 @@ async fn call_loop(
     gen: Arc<AtomicU64>,
 ) {
     let mut caller = Caller::new(endpoint);
+    let mut broken: Option<u64> = None;
     while let Some((g, name, call)) = rx.recv().await {
-        if g != gen.load(Ordering::SeqCst) {
+        if g != gen.load(Ordering::SeqCst) || broken == Some(g) {
             continue;
         }
         if let Err(error) = caller.call(&call, name).await {
+            if breaks_link(name, &error) {
+                broken = Some(g);
+            }
             let _ = tx.send(LinkInput::CallFailed {
                 gen: g,
                 call: name,

@@ -218,9 +218,9 @@ use croupier_testkit::agent::Agent;
 
 /// The agent link failing around UPDATE calls: a `500` (the update not taken) and a
 /// connection dropped after the agent took an update but before its `202`. The executor
-/// re-subscribes and re-sends what was not acknowledged: every update arrives, the terminal
-/// one exactly once (a re-sent copy carries the same uuid), everything is acknowledged, and
-/// the executor neither panics nor exits.
+/// re-subscribes and re-sends what was not acknowledged: every update arrives, in the order
+/// it was made, the terminal one exactly once (a re-sent copy carries the same uuid),
+/// everything is acknowledged, and the executor neither panics nor exits.
 #[tokio::test]
 async fn update_answered_500_or_dropped_before_202_is_resent_not_lost() {
     use croupier_testkit::agent::UpdateFault;
@@ -249,20 +249,20 @@ async fn update_answered_500_or_dropped_before_202_is_resent_not_lost() {
         answered.contains(&500),
         "the 500 was injected: {answered:?}"
     );
-    // Every update once and the terminal one last. The order of the first two is not
-    // asserted: the update refused with 500 is re-sent with the re-SUBSCRIBE, after the next
-    // one was already taken on the same keep-alive connection (so the agent sees RUNNING
-    // before STARTING; reported for the agent link).
-    let mut states = rec.states("t1");
-    assert_eq!(states.last(), Some(&TaskState::TaskFinished), "{states:?}");
-    states.sort_by_key(|s| *s as i32);
-    let mut want = vec![
-        TaskState::TaskStarting,
-        TaskState::TaskRunning,
-        TaskState::TaskFinished,
-    ];
-    want.sort_by_key(|s| *s as i32);
-    assert_eq!(states, want, "zero updates lost, none twice");
+    // Every update once, in the order the executor made them: the update refused with 500
+    // goes out again in the re-SUBSCRIBE, and the one queued behind it is not sent ahead of
+    // it on the keep-alive connection (the agent saw RUNNING before STARTING before that).
+    let states = rec.states("t1");
+    assert_eq!(
+        states,
+        vec![
+            TaskState::TaskStarting,
+            TaskState::TaskRunning,
+            TaskState::TaskFinished,
+        ],
+        "zero updates lost, none twice, in order; {}",
+        agent.executor_stderr()
+    );
     assert_eq!(rec.terminal_updates("t1").len(), 1);
     // The link broke at least once and was re-established.
     assert!(
@@ -272,5 +272,74 @@ async fn update_answered_500_or_dropped_before_202_is_resent_not_lost() {
     );
     let stderr = agent.executor_stderr();
     assert!(!stderr.contains("panicked"), "{stderr}");
+    shutdown_ok(&mut agent).await;
+}
+
+/// libfaketime (Debian/Ubuntu package `libfaketime`): preloaded into the executor, it moves the
+/// executor's wall clock (`CLOCK_REALTIME`) by the offset written in a file, leaving its
+/// monotonic clock true (`FAKETIME_DONT_FAKE_MONOTONIC=1`).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// A wall-clock jump of a day (forward, then back) the moment a task that ignores SIGTERM is
+/// killed with a 2 s grace: SIGKILL comes after the grace, neither at once (a forward jump
+/// firing the timer) nor never (a backward jump delaying it a day). The executor's timers
+/// (kill grace, health-check intervals and delays, recovery timeout, ACK fail-safe, subscribe
+/// backoff) all run on the monotonic clock; the wall clock only stamps the updates, which the
+/// test reads to see that the jump reached the executor.
+#[tokio::test]
+async fn wall_clock_jumps_neither_fire_nor_delay_the_kill_grace() {
+    assert!(
+        std::path::Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} is missing: install it with `apt-get install libfaketime` (this test moves \
+         the executor's wall clock with it)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let offset = dir.path().join("faketime");
+    std::fs::write(&offset, "+0\n").unwrap();
+    let mut c = cfg();
+    c.extra_env.extend([
+        ("LD_PRELOAD".to_string(), LIBFAKETIME.to_string()),
+        (
+            "FAKETIME_TIMESTAMP_FILE".to_string(),
+            offset.display().to_string(),
+        ),
+        ("FAKETIME_NO_CACHE".to_string(), "1".to_string()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".to_string(), "1".to_string()),
+    ]);
+    let mut agent = start(c).await;
+    let day = 86_400.0;
+    for (id, jump, shift) in [("fwd", "+1d", day), ("back", "-1d", -day)] {
+        agent
+            .launch(agent.command_task(id, "trap '' TERM; while :; do sleep 1; done"))
+            .unwrap();
+        agent
+            .wait_update(id, TaskState::TaskRunning, T)
+            .await
+            .unwrap();
+        std::fs::write(&offset, format!("{jump}\n")).unwrap();
+        let started = std::time::Instant::now();
+        agent.kill(id, Some(Duration::from_secs(2))).unwrap();
+        let done = agent
+            .wait_terminal(id, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e}\n{}", agent.executor_stderr()));
+        let took = started.elapsed();
+        assert_eq!(done.state, TaskState::TaskKilled as i32, "{id}");
+        assert!(
+            took >= Duration::from_millis(1500),
+            "{id}: killed after {took:?}, before its 2 s grace"
+        );
+        // The update is stamped with the jumped wall clock: the jump reached the executor.
+        let real = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let stamped = done.timestamp.unwrap_or_default();
+        assert!(
+            (stamped - (real + shift)).abs() < 3600.0,
+            "{id}: TASK_KILLED stamped {stamped}, real time {real}: libfaketime did not move the clock"
+        );
+        std::fs::write(&offset, "+0\n").unwrap();
+    }
     shutdown_ok(&mut agent).await;
 }

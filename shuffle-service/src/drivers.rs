@@ -6,13 +6,15 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
+
+use crate::stamp::Stamp;
 
 struct AppState {
     timeout: Duration,
     last_heartbeat: Instant,
-    /// The same moment on the wall clock (what the store keeps across restarts).
-    last_heartbeat_wall: SystemTime,
+    /// The same moment on the wall and boot clocks (what the store keeps across restarts).
+    last_heartbeat_stamp: Stamp,
     /// A heartbeat arrived since the last [`Apps::take_unsaved`].
     unsaved: bool,
 }
@@ -40,13 +42,15 @@ pub struct Apps {
 impl Apps {
     /// Registers (or re-registers) an app; returns true if it was already known.
     pub fn register(&self, app_id: &str, timeout: Duration) -> bool {
-        self.restore(app_id, timeout, SystemTime::now())
+        self.restore(app_id, timeout, Stamp::now())
     }
 
-    /// Registers an app whose last sign of life was at `last` on the wall clock (a record read
-    /// back from the store); returns true if it was already known.
-    pub fn restore(&self, app_id: &str, timeout: Duration, last: SystemTime) -> bool {
-        let ago = SystemTime::now().duration_since(last).unwrap_or_default();
+    /// Registers an app whose last sign of life was at `last` (a record read back from the
+    /// store); returns true if it was already known. Its silence so far is `last`'s age: by the
+    /// boot clock when `last` is of this boot, so a wall clock stepped while the service was
+    /// down neither expires a live app at once nor keeps a silent one longer.
+    pub fn restore(&self, app_id: &str, timeout: Duration, last: Stamp) -> bool {
+        let ago = last.age_at(&Stamp::now());
         let now = Instant::now();
         let last_heartbeat = now.checked_sub(ago).unwrap_or(now);
         let mut a = self.apps.lock().unwrap_or_else(|p| p.into_inner());
@@ -55,7 +59,7 @@ impl Apps {
             AppState {
                 timeout,
                 last_heartbeat,
-                last_heartbeat_wall: last,
+                last_heartbeat_stamp: last,
                 unsaved: false,
             },
         )
@@ -68,7 +72,7 @@ impl Apps {
         match a.get_mut(app_id) {
             Some(s) => {
                 s.last_heartbeat = Instant::now();
-                s.last_heartbeat_wall = SystemTime::now();
+                s.last_heartbeat_stamp = Stamp::now();
                 s.unsaved = true;
                 true
             }
@@ -77,13 +81,13 @@ impl Apps {
     }
 
     /// Heartbeats received since the last call, for the store.
-    pub fn take_unsaved(&self) -> Vec<(String, SystemTime)> {
+    pub fn take_unsaved(&self) -> Vec<(String, Stamp)> {
         let mut a = self.apps.lock().unwrap_or_else(|p| p.into_inner());
         a.iter_mut()
             .filter(|(_, s)| s.unsaved)
             .map(|(k, s)| {
                 s.unsaved = false;
-                (k.clone(), s.last_heartbeat_wall)
+                (k.clone(), s.last_heartbeat_stamp.clone())
             })
             .collect()
     }
@@ -122,6 +126,7 @@ impl Apps {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
     #[test]
     fn silence_and_restore() {
@@ -144,7 +149,7 @@ mod tests {
         a.restore(
             "z",
             Duration::from_secs(120),
-            SystemTime::now() - Duration::from_secs(3600),
+            Stamp::wall_only(SystemTime::now() - Duration::from_secs(3600)),
         );
         assert!(a.snapshot(Instant::now())["z"].is_silent());
     }

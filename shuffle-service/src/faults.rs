@@ -6,8 +6,9 @@
 //! the error (EIO or ENOSPC) is injected only for a file whose path contains `PATH_PART`
 //! (tests run in parallel in one process, each with its own directory). Configured in-process
 //! with `fail::cfg`, or in a spawned service binary with `CROUPIER_FAILPOINTS`.
-//! Failpoints: `store_file::{write,sync,set_len}` ([`crate::store_file`]) and `index::read`
-//! ([`crate::index_cache`]).
+//! Failpoints: `store_file::{write,sync,set_len}` ([`crate::store_file`]), `index::read`
+//! ([`crate::index_cache`]) and `data::open` (opening a data or RDD block file to send it,
+//! [`crate::send`]).
 
 use std::io;
 use std::path::Path;

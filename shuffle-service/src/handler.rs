@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -198,7 +198,7 @@ pub fn rpc(
                 let record = StoredDriver {
                     app_id: app_id.clone(),
                     heartbeat_timeout: timeout,
-                    last_heartbeat: SystemTime::now(),
+                    last_heartbeat: crate::stamp::Stamp::now(),
                 };
                 if let Err(e) = store.put_driver(record) {
                     shared

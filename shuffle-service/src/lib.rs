@@ -47,6 +47,7 @@ pub mod protocol;
 pub mod resolver;
 pub mod send;
 pub mod server;
+pub mod stamp;
 pub mod state;
 pub mod store;
 pub mod store_file;

@@ -382,6 +382,9 @@ fn open(exec: &Executor, path: &Path) -> Result<(File, u64), ChunkError> {
         path: path.to_owned(),
         source,
     };
+    if let Some(e) = crate::faults::injected("data::open", path) {
+        return Err(err(e));
+    }
     let file = exec.open(path).map_err(err)?;
     let size = file.metadata().map_err(err)?.len();
     Ok((file, size))

@@ -24,6 +24,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::ExecutorShuffleInfo;
+use crate::stamp::{BootTime, Stamp};
 
 const EXECUTORS: TableDefinition<&str, &str> = TableDefinition::new("registered_executors");
 const DRIVERS: TableDefinition<&str, &str> = TableDefinition::new("registered_drivers");
@@ -97,6 +98,31 @@ struct DriverRecord {
     /// Wall-clock milliseconds since the epoch of the last RegisterDriver or heartbeat.
     #[serde(rename = "lastHeartbeatMs")]
     last_heartbeat_ms: u64,
+    /// The same moment on `CLOCK_BOOTTIME` (milliseconds) and the boot it was read in: what
+    /// its age is measured by after a restart in the same boot (see [`crate::stamp`]). Absent
+    /// in records of earlier versions, which are aged by the wall clock.
+    #[serde(rename = "bootId", default, skip_serializing_if = "Option::is_none")]
+    boot_id: Option<String>,
+    #[serde(
+        rename = "bootTimeMs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    boot_time_ms: Option<u64>,
+}
+
+impl DriverRecord {
+    fn last_heartbeat(&self) -> Stamp {
+        let wall = UNIX_EPOCH + Duration::from_millis(self.last_heartbeat_ms);
+        let boot = match (&self.boot_id, self.boot_time_ms) {
+            (Some(id), Some(ms)) => Some(BootTime {
+                boot_id: id.clone(),
+                since_boot: Duration::from_millis(ms),
+            }),
+            _ => None,
+        };
+        Stamp { wall, boot }
+    }
 }
 
 fn executor_key(app_id: &str, exec_id: &str) -> String {
@@ -122,7 +148,7 @@ pub fn to_unix_ms(t: SystemTime) -> u64 {
 pub struct StoredDriver {
     pub app_id: String,
     pub heartbeat_timeout: Duration,
-    pub last_heartbeat: SystemTime,
+    pub last_heartbeat: Stamp,
 }
 
 /// What was read back at start-up.
@@ -151,7 +177,7 @@ enum Op {
     },
     PutDriver(StoredDriver),
     /// Last-heartbeat updates (app, wall-clock time); unknown apps are skipped.
-    Heartbeats(Vec<(String, SystemTime)>),
+    Heartbeats(Vec<(String, Stamp)>),
     RemoveApp(String),
     /// Write what is queued, close the file cleanly (so the next open needs no repair), stop.
     Close,
@@ -263,7 +289,7 @@ impl Store {
         self.submit(Op::PutDriver(d))
     }
 
-    pub fn heartbeats(&self, beats: Vec<(String, SystemTime)>) -> Result<(), StoreError> {
+    pub fn heartbeats(&self, beats: Vec<(String, Stamp)>) -> Result<(), StoreError> {
         if beats.is_empty() {
             return Ok(());
         }
@@ -386,7 +412,7 @@ fn open_and_read_inner(path: &Path) -> Result<(Database, Restored), OpenFailure>
             Ok(d) => restored.drivers.push(StoredDriver {
                 app_id: k.value().to_owned(),
                 heartbeat_timeout: Duration::from_millis(d.heartbeat_timeout_ms),
-                last_heartbeat: UNIX_EPOCH + Duration::from_millis(d.last_heartbeat_ms),
+                last_heartbeat: d.last_heartbeat(),
             }),
             Err(_) => restored.bad_records.push(k.value().to_owned()),
         }
@@ -501,7 +527,7 @@ fn apply(db: &Database, batch: &[Request]) -> Result<(), redb::Error> {
                     execs.insert(executor_key(app_id, exec_id).as_str(), v.as_str())?;
                 }
                 Op::PutDriver(d) => {
-                    let v = driver_json(d.heartbeat_timeout, d.last_heartbeat);
+                    let v = driver_json(d.heartbeat_timeout, &d.last_heartbeat);
                     drivers.insert(d.app_id.as_str(), v.as_str())?;
                 }
                 Op::Heartbeats(beats) => {
@@ -511,7 +537,7 @@ fn apply(db: &Database, batch: &[Request]) -> Result<(), redb::Error> {
                             .and_then(|v| serde_json::from_str::<DriverRecord>(v.value()).ok())
                             .map(|d| d.heartbeat_timeout_ms);
                         if let Some(t) = timeout {
-                            let v = driver_json(Duration::from_millis(t), *at);
+                            let v = driver_json(Duration::from_millis(t), at);
                             drivers.insert(app.as_str(), v.as_str())?;
                         }
                     }
@@ -539,10 +565,12 @@ fn apply(db: &Database, batch: &[Request]) -> Result<(), redb::Error> {
     Ok(())
 }
 
-fn driver_json(timeout: Duration, last: SystemTime) -> String {
+fn driver_json(timeout: Duration, last: &Stamp) -> String {
     serde_json::to_string(&DriverRecord {
         heartbeat_timeout_ms: timeout.as_millis() as u64,
-        last_heartbeat_ms: to_unix_ms(last),
+        last_heartbeat_ms: to_unix_ms(last.wall),
+        boot_id: last.boot.as_ref().map(|b| b.boot_id.clone()),
+        boot_time_ms: last.boot.as_ref().map(|b| b.since_boot.as_millis() as u64),
     })
     .unwrap_or_default()
 }
@@ -677,6 +705,13 @@ mod tests {
 
     #[test]
     fn round_trip_and_remove() {
+        let beat = || Stamp {
+            wall: UNIX_EPOCH + Duration::from_millis(1_700_000_005_123),
+            boot: Some(BootTime {
+                boot_id: "b00t".into(),
+                since_boot: Duration::from_millis(4_000_321),
+            }),
+        };
         let dir = tempfile::tempdir().unwrap();
         {
             let (s, r, o) = Store::open(dir.path(), 7337).unwrap();
@@ -689,11 +724,10 @@ mod tests {
             s.put_driver(StoredDriver {
                 app_id: "a".into(),
                 heartbeat_timeout: Duration::from_secs(120),
-                last_heartbeat: t,
+                last_heartbeat: Stamp::wall_only(t),
             })
             .unwrap();
-            s.heartbeats(vec![("a".into(), t + Duration::from_secs(5))])
-                .unwrap();
+            s.heartbeats(vec![("a".into(), beat())]).unwrap();
         }
         // The writer thread holds the file until its channel closes; wait for it to let go.
         let reopen = || loop {
@@ -715,9 +749,13 @@ mod tests {
         );
         assert_eq!(r.drivers.len(), 1);
         assert_eq!(
-            to_unix_ms(r.drivers[0].last_heartbeat),
-            1_700_000_005_123,
-            "the flushed heartbeat is what was restored"
+            r.drivers[0].last_heartbeat,
+            beat(),
+            "the flushed heartbeat is what was restored, on both clocks"
+        );
+        assert_eq!(
+            to_unix_ms(r.drivers[0].last_heartbeat.wall),
+            1_700_000_005_123
         );
         s.remove_app("a").unwrap();
         drop(s);

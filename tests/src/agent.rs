@@ -350,6 +350,8 @@ pub(crate) struct State {
     pub(crate) terminal: HashSet<String>,
     /// Faults for the next UPDATE calls, in order (see [`Agent::fail_next_updates`]).
     pub(crate) update_faults: VecDeque<UpdateFault>,
+    /// The uuid of every update recorded so far (to mark duplicates).
+    pub(crate) seen_uuids: HashSet<Vec<u8>>,
 }
 
 /// A fault the stand-in injects into one UPDATE call.
@@ -535,6 +537,7 @@ impl Agent {
                 withheld: Vec::new(),
                 terminal: HashSet::new(),
                 update_faults: VecDeque::new(),
+                seen_uuids: HashSet::new(),
             }),
             changed: watch::channel(0).0,
             drop_connections: watch::channel(0).0,

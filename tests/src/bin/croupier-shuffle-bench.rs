@@ -83,6 +83,31 @@ enum Cmd {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Registration and heartbeat churn for a soak (bench/soak.sh): every PERIOD_MS one new
+    /// app registers its driver (heartbeat timeout TIMEOUT_MS) and EXECUTORS executors (local
+    /// dirs under WORK_DIR), and every live app heartbeats; an app goes silent after LIFE
+    /// periods, for the service to clean up. Rides out service restarts: a refused or closed
+    /// connection is reconnected (counted as `reconnects`); an RpcFailure the service answers is
+    /// a failure. Prints a `churn ...` line every minute and at the end; exits non-zero on any
+    /// failure.
+    Churn {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value_t = 600.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 500)]
+        period_ms: u64,
+        #[arg(long, default_value_t = 2)]
+        executors: u32,
+        #[arg(long, default_value_t = 20)]
+        life: u64,
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: i64,
+        #[arg(long)]
+        work_dir: PathBuf,
+    },
     /// Cold start-up: spawn COMMAND, time until 127.0.0.1:PORT accepts a connection, stop it
     /// (SIGTERM). Repeats RUNS times and prints `startup server=<label> ms=<median> …`.
     Startup {
@@ -228,6 +253,27 @@ fn main() -> Result<()> {
             seconds,
             count,
         } => register_load(&host, port, &label, connections, seconds, count)?,
+        Cmd::Churn {
+            host,
+            port,
+            seconds,
+            period_ms,
+            executors,
+            life,
+            timeout_ms,
+            work_dir,
+        } => churn(
+            &host,
+            port,
+            ChurnArgs {
+                seconds,
+                period: Duration::from_millis(period_ms.max(1)),
+                executors,
+                life,
+                timeout_ms,
+                work_dir,
+            },
+        )?,
         Cmd::RawServer {
             data_dir,
             host,
@@ -514,6 +560,132 @@ fn register_load(
         q(0.99),
         q(1.0)
     );
+    Ok(())
+}
+
+struct ChurnArgs {
+    seconds: f64,
+    period: Duration,
+    executors: u32,
+    life: u64,
+    timeout_ms: i64,
+    work_dir: PathBuf,
+}
+
+#[derive(Default, Debug)]
+struct ChurnStats {
+    apps: u64,
+    registrations: u64,
+    heartbeats: u64,
+    reconnects: u64,
+    connect_refused: u64,
+    failures: u64,
+    silent: u64,
+}
+
+impl ChurnStats {
+    fn line(&self, secs: f64) -> String {
+        format!(
+            "churn t={secs:.0}s apps={} registrations={} heartbeats={} silent_apps={} reconnects={} connects_refused={} failures={}",
+            self.apps,
+            self.registrations,
+            self.heartbeats,
+            self.silent,
+            self.reconnects,
+            self.connect_refused,
+            self.failures
+        )
+    }
+}
+
+fn churn(host: &str, port: u16, a: ChurnArgs) -> Result<()> {
+    use croupier_shuffle_service::protocol::ExecutorShuffleInfo;
+    use croupier_testkit::shuffle::{Client, ClientError};
+    use std::collections::VecDeque;
+    let addr: SocketAddr = format!("{host}:{port}")
+        .parse()
+        .with_context(|| format!("bad --host/--port {host}:{port}"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs_f64(a.seconds);
+    let stats = rt.block_on(async {
+        let mut st = ChurnStats::default();
+        let mut client: Option<Client> = None;
+        // (app id, the period it registered in)
+        let mut live: VecDeque<(String, u64)> = VecDeque::new();
+        let mut tick = tokio::time::interval(a.period);
+        let mut next_report = t0 + Duration::from_secs(60);
+        let mut k: u64 = 0;
+        while Instant::now() < deadline {
+            tick.tick().await;
+            k += 1;
+            if Instant::now() >= next_report {
+                println!("{}", st.line(t0.elapsed().as_secs_f64()));
+                next_report += Duration::from_secs(60);
+            }
+            while live.front().is_some_and(|(_, born)| k - born > a.life) {
+                live.pop_front();
+                st.silent += 1;
+            }
+            if client.is_none() {
+                match Client::connect(addr).await {
+                    Ok(c) => client = Some(c),
+                    Err(_) => {
+                        // The service is restarting.
+                        st.connect_refused += 1;
+                        continue;
+                    }
+                }
+            }
+            let Some(c) = client.as_ref() else {
+                continue;
+            };
+            let app = format!("app-20261203000000-churn-{k:06}");
+            let step: Result<(), ClientError> = async {
+                c.register_driver(&app, a.timeout_ms).await?;
+                st.registrations += 1;
+                for e in 0..a.executors {
+                    let dir = a.work_dir.join(&app).join(format!("blockmgr-{e}"));
+                    std::fs::create_dir_all(&dir)
+                        .map_err(|source| ClientError::Io { peer: addr, source })?;
+                    let info = ExecutorShuffleInfo {
+                        local_dirs: vec![dir.display().to_string()],
+                        sub_dirs_per_local_dir: 64,
+                        shuffle_manager: "org.apache.spark.shuffle.sort.SortShuffleManager".into(),
+                    };
+                    c.register_executor(&app, &e.to_string(), info).await?;
+                    st.registrations += 1;
+                }
+                st.apps += 1;
+                live.push_back((app.clone(), k));
+                for (id, _) in &live {
+                    c.heartbeat(id).await?;
+                    st.heartbeats += 1;
+                }
+                Ok(())
+            }
+            .await;
+            match step {
+                Ok(()) => {}
+                Err(e @ (ClientError::Rpc { .. } | ClientError::Protocol { .. })) => {
+                    st.failures += 1;
+                    eprintln!("churn: {app}: {e}");
+                }
+                Err(_) => {
+                    // The connection broke (a restart): reconnect at the next period.
+                    st.reconnects += 1;
+                    client = None;
+                }
+            }
+        }
+        st
+    });
+    println!("{}", stats.line(t0.elapsed().as_secs_f64()));
+    if stats.failures > 0 {
+        bail!("{} registrations or heartbeats failed", stats.failures);
+    }
     Ok(())
 }
 
