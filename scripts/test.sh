@@ -4,7 +4,7 @@
 # tier (a real Mesos 1.11 master and agent: test files named mesos_*.rs) and the packaging test.
 #
 # Before running anything it checks what the suite needs from the machine. As root it installs
-# what is missing (Debian's rpm, systemd and curl for the packaging test; Apache Mesos 1.11 from
+# what is missing (Debian's libfaketime for the clock-jump tests; rpm, systemd and curl for the packaging test; Apache Mesos 1.11 from
 # ../shared/mesos/install.sh beside the clone); otherwise it lists what is missing and how to
 # get it, and stops. Opt-outs, each reported as NOT RUN at the start and at the end:
 #   CROUPIER_SKIP_PACKAGING=1  leave out the packaging test (it needs root: dpkg -i)
@@ -13,6 +13,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 is_root=0; [ "$(id -u)" -eq 0 ] && is_root=1
 problems=(); notrun=()
+
+# --- the clock-jump tests (shuffle-service/tests/faults.rs, executor/tests/executor_agent.rs)
+# move a process's wall clock with libfaketime
+faketime_lib=/usr/lib/$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)/faketime/libfaketime.so.1
+if [ ! -f "$faketime_lib" ]; then
+  if [ "$is_root" -eq 1 ]; then
+    echo "== apt-get install libfaketime (for the clock-jump tests)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfaketime >/dev/null
+  else
+    problems+=("the clock-jump tests need $faketime_lib: apt-get install libfaketime (as root)")
+  fi
+fi
 
 # --- packaging test: root, rpm, systemd-analyze, curl
 packaging=1

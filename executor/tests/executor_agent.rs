@@ -278,6 +278,9 @@ async fn update_answered_500_or_dropped_before_202_is_resent_not_lost() {
 /// libfaketime (Debian/Ubuntu package `libfaketime`): preloaded into the executor, it moves the
 /// executor's wall clock (`CLOCK_REALTIME`) by the offset written in a file, leaving its
 /// monotonic clock true (`FAKETIME_DONT_FAKE_MONOTONIC=1`).
+#[cfg(target_arch = "aarch64")]
+const LIBFAKETIME: &str = "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1";
+#[cfg(not(target_arch = "aarch64"))]
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 /// A wall-clock jump of a day (forward, then back) the moment a task that ignores SIGTERM is

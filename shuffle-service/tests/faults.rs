@@ -461,6 +461,9 @@ fn data_file_shrinking_mid_send_closes_the_stream_and_spares_the_rest() {
 /// libfaketime (Debian/Ubuntu package `libfaketime`), preloaded into the service so that its
 /// wall clock (`CLOCK_REALTIME`) follows the offset written in a file while its monotonic and
 /// boot clocks stay true (`FAKETIME_DONT_FAKE_MONOTONIC=1`).
+#[cfg(target_arch = "aarch64")]
+const LIBFAKETIME: &str = "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1";
+#[cfg(not(target_arch = "aarch64"))]
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 struct FakeClock {
