@@ -33,7 +33,8 @@
 # SASL-only and once with the auth engine (AES-CTR); 1 MiB and 32 KiB blocks at 16 connections,
 # interleaved rounds, plus ours unauthenticated in the same rounds; then the cost of a new
 # connection (connect, authenticate, one RegisterExecutor, close), sequential, medians; these
-# tables are (re)written to bench/results-shuffle-auth.md (bench/assemble.sh puts it in BENCHMARKS.md).
+# tables are (re)written to bench/results-shuffle-auth.md (bench/assemble.sh puts it in BENCHMARKS.md),
+# except by a --quick run.
 # Needs: the pyspark venv (scripts/setup-venv.sh; CROUPIER_VENV), java, python3, ~1 GiB in DATA.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -365,8 +366,10 @@ PY
 echo "$AUTH_TABLES" | tee -a "$RESULTS"
 LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# loadavg at end: $(cat /proc/loadavg)" | tee -a "$RESULTS" >&2
-# The spark.authenticate rows as a bench/results-*.md file (bench/assemble.sh copies it into BENCHMARKS.md).
+# The spark.authenticate rows as a bench/results-*.md file (bench/assemble.sh copies it into BENCHMARKS.md);
+# a --quick run (few, short rounds) leaves the recorded tables alone: its rows are in $RESULTS only.
 AUTH_MD=bench/results-shuffle-auth.md
+[ "$QUICK" = 1 ] && AUTH_MD=/dev/null
 cat >"$AUTH_MD" <<EOF
 # \`spark.authenticate\`: ours vs Spark's JVM shuffle service (bench/shuffle.sh)
 
@@ -392,7 +395,7 @@ $(nproc) cores, load average at start $LOAD_START, at end $LOAD_END.
 
 $AUTH_TABLES
 EOF
-echo "wrote $AUTH_MD" >&2
+[ "$AUTH_MD" = /dev/null ] || echo "wrote $AUTH_MD" >&2
 echo "== done in $((SECONDS - T0)) s (after the build)" >&2
 
 echo
