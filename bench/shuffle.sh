@@ -54,7 +54,7 @@ while [ $# -gt 0 ]; do
     --results) RESULTS="$2"; shift ;;
     --no-job) NO_JOB=1 ;;
     --cold) COLD_REQ="$2"; shift ;;
-    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
