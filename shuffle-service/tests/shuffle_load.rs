@@ -223,13 +223,14 @@ async fn slow_silent_and_vanished_clients_stay_bounded_and_do_not_starve_others(
         })
     };
 
-    // 4 that pipeline 150,000 requests (~15 MB of answers, more than the socket buffers)
-    // and never read: their writes stop once the service stops reading them (its queue to
+    // 4 that ask for the 32 MiB block, pipeline 150,000 requests behind it and never read: their writes stop once the service stops reading them (its queue to
     // the socket is full).
     let silent: Vec<_> = (0..SILENT)
-        .map(|_| {
+        .map(|i| {
             std::thread::spawn(move || {
-                let mut s = TcpStream::connect(addr).unwrap();
+                // First the 32 MiB block (more than any socket buffers take), so each one
+                // surely stalls, then the pipelined requests behind it.
+                let mut s = ask_big_block(addr, 1000 + i as i64);
                 small_receive_buffer(&s);
                 s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
                 let mut reqs = Vec::new();
@@ -242,10 +243,18 @@ async fn slow_silent_and_vanished_clients_stay_bounded_and_do_not_starve_others(
                         .to_bytes(),
                     );
                 }
+                // Until all is written or the service closes the connection (a slow,
+                // loaded service may take a while to read them all).
+                let end = Instant::now() + Duration::from_secs(60);
                 let mut sent = 0;
-                while sent < reqs.len() {
+                while sent < reqs.len() && Instant::now() < end {
                     match s.write(&reqs[sent..]) {
                         Ok(n) if n > 0 => sent += n,
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) => {}
                         _ => break,
                     }
                 }
@@ -253,7 +262,6 @@ async fn slow_silent_and_vanished_clients_stay_bounded_and_do_not_starve_others(
             })
         })
         .collect();
-    let silent: Vec<TcpStream> = silent.into_iter().map(|t| t.join().unwrap()).collect();
 
     // 16 idle connections and 4 with a 32 MiB block on its way vanish without FIN or RST.
     for _ in 0..16 {
@@ -312,6 +320,7 @@ async fn slow_silent_and_vanished_clients_stay_bounded_and_do_not_starve_others(
     }
     // Left: the honest client, 64 slow senders and 16 idle vanished ones (held, like any
     // idle connection); the silent ones are gone (the service closed them).
+    let silent: Vec<TcpStream> = silent.into_iter().map(|t| t.join().unwrap()).collect();
     drop(silent);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let slow = dripper.join().unwrap();
