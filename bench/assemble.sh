@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 {
   cat bench/summary.md
-  for f in results-executor results-mesos-executor results-executor-longlived results-health-check results-fetcher results-fetcher-xfs results-shuffle-startup results-shuffle-registration results-shuffle results-soak results-auth-engine results-shuffle-auth results-auth-overhead; do
+  for f in results-executor results-mesos-executor results-executor-longlived results-health-check results-fetcher results-fetcher-xfs results-shuffle-startup results-shuffle-registration results-shuffle results-soak results-auth-engine results-shuffle-auth results-auth-overhead results-connections results-rpc-under-load; do
     # a results file not produced yet (its benchmark never ran here) is left out
     [ -f "bench/$f.md" ] || continue
     echo

@@ -33,6 +33,8 @@ then --host/--port)
   spark.shuffle.io.serverThreads           cores  worker threads
   spark.shuffle.io.connectionTimeout       120s   a connection whose peer reads nothing of what is
                                   sent to it for this long is closed (default: spark.network.timeout)
+  spark.shuffle.io.enableTcpKeepAlive      false  SO_KEEPALIVE on client connections (kernel
+                                  timings), to drop peers that vanished without FIN/RST
   croupier.shuffle.io.blockingThreads      512    threads for disk work (sendfile, file opens);
                                   none ever waits for a slow client
   croupier.admin.address                   off    host:port for /healthz and /metrics (Prometheus)
@@ -140,6 +142,10 @@ pub struct Config {
     /// `spark.shuffle.io.connectionTimeout` (else `spark.network.timeout`, else 120 s): a send
     /// that makes no progress for this long closes the connection.
     pub connection_timeout: Duration,
+    /// `spark.shuffle.io.enableTcpKeepAlive`: SO_KEEPALIVE on accepted connections (the
+    /// kernel's `net.ipv4.tcp_keepalive_*` timings), so peers that vanished without FIN or
+    /// RST are found out even when nothing is being sent to them.
+    pub tcp_keepalive: bool,
     /// `croupier.admin.address`: where the admin HTTP endpoint (`/healthz`, `/metrics`)
     /// listens; `None` (the default) leaves it off.
     pub admin_address: Option<SocketAddr>,
@@ -178,6 +184,7 @@ impl Default for Config {
             blocking_threads: DEFAULT_BLOCKING_THREADS,
             max_request_frame: DEFAULT_MAX_REQUEST_FRAME,
             connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
+            tcp_keepalive: false,
             admin_address: None,
             state_dir: StateDir::Default,
             agent_address: Some(DEFAULT_AGENT_ADDRESS.into()),
@@ -303,6 +310,7 @@ const HONOURED: &[&str] = &[
     "spark.shuffle.service.fetch.rdd.enabled",
     "spark.shuffle.cleaner.interval",
     "spark.shuffle.io.serverThreads",
+    KEEPALIVE_KEY,
     CONNECTION_TIMEOUT_KEY,
     NETWORK_TIMEOUT_KEY,
     BLOCKING_THREADS_KEY,
@@ -317,6 +325,7 @@ const HONOURED: &[&str] = &[
 
 /// How long a send may make no progress (the peer reads nothing) before the connection is
 /// closed; Spark's name for its connection idle timeout.
+pub const KEEPALIVE_KEY: &str = "spark.shuffle.io.enableTcpKeepAlive";
 pub const CONNECTION_TIMEOUT_KEY: &str = "spark.shuffle.io.connectionTimeout";
 /// Spark's fallback for [`CONNECTION_TIMEOUT_KEY`].
 pub const NETWORK_TIMEOUT_KEY: &str = "spark.network.timeout";
@@ -380,10 +389,6 @@ const IGNORED: &[(&str, &str)] = &[
     (
         "spark.shuffle.io.enableVerboseMetrics",
         "metrics are on /metrics of croupier.admin.address",
-    ),
-    (
-        "spark.shuffle.io.enableTcpKeepAlive",
-        "TCP keepalive is not set",
     ),
     (
         "spark.shuffle.server.chunkFetchHandlerThreadsPercent",
@@ -555,6 +560,12 @@ impl Settings {
                 Ok(d) if !d.is_zero() => c.connection_timeout = d,
                 Ok(_) => problems.push(bad(key, v, o, "must be positive, e.g. 120s".into())),
                 Err(r) => problems.push(bad(key, v, o, r)),
+            }
+        }
+        if let Some((v, o)) = self.get(KEEPALIVE_KEY) {
+            match parse_bool(v) {
+                Ok(b) => c.tcp_keepalive = b,
+                Err(r) => problems.push(bad(KEEPALIVE_KEY, v, o, r)),
             }
         }
         if let Some((v, o)) = self.get(BLOCKING_THREADS_KEY) {
@@ -850,7 +861,10 @@ mod tests {
         .unwrap();
         let cli = Cli {
             properties_file: Some(f),
-            conf: vec!["spark.shuffle.service.fetch.rdd.enabled=true".into()],
+            conf: vec![
+                "spark.shuffle.service.fetch.rdd.enabled=true".into(),
+                "spark.shuffle.io.enableTcpKeepAlive=true".into(),
+            ],
             ..Cli::default()
         };
         let c = Config::load(
@@ -864,6 +878,8 @@ mod tests {
         assert_eq!(c.index_cache_size, 2 << 20);
         assert_eq!(c.max_chunks_being_transferred, 9);
         assert!(c.fetch_rdd_enabled);
+        assert!(c.tcp_keepalive);
+        assert!(c.ignored_keys.is_empty());
         assert_eq!(c.unknown_keys, vec!["spark.some.unknown".to_string()]);
         let cli = Cli {
             port: Some(0),

@@ -45,6 +45,7 @@ fn start() -> anyhow::Result<()> {
         blocking_threads = config.blocking_threads,
         max_request_frame = config.max_request_frame,
         connection_timeout_ms = config.connection_timeout.as_millis() as u64,
+        tcp_keepalive = config.tcp_keepalive,
         admin_address = config
             .admin_address
             .map(|a| a.to_string())

@@ -12,14 +12,13 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use croupier_shuffle_service::auth::engine::{AuthMessage, ClientAuth, EngineVersion};
 use croupier_shuffle_service::auth::sasl::{netty_base64, DigestInput, SaslMessage};
-use croupier_shuffle_service::protocol::frame;
 use croupier_shuffle_service::protocol::{BlockTransferMessage as M, Message, StreamChunkId};
 use croupier_testkit::shuffle::layout::ExecutorDirs;
 use croupier_testkit::shuffle::{Client, ClientError};
-use shuffle_support::Ess;
+use shuffle_support::{read_frame, Ess};
 
 const SECRET: &str = "a secret shared by the cluster and its apps";
 const APP_A: &str = "app-20261203080000-0001";
@@ -248,30 +247,6 @@ async fn refusals_before_and_without_authentication() {
     );
     let log = ess.log().join("\n");
     assert!(!log.contains(SECRET), "the secret reached the log:\n{log}");
-}
-
-fn read_frame(
-    s: &mut TcpStream,
-    dec: Option<&mut croupier_shuffle_service::auth::ctr::Decryptor>,
-) -> Message {
-    let mut len = [0u8; 8];
-    s.read_exact(&mut len).expect("frame length");
-    let mut dec = dec;
-    if let Some(d) = dec.as_deref_mut() {
-        d.decrypt(&mut len);
-    }
-    let n = u64::from_be_bytes(len) as usize;
-    assert!((8..1 << 20).contains(&n), "frame length {n}");
-    let mut rest = vec![0u8; n - 8];
-    s.read_exact(&mut rest).expect("frame body");
-    if let Some(d) = dec {
-        d.decrypt(&mut rest);
-    }
-    let mut buf = BytesMut::from(&len[..]);
-    buf.extend_from_slice(&rest);
-    frame::decode(&mut buf, 1 << 20)
-        .expect("a valid frame")
-        .expect("a whole frame")
 }
 
 fn engine_handshake(

@@ -188,3 +188,29 @@ impl Drop for Ess {
         self.stop();
     }
 }
+
+/// Reads one whole frame (< 1 MiB) from a blocking socket, decrypting it with `dec` when the
+/// connection is encrypted.
+pub fn read_frame(
+    s: &mut std::net::TcpStream,
+    dec: Option<&mut croupier_shuffle_service::auth::ctr::Decryptor>,
+) -> croupier_shuffle_service::protocol::Message {
+    let mut len = [0u8; 8];
+    std::io::Read::read_exact(s, &mut len).expect("frame length");
+    let mut dec = dec;
+    if let Some(d) = dec.as_deref_mut() {
+        d.decrypt(&mut len);
+    }
+    let n = u64::from_be_bytes(len) as usize;
+    assert!((8..1 << 20).contains(&n), "frame length {n}");
+    let mut rest = vec![0u8; n - 8];
+    std::io::Read::read_exact(s, &mut rest).expect("frame body");
+    if let Some(d) = dec {
+        d.decrypt(&mut rest);
+    }
+    let mut buf = bytes::BytesMut::from(&len[..]);
+    buf.extend_from_slice(&rest);
+    croupier_shuffle_service::protocol::frame::decode(&mut buf, 1 << 20)
+        .expect("a valid frame")
+        .expect("a whole frame")
+}

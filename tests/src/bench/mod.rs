@@ -7,10 +7,12 @@
 //!   deterministic content every received byte is compared with.
 //! - [`wire`]: the few frames the load generator and the raw server exchange.
 //! - [`load`]: N concurrent connections fetching and verifying; throughput and latency.
+//! - [`conns`]: thousands of mostly idle connections, each answered once; the server's RSS.
 //! - [`procfs`]: server CPU seconds and RSS from `/proc/<pid>`.
 //! - [`raw`]: the raw `sendfile` server (same bytes, same framing, nothing else).
 //! - [`report`]: the side-by-side table with ratios and the one-line summary.
 
+pub mod conns;
 pub mod data;
 pub mod load;
 pub mod procfs;

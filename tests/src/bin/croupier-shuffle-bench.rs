@@ -82,6 +82,10 @@ enum Cmd {
         /// Send exactly this many RPCs in all instead of running for SECONDS.
         #[arg(long)]
         count: Option<u64>,
+        /// Mesos drivers too: one RPC in ten is a RegisterDriver (timed) followed by a
+        /// ShuffleServiceHeartbeat (one-way, untimed), the rest RegisterExecutor.
+        #[arg(long)]
+        with_driver: bool,
     },
     /// Registration and heartbeat churn for a soak (bench/soak.sh): every PERIOD_MS one new
     /// app registers its driver (heartbeat timeout TIMEOUT_MS) and EXECUTORS executors (local
@@ -123,6 +127,27 @@ enum Cmd {
         /// The server command line.
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// Many connections: opens connections in steps (e.g. 1000,5000,10000), prints the server's
+    /// settled VmRSS at each (`conns server=<label> connections=N rss_kib=… kib_per_conn=…`),
+    /// then sends one request on every connection and checks every answer (`phase=answered`).
+    /// Raises its own open-file limit (as root, past the hard limit).
+    Conns {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long)]
+        port: u16,
+        /// The server process whose VmRSS is read.
+        #[arg(long)]
+        server_pid: u32,
+        #[arg(long, default_value = "ours")]
+        label: String,
+        /// Connection counts at which the RSS is read, ascending.
+        #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
+        steps: Vec<usize>,
+        /// Seconds to wait for each answer.
+        #[arg(long, default_value_t = 60)]
+        timeout_s: u64,
     },
     /// Print a process's memory in MB: current VmRSS, or VmHWM (peak) with --peak.
     Mem {
@@ -252,7 +277,16 @@ fn main() -> Result<()> {
             connections,
             seconds,
             count,
-        } => register_load(&host, port, &label, connections, seconds, count)?,
+            with_driver,
+        } => register_load(
+            &host,
+            port,
+            &label,
+            connections,
+            seconds,
+            count,
+            with_driver,
+        )?,
         Cmd::Churn {
             host,
             port,
@@ -292,6 +326,14 @@ fn main() -> Result<()> {
             timeout_s,
             command,
         } => startup(port, &label, runs, timeout_s, &command)?,
+        Cmd::Conns {
+            host,
+            port,
+            server_pid,
+            label,
+            steps,
+            timeout_s,
+        } => conns(&host, port, server_pid, &label, &steps, timeout_s)?,
         Cmd::Mem { pid, peak } => {
             let p = Proc(pid);
             let b = if peak { p.hwm() } else { p.rss() }
@@ -482,6 +524,50 @@ fn run(a: RunArgs) -> Result<()> {
     Ok(())
 }
 
+fn conns(
+    host: &str,
+    port: u16,
+    pid: u32,
+    label: &str,
+    steps: &[usize],
+    timeout_s: u64,
+) -> Result<()> {
+    use croupier_testkit::bench::conns;
+    let addr: SocketAddr = format!("{host}:{port}")
+        .parse()
+        .with_context(|| format!("bad --host/--port {host}:{port}"))?;
+    let most = steps.iter().copied().max().unwrap_or(0);
+    if steps.windows(2).any(|w| w[0] >= w[1]) {
+        bail!("--steps must be ascending: {steps:?}");
+    }
+    let limit = conns::raise_nofile(most as u64 + 256)?;
+    if limit < most as u64 + 16 {
+        bail!("the open-file limit is {limit}, too low for {most} connections (raise ulimit -n)");
+    }
+    let server = Proc(pid);
+    let settle = Duration::from_secs(10);
+    let base = conns::settled_rss_kib(server, settle)?;
+    println!("conns server={label} connections=0 phase=idle rss_kib={base} kib_per_conn=0");
+    let mut held = Vec::with_capacity(most);
+    let t = Instant::now();
+    for &n in steps {
+        conns::open_to(addr, &mut held, n)?;
+        let rss = conns::settled_rss_kib(server, settle)?;
+        println!(
+            "conns server={label} connections={n} phase=idle rss_kib={rss} kib_per_conn={:.2} open_s={:.1}",
+            rss.saturating_sub(base) as f64 / n.max(1) as f64,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let answered = conns::ask_all(addr, &mut held, Duration::from_secs(timeout_s))?;
+    let rss = conns::settled_rss_kib(server, settle)?;
+    println!(
+        "conns server={label} connections={answered} phase=answered rss_kib={rss} kib_per_conn={:.2}",
+        rss.saturating_sub(base) as f64 / answered.max(1) as f64
+    );
+    Ok(())
+}
+
 fn register_load(
     host: &str,
     port: u16,
@@ -489,6 +575,7 @@ fn register_load(
     connections: usize,
     seconds: f64,
     count: Option<u64>,
+    with_driver: bool,
 ) -> Result<()> {
     use croupier_shuffle_service::protocol::ExecutorShuffleInfo;
     use croupier_testkit::shuffle::Client;
@@ -533,8 +620,14 @@ fn register_load(
                         shuffle_manager: "org.apache.spark.shuffle.sort.SortShuffleManager".into(),
                     };
                     let t = Instant::now();
-                    client.register_executor(&app, &n.to_string(), info).await?;
-                    lat.push(t.elapsed());
+                    if with_driver && n.is_multiple_of(10) {
+                        client.register_driver(&app, 120_000).await?;
+                        lat.push(t.elapsed());
+                        client.heartbeat(&app).await?;
+                    } else {
+                        client.register_executor(&app, &n.to_string(), info).await?;
+                        lat.push(t.elapsed());
+                    }
                 }
                 anyhow::Ok(lat)
             }));
