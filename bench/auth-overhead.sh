@@ -16,6 +16,7 @@
 # Needs: python3, ~600 MiB in DATA (removed at the end unless --data-dir was given).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 ROUNDS=30
 SECS=1
@@ -48,15 +49,6 @@ LOGS="$DATA/logs"
 mkdir -p "$LOGS"
 : >"$RESULTS"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { # port pid
-  for _ in $(seq 1200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    kill -0 "$2" 2>/dev/null || { echo "server pid $2 died before listening on $1" >&2; return 1; }
-    sleep 0.05
-  done
-  echo "nothing listens on $1 after 60 s" >&2; return 1
-}
 declare -A PORT PID
 cleanup() {
   for l in "${!PID[@]}"; do kill "${PID[$l]}" 2>/dev/null || true; done

@@ -12,18 +12,12 @@
 # Needs: the pyspark venv (CROUPIER_VENV), java, python3, ~300 MB scratch under the target dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNS="${1:-3}"
 SECS="${2:-5}"
 CONNS="${3:-4}"
 FETCHERS="${4:-256}"
-VENV="${CROUPIER_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/croupier/venv}"
-SPARK_HOME="$(ls -d "$VENV"/lib/python3*/site-packages/pyspark 2>/dev/null | head -n 1)"
-if [ ! -d "$SPARK_HOME/jars" ]; then
-  echo "no pyspark jars under $VENV: run scripts/setup-venv.sh (or scripts/test.sh)" >&2
-  exit 1
-fi
-command -v java >/dev/null || { echo "java not found: Spark's shuffle service needs Java 17" >&2; exit 1; }
-JAVA_CLASS=org.apache.spark.deploy.mesos.MesosExternalShuffleService
+bench_spark_home java
 cargo build --release -q -p croupier-shuffle-service -p croupier-testkit --bin croupier-shuffle-service --bin croupier-shuffle-bench >&2
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 OURS="${OURS_BIN:-$TARGET/release/croupier-shuffle-service}"
@@ -38,15 +32,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { # port pid
-  for _ in $(seq 1200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    kill -0 "$2" 2>/dev/null || { echo "server pid $2 died before listening on $1" >&2; return 1; }
-    sleep 0.05
-  done
-  echo "nothing listens on $1 after 60 s" >&2; return 1
-}
 start_server() { # kind port
   case $1 in
     ours-durable) rm -rf "$SCRATCH/state"; mkdir -p "$SCRATCH/state"

@@ -16,15 +16,11 @@
 # binaries into $CARGO_TARGET_DIR (or target/); scratch goes to a temp dir under target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNS="${1:-5}"
 SECONDS_PER="${2:-5}"
 CONNS="${3:-8}"
-VENV="${CROUPIER_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/croupier/venv}"
-SPARK_HOME="$(ls -d "$VENV"/lib/python3*/site-packages/pyspark 2>/dev/null | head -n 1)"
-if [ ! -d "$SPARK_HOME/jars" ]; then
-  echo "no pyspark jars under $VENV: run scripts/setup-venv.sh (or scripts/test.sh)" >&2
-  exit 1
-fi
+bench_spark_home
 cargo build --release -p croupier-shuffle-service -p croupier-testkit --bin croupier-shuffle-service --bin croupier-shuffle-bench >&2
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 OURS="$TARGET/release/croupier-shuffle-service"
@@ -37,14 +33,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 600); do
-    if (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "nothing listens on $1 after 60 s" >&2; return 1
-}
 
 start_server() { # kind port -> pid in SERVER_PID
   local kind=$1 port=$2

@@ -14,14 +14,10 @@
 # Needs: CROUPIER_VENV (or the default venv of scripts/setup-venv.sh), java, python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNS="${1:-5}"
 IDLE="${2:-5}"
-VENV="${CROUPIER_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/croupier/venv}"
-SPARK_HOME="$(ls -d "$VENV"/lib/python3*/site-packages/pyspark 2>/dev/null | head -n 1)"
-if [ ! -d "$SPARK_HOME/jars" ]; then
-  echo "no pyspark jars under $VENV: run scripts/setup-venv.sh (or scripts/test.sh)" >&2
-  exit 1
-fi
+bench_spark_home
 cargo build --release -p croupier-shuffle-service >&2
 OURS="$PWD/target/release/croupier-shuffle-service"
 export SPARK_HOME RUNS IDLE OURS

@@ -38,6 +38,7 @@
 # Needs: the pyspark venv (scripts/setup-venv.sh; CROUPIER_VENV), java, python3, ~1 GiB in DATA.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 CMDLINE="bench/shuffle.sh${*:+ $*}"
 QUICK=0
@@ -60,14 +61,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-VENV="${CROUPIER_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/croupier/venv}"
-SPARK_HOME="$(ls -d "$VENV"/lib/python3*/site-packages/pyspark 2>/dev/null | head -n 1)"
-if [ ! -d "$SPARK_HOME/jars" ]; then
-  echo "no pyspark jars under $VENV: run scripts/setup-venv.sh (or scripts/test.sh) first" >&2
-  exit 1
-fi
-command -v java >/dev/null || { echo "java not found: Spark's shuffle service needs Java 17" >&2; exit 1; }
-JAVA_CLASS=org.apache.spark.deploy.mesos.MesosExternalShuffleService
+bench_spark_home java
 
 echo "== building release binaries" >&2
 cargo build --release -q -p croupier-shuffle-service --bin croupier-shuffle-service >&2
@@ -114,15 +108,6 @@ for s in "${SETS[@]}"; do
   "$BENCH" gen --data-dir "$DATA" --shuffle-id "$id" --maps "$maps" --reduces "$red" --block-size "$block" >&2
 done
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { # port pid
-  for _ in $(seq 1200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    kill -0 "$2" 2>/dev/null || { echo "server pid $2 died before listening on $1" >&2; return 1; }
-    sleep 0.05
-  done
-  echo "nothing listens on $1 after 60 s" >&2; return 1
-}
 declare -A PORT PID
 stop_servers() {
   for l in "${!PID[@]}"; do kill "${PID[$l]}" 2>/dev/null || true; done

@@ -18,15 +18,11 @@
 # under $CARGO_TARGET_DIR, removed at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 DURATION="${1:-600}"
 RESTART_EVERY="${2:-120}"
-VENV="${CROUPIER_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/croupier/venv}"
-SPARK_HOME_REAL="$(ls -d "$VENV"/lib/python3*/site-packages/pyspark 2>/dev/null | head -n 1)"
-if [ ! -d "$SPARK_HOME_REAL/jars" ]; then
-  echo "no pyspark jars under $VENV: run scripts/setup-venv.sh (or scripts/test.sh)" >&2
-  exit 1
-fi
-command -v java >/dev/null || { echo "java not found: install a JDK 17 (Spark 3.5.7 needs it)" >&2; exit 1; }
+bench_spark_home java
+SPARK_HOME_REAL="$SPARK_HOME"
 # SOAK_NO_BUILD=1: use the release binaries already in the target dir.
 [ -n "${SOAK_NO_BUILD:-}" ] || cargo build --release -q -p croupier-shuffle-service -p croupier-testkit \
   --bin croupier-shuffle-service --bin croupier-shuffle-bench >&2
@@ -48,14 +44,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 600); do
-    if (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "nothing listens on $1 after 60 s" >&2; return 1
-}
 
 PORT=$(free_port)
 ADMIN=$(free_port)
