@@ -20,7 +20,8 @@ import json
 import os
 import sys
 
-from pyspark.sql import SparkSession
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "interop", "spark"))
+import local_cluster  # noqa: E402
 
 MAPS = 8
 REDUCES = 64
@@ -31,19 +32,8 @@ def main():
     events = os.path.join(work, "events")
     os.makedirs(events, exist_ok=True)
     spark = (
-        SparkSession.builder.master("local-cluster[2,1,1024]")
-        .appName("croupier-shuffle-job-bench")
-        .config("spark.shuffle.service.enabled", "true")
-        .config("spark.shuffle.service.port", str(port))
-        .config("spark.shuffle.readHostLocalDisk", "false")
+        local_cluster.builder("croupier-shuffle-job-bench", port, events)
         .config("spark.sql.adaptive.enabled", "false")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.executor.memory", "512m")
-        .config("spark.eventLog.enabled", "true")
-        .config("spark.eventLog.dir", "file://" + events)
         .config("spark.task.maxFailures", "1")
         .getOrCreate()
     )

@@ -25,7 +25,7 @@ import sys
 import time
 from operator import add
 
-from pyspark.sql import SparkSession
+import local_cluster
 
 MAPS = 4
 REDUCES = 6
@@ -41,18 +41,7 @@ def main():
     events = os.path.join(sync, "events")
     os.makedirs(events, exist_ok=True)
     spark = (
-        SparkSession.builder.master("local-cluster[2,1,1024]")
-        .appName("croupier-restart")
-        .config("spark.shuffle.service.enabled", "true")
-        .config("spark.shuffle.service.port", str(port))
-        .config("spark.shuffle.readHostLocalDisk", "false")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.executor.memory", "512m")
-        .config("spark.eventLog.enabled", "true")
-        .config("spark.eventLog.dir", "file://" + events)
+        local_cluster.builder("croupier-restart", port, events)
         .config("spark.shuffle.io.maxRetries", "2")
         .config("spark.shuffle.io.retryWait", "1s")
         .config("spark.stage.maxConsecutiveAttempts", "2")

@@ -23,7 +23,7 @@ import sys
 import time
 from operator import add
 
-from pyspark.sql import SparkSession
+import local_cluster
 from pyspark.sql import functions as F
 
 T0 = time.monotonic()
@@ -69,18 +69,7 @@ JOBS = [rdd_reduce_by_key, rdd_group_by_key_strings, dataframe_group_by]
 
 def session(port, events):
     return (
-        SparkSession.builder.master("local-cluster[2,1,1024]")
-        .appName("croupier-soak")
-        .config("spark.shuffle.service.enabled", "true")
-        .config("spark.shuffle.service.port", str(port))
-        .config("spark.shuffle.readHostLocalDisk", "false")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.executor.memory", "512m")
-        .config("spark.eventLog.enabled", "true")
-        .config("spark.eventLog.dir", "file://" + events)
+        local_cluster.builder("croupier-soak", port, events)
         .config("spark.shuffle.io.maxRetries", "3")
         .config("spark.shuffle.io.retryWait", "2s")
         .getOrCreate()
