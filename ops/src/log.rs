@@ -16,14 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
-use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer, Registry};
+use tracing_subscriber::EnvFilter;
 
 /// The environment variable choosing the format for both binaries.
 pub const FORMAT_ENV: &str = "CROUPIER_LOG_FORMAT";
@@ -129,65 +126,20 @@ pub struct LogGuard {
     _private: (),
 }
 
-/// The variable holding the log filter.
-pub const FILTER_ENV: &str = "RUST_LOG";
-
-/// How the `RUST_LOG` filter is applied.
-// Made once at start-up and turned into a layer at once: the variants' sizes do not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum LogFilter {
-    /// Only `level` and `target=level` directives (the usual case, and the default `info`):
-    /// matched by tracing-subscriber's `Targets`, which reads them without compiling a regular
-    /// expression. `EnvFilter` compiles its directive grammar as a regex at start-up, which
-    /// costs the executor's start-up the regex engine's code pages and heap.
-    Targets(Targets),
-    /// Directives naming spans or fields (`target[span{field=value}]=level`), or text that
-    /// `Targets` does not read: tracing-subscriber's `EnvFilter`, which takes the full syntax
-    /// (and ignores directives it cannot parse, as before).
-    Env(EnvFilter),
-}
-
-impl LogFilter {
-    /// The filter for the value of `RUST_LOG` (`None`: unset, which means `info`).
-    pub fn parse(var: Option<&str>) -> LogFilter {
-        let Some(var) = var else {
-            return LogFilter::Targets(Targets::new().with_default(tracing::Level::INFO));
-        };
-        // `[` and `{` only appear in span and field directives, which `Targets` has no notion
-        // of: leave those (and an empty value, whose meaning `EnvFilter` defines) to `EnvFilter`.
-        let plain = !var.trim().is_empty() && !var.contains(['[', '{']);
-        match var.parse::<Targets>() {
-            Ok(t) if plain => LogFilter::Targets(t),
-            _ => LogFilter::Env(EnvFilter::try_new(var).unwrap_or_else(|_| EnvFilter::new("info"))),
-        }
-    }
-
-    /// The filter from the process's `RUST_LOG` (a value that is not UTF-8 counts as unset).
-    pub fn from_env() -> LogFilter {
-        LogFilter::parse(std::env::var(FILTER_ENV).ok().as_deref())
-    }
-
-    fn into_layer(self) -> Box<dyn Layer<Registry> + Send + Sync> {
-        match self {
-            LogFilter::Targets(t) => t.boxed(),
-            LogFilter::Env(e) => e.boxed(),
-        }
-    }
-}
-
 /// Installs the global subscriber: `RUST_LOG` filter (default `info`), `format`, stderr.
 pub fn init(format: LogFormat) -> LogGuard {
-    let registry = tracing_subscriber::registry().with(LogFilter::from_env().into_layer());
-    let layer = tracing_subscriber::fmt::layer()
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(|| Stderr)
         .log_internal_errors(false);
     let installed = match format {
-        LogFormat::Text => registry
-            .with(layer.with_ansi(std::io::stderr().is_terminal()))
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
             .try_init(),
-        LogFormat::Json => registry
-            .with(layer.fmt_fields(JsonFields::new()).event_format(JsonLine))
+        LogFormat::Json => builder
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLine)
             .try_init(),
     };
     // Already installed (a test harness calling init twice): keep the first one.
@@ -281,45 +233,6 @@ mod tests {
         assert_eq!(" text".parse::<LogFormat>(), Ok(LogFormat::Text));
         let e = "yaml".parse::<LogFormat>().unwrap_err().to_string();
         assert!(e.contains("\"yaml\"") && e.contains("text or json"), "{e}");
-    }
-
-    #[test]
-    fn plain_filters_are_read_without_env_filter() {
-        use tracing::Level;
-        let LogFilter::Targets(t) = LogFilter::parse(None) else {
-            panic!("unset RUST_LOG should be the plain default");
-        };
-        assert!(t.would_enable("croupier_executor::task", &Level::INFO));
-        assert!(!t.would_enable("croupier_executor::task", &Level::DEBUG));
-        let LogFilter::Targets(t) =
-            LogFilter::parse(Some("warn,croupier_executor=debug,hyper=off"))
-        else {
-            panic!("target=level directives should be plain");
-        };
-        assert!(t.would_enable("croupier_executor::agent_link", &Level::DEBUG));
-        assert!(!t.would_enable("croupier_executor::agent_link", &Level::TRACE));
-        assert!(!t.would_enable("hyper::proto", &Level::ERROR));
-        assert!(t.would_enable("tokio", &Level::WARN));
-        assert!(!t.would_enable("tokio", &Level::INFO));
-        let LogFilter::Targets(t) = LogFilter::parse(Some("DEBUG")) else {
-            panic!("a bare level should be plain");
-        };
-        assert!(t.would_enable("anything", &Level::DEBUG));
-    }
-
-    #[test]
-    fn span_and_field_directives_keep_env_filter() {
-        for var in [
-            "info,croupier_executor[task{task_id=t1}]=trace",
-            "[executor]=debug",
-            "",
-            "croupier=loud",
-        ] {
-            assert!(
-                matches!(LogFilter::parse(Some(var)), LogFilter::Env(_)),
-                "{var:?} should go to EnvFilter"
-            );
-        }
     }
 
     #[test]
