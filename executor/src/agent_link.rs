@@ -8,7 +8,7 @@
 //! its own channel, read by the event loop through [`AgentLink::recv`].
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,10 @@ pub struct AgentLink {
     unacked: Unacked,
     conn: Conn,
     gen: Arc<AtomicU64>,
+    /// Whether a call failing on a connection makes the link re-SUBSCRIBE (carrying every
+    /// unacknowledged update). False once shutting down without checkpointing: the link then
+    /// closes instead, so the call loop must go on sending what is queued.
+    resubscribes: Arc<AtomicBool>,
     stream_task: Option<JoinHandle<()>>,
     subscribe_snapshot: HashSet<Vec<u8>>,
     tx: mpsc::UnboundedSender<LinkInput>,
@@ -106,11 +110,13 @@ impl AgentLink {
             tls,
         };
         let gen = Arc::new(AtomicU64::new(0));
+        let resubscribes = Arc::new(AtomicBool::new(true));
         tokio::spawn(call_loop(
             endpoint.clone(),
             calls_rx,
             tx.clone(),
             gen.clone(),
+            resubscribes.clone(),
         ));
         let now = Instant::now();
         AgentLink {
@@ -119,6 +125,7 @@ impl AgentLink {
             unacked: Unacked::default(),
             conn: Conn::Waiting(now),
             gen,
+            resubscribes,
             stream_task: None,
             subscribe_snapshot: HashSet::new(),
             tx,
@@ -257,6 +264,15 @@ impl AgentLink {
                 }
             }
         }));
+    }
+
+    /// The executor is shutting down. Without checkpointing, a lost connection is not
+    /// re-subscribed from here on (see `lost`), so the call loop must keep sending the updates
+    /// queued behind a failed call rather than hold them for a re-SUBSCRIBE that never comes.
+    pub fn shutting_down(&mut self) {
+        if !self.cfg.checkpoint {
+            self.resubscribes.store(false, Ordering::SeqCst);
+        }
     }
 
     /// The agent went away (or refused us): decide between retrying and giving up. Returns the
@@ -515,21 +531,29 @@ fn breaks_link(call: &str, error: &AgentError) -> bool {
 /// generation are dropped too, not sent: an UPDATE refused with a 500 goes out again only in
 /// the re-SUBSCRIBE, and the updates queued behind it must not reach the agent before it (the
 /// agent would see TASK_RUNNING before TASK_STARTING). The re-SUBSCRIBE carries them all, in
-/// the order they were made.
+/// the order they were made. Shutting down without checkpointing, nothing re-subscribes, so
+/// nothing is held back then: every queued call is still tried.
 async fn call_loop(
     endpoint: Endpoint,
     mut rx: mpsc::UnboundedReceiver<(u64, &'static str, Call)>,
     tx: mpsc::UnboundedSender<LinkInput>,
     gen: Arc<AtomicU64>,
+    resubscribes: Arc<AtomicBool>,
 ) {
     let mut caller = Caller::new(endpoint);
     let mut broken: Option<u64> = None;
     while let Some((g, name, call)) = rx.recv().await {
-        if g != gen.load(Ordering::SeqCst) || broken == Some(g) {
+        if g != gen.load(Ordering::SeqCst) {
+            continue;
+        }
+        if broken == Some(g) {
+            tracing::debug!(
+                "{name} held for the re-SUBSCRIBE: an earlier call of this connection failed"
+            );
             continue;
         }
         if let Err(error) = caller.call(&call, name).await {
-            if breaks_link(name, &error) {
+            if breaks_link(name, &error) && resubscribes.load(Ordering::SeqCst) {
                 broken = Some(g);
             }
             let _ = tx.send(LinkInput::CallFailed {

@@ -192,6 +192,7 @@ impl Executor {
                 .shutdown_grace
                 .saturating_sub(Duration::from_millis(500));
         self.shutdown = Some((now, deadline));
+        self.link.shutting_down();
         self.tasks.set_stopping(Stopping::Shutdown);
         let budget = self.shutdown_budget();
         tracing::info!("shutting down: killing all tasks within {budget:?}");

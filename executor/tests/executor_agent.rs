@@ -346,3 +346,48 @@ async fn wall_clock_jumps_neither_fire_nor_delay_the_kill_grace() {
     }
     shutdown_ok(&mut agent).await;
 }
+
+/// Shutting down without checkpointing, nothing re-subscribes: an UPDATE the agent answers
+/// with a `500` must not hold back the updates queued behind it. Here TASK_KILLING (sent first
+/// on shutdown, the framework being TASK_KILLING_STATE-capable) is refused, and TASK_KILLED
+/// must still reach the agent before the executor exits.
+#[tokio::test]
+async fn shutting_down_without_checkpoint_a_refused_update_holds_nothing_back() {
+    use croupier_proto::v1::framework_info::capability;
+    use croupier_testkit::agent::UpdateFault;
+    let mut c = cfg();
+    c.checkpoint = false;
+    c.framework_capabilities = vec![capability::Type::TaskKillingState];
+    let mut agent = start(c).await;
+    agent
+        .launch(agent.command_task("t", "exec sleep 1000"))
+        .unwrap();
+    agent
+        .wait_update("t", TaskState::TaskRunning, T)
+        .await
+        .unwrap();
+    agent.fail_next_updates(&[UpdateFault::Status(500)]);
+    agent.shutdown().unwrap();
+    let rec = agent
+        .wait_until("TASK_KILLED at the agent", T, |r| {
+            r.states("t")
+                .contains(&TaskState::TaskKilled)
+                .then(|| r.clone())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.executor_stderr()));
+    let refused: Vec<TaskState> = rec
+        .requests
+        .iter()
+        .filter(|r| r.status == 500)
+        .filter_map(|r| r.call.as_ref()?.update.as_ref())
+        .filter_map(|u| TaskState::try_from(u.status.state).ok())
+        .collect();
+    assert_eq!(
+        refused,
+        vec![TaskState::TaskKilling],
+        "the 500 went to TASK_KILLING"
+    );
+    let stderr = agent.executor_stderr();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
