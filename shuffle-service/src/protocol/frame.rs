@@ -314,6 +314,9 @@ pub fn peek_frame_len(src: &[u8], max_frame: u64) -> Result<Option<usize>, Frame
     Ok(Some(len as usize))
 }
 
+/// How far ahead of the received bytes `decode` grows a buffer for a frame still arriving.
+const RESERVE_STEP: usize = 256 * 1024;
+
 /// Takes one complete frame off the front of `src`, if one is buffered. On `Err` the caller
 /// must treat the connection as unusable unless the error is [`FrameError::UnknownType`] or
 /// [`FrameError::Malformed`] (whose frame has been consumed, so boundaries are intact).
@@ -322,8 +325,11 @@ pub fn decode(src: &mut BytesMut, max_frame: u64) -> Result<Option<Message>, Fra
         return Ok(None);
     };
     if src.len() < len {
-        // Grow towards the (bounded) frame size so large bodies are read in few syscalls.
-        src.reserve(len - src.len());
+        // Grow towards the (bounded) frame size, but at most RESERVE_STEP ahead of the bytes
+        // that actually arrived: a peer that declares a 64 MiB frame and sends nothing more
+        // commits no more memory than that (a committed reservation counts against
+        // `vm.overcommit_memory=2` and `ulimit -v` even while it is not resident).
+        src.reserve((len - src.len()).min(RESERVE_STEP));
         return Ok(None);
     }
     let mut frame = src.split_to(len).freeze();

@@ -1,6 +1,6 @@
 //! Codec round trips and exact byte layouts.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::frame::{self, chunk_success_header, FrameError, Message, StreamChunkId};
 use super::message::{BlockTransferMessage as M, ExecutorShuffleInfo, MessageError};
@@ -479,4 +479,40 @@ fn unknown_and_malformed_frames() {
             ..
         })
     ));
+}
+
+/// A declared length alone commits no memory: a peer that sends the length field of a 64 MiB
+/// frame and a few bytes gets a buffer a step ahead of what it sent, not 64 MiB; the buffer
+/// grows as the rest arrives, and the whole frame still decodes.
+#[test]
+fn a_declared_length_reserves_only_a_step_ahead_of_the_bytes_sent() {
+    let max = 64 * 1024 * 1024;
+    let body = 48 * 1024 * 1024usize;
+    let mut wire = BytesMut::new();
+    wire.put_i64((8 + 1 + 8 + 4 + body) as i64);
+    wire.put_u8(frame::kind::RPC_REQUEST);
+    wire.put_i64(7);
+    wire.put_i32(body as i32);
+    let header = wire.len();
+    wire.resize(header + body, 0xab);
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&wire[..header]);
+    assert!(frame::decode(&mut buf, max).unwrap().is_none());
+    assert!(
+        buf.capacity() <= 1024 * 1024,
+        "a 48 MiB declared frame reserved {} bytes after {} were sent",
+        buf.capacity(),
+        header
+    );
+    let mut sent = header;
+    let mut got = None;
+    while got.is_none() {
+        let n = (wire.len() - sent).min(1 << 20);
+        assert!(n > 0, "the whole frame was sent and did not decode");
+        buf.extend_from_slice(&wire[sent..sent + n]);
+        sent += n;
+        got = frame::decode(&mut buf, max).unwrap();
+    }
+    assert_eq!(sent, wire.len());
+    assert!(buf.is_empty());
 }
