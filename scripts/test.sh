@@ -3,16 +3,28 @@
 # real Spark 3.5.7, pymesos 0.3.15, moto, the official Mesos protobuf classes, the real-Mesos
 # tier (a real Mesos 1.11 master and agent: test files named mesos_*.rs) and the packaging test.
 #
-# Before running anything it checks what the suite needs from the machine. As root it installs
-# what is missing (Debian's libfaketime for the clock-jump tests; rpm, systemd and curl for the packaging test; Apache Mesos 1.11 from
-# ../shared/mesos/install.sh beside the clone); otherwise it lists what is missing and how to
-# get it, and stops. Opt-outs, each reported as NOT RUN at the start and at the end:
-#   CROUPIER_SKIP_PACKAGING=1  leave out the packaging test (it needs root: dpkg -i)
+# It runs as root (tests switch users and use TCP_REPAIR; the packaging test installs the .deb).
+# Before running anything it checks what the suite needs from the machine and installs what is
+# missing (Debian's libfaketime for the clock-jump tests; rpm, systemd and curl for the
+# packaging test; Apache Mesos 1.11 from ../shared/mesos/install.sh beside the clone); what it
+# cannot install it lists, with how to get it, and stops. Opt-outs, each reported as NOT RUN at
+# the start and at the end:
+#   CROUPIER_SKIP_PACKAGING=1  leave out the packaging test
 #   CROUPIER_SKIP_MESOS=1      leave out the real-Mesos tier (no Mesos on this machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 is_root=0; [ "$(id -u)" -eq 0 ] && is_root=1
 problems=(); notrun=()
+
+# --- tests that need root: switching a task's user (executor_user), TCP_REPAIR to make a
+# client vanish without FIN/RST (shuffle_load: CAP_NET_ADMIN), installing packages; and
+# thousands of descriptors (shuffle_load raises its soft limit up to the hard one)
+if [ "$is_root" -ne 1 ]; then
+  problems+=("the suite runs as root (executor_user switches users, shuffle_load needs CAP_NET_ADMIN for TCP_REPAIR, the packaging test installs the .deb): run it as root, e.g. in a container or VM")
+fi
+if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt 4096 ]; then
+  problems+=("the open-file hard limit is $(ulimit -Hn); shuffle_load holds 2,000 connections: raise it to at least 4096 (ulimit -Hn, or LimitNOFILE= / limits.conf)")
+fi
 
 # --- the clock-jump tests (shuffle-service/tests/faults.rs, executor/tests/executor_agent.rs)
 # move a process's wall clock with libfaketime
@@ -22,6 +34,7 @@ if [ ! -f "$faketime_lib" ]; then
     echo "== apt-get install libfaketime (for the clock-jump tests)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfaketime >/dev/null
+    [ -f "$faketime_lib" ] || problems+=("apt-get install libfaketime did not provide $faketime_lib")
   else
     problems+=("the clock-jump tests need $faketime_lib: apt-get install libfaketime (as root)")
   fi
@@ -32,9 +45,7 @@ packaging=1
 if [ "${CROUPIER_SKIP_PACKAGING:-}" = 1 ]; then
   packaging=0
   notrun+=("NOT RUN: packaging test (CROUPIER_SKIP_PACKAGING=1 was set)")
-elif [ "$is_root" -ne 1 ]; then
-  problems+=("the packaging test installs the built .deb and needs root: run as root, or set CROUPIER_SKIP_PACKAGING=1 to leave it out")
-else
+elif [ "$is_root" -eq 1 ]; then
   need=()
   command -v rpm >/dev/null 2>&1 || need+=(rpm)
   command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
