@@ -319,8 +319,17 @@ async fn slow_silent_and_vanished_clients_stay_bounded_and_do_not_starve_others(
         std::thread::sleep(Duration::from_millis(500));
     }
     // Left: the honest client, 64 slow senders and 16 idle vanished ones (held, like any
-    // idle connection); the silent ones are gone (the service closed them).
+    // idle connection); the silent ones are gone: the service closed each of them (with
+    // requests of theirs unread, its close is a reset), which their sockets show without
+    // reading anything (reading would let a service that had not closed them make progress).
     let silent: Vec<TcpStream> = silent.into_iter().map(|t| t.join().unwrap()).collect();
+    for (i, s) in silent.iter().enumerate() {
+        assert!(
+            closed_by_peer(s, Duration::from_secs(20)),
+            "silent client {i} was not closed by the service:\n{}",
+            ess.log().join("\n")
+        );
+    }
     drop(silent);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let slow = dripper.join().unwrap();
@@ -328,4 +337,35 @@ async fn slow_silent_and_vanished_clients_stay_bounded_and_do_not_starve_others(
     drop(slow);
     wait_connections(&ess, 1.0 + 16.0, Duration::from_secs(30));
     fetch_small().await;
+}
+
+/// Whether the peer closed `s` (a reset, or a FIN) within `within`, seen from the socket's TCP
+/// state alone: nothing is read (reading would let a service that had not closed it make
+/// progress), and what the socket received before stays unread.
+fn closed_by_peer(s: &TcpStream, within: Duration) -> bool {
+    let end = Instant::now() + within;
+    loop {
+        // SAFETY: TCP_INFO fills at most `len` bytes of a zeroed tcp_info on a socket we own.
+        let state = unsafe {
+            let mut info: libc::tcp_info = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+            let rc = libc::getsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            );
+            assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+            info.tcpi_state
+        };
+        // TCP_CLOSE (reset), TCP_CLOSE_WAIT (FIN received), TCP_LAST_ACK
+        if matches!(state, 7..=9) {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
