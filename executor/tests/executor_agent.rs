@@ -358,7 +358,7 @@ async fn shutting_down_without_checkpoint_a_refused_update_holds_nothing_back() 
     let mut c = cfg();
     c.checkpoint = false;
     c.framework_capabilities = vec![capability::Type::TaskKillingState];
-    let mut agent = start(c).await;
+    let agent = start(c).await;
     agent
         .launch(agent.command_task("t", "exec sleep 1000"))
         .unwrap();
