@@ -9,7 +9,8 @@
 #                  commit and of this one)
 # Env: BENCH (croupier-shuffle-bench binary; default target/release/), DATA (data set root;
 #      default a temp dir, deleted), CELLS ("id maps reduces block per conns" lines),
-#      PIN=1 (server threads on the last core, the client on core 0, as shuffle.sh's pinned rows).
+#      PIN=1 (server threads on the last core, the client on core 0, as shuffle.sh's pinned rows),
+#      RAW=1 (also the raw sendfile server, label R, in the same rounds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -21,6 +22,8 @@ if [ -z "${DATA:-}" ]; then DATA="$(mktemp -d)"; OWN_DATA=1; fi
 CELLS="${CELLS:-"1 128 128 4096 64 64
 2 64 64 32768 32 64"}"
 PIN="${PIN:-0}"
+LABELS=(A B)
+[ "${RAW:-0}" = 1 ] && LABELS+=(R)
 declare -A PID PORT
 cleanup() {
   for l in "${!PID[@]}"; do kill "${PID[$l]}" 2>/dev/null || true; done
@@ -33,10 +36,13 @@ CLIENT=()
 while read -r id maps red block per conns; do
   "$BENCH" gen --data-dir "$DATA" --shuffle-id "$id" --maps "$maps" --reduces "$red" --block-size "$block" >&2
 done <<<"$CELLS"
-for l in A B; do
-  bin=A_BIN; [ $l = B ] && bin=B_BIN
+for l in "${LABELS[@]}"; do
   PORT[$l]=$(free_port)
-  "${!bin}" --host 127.0.0.1 --port "${PORT[$l]}" 2>/dev/null &
+  case $l in
+    A) "$A_BIN" --host 127.0.0.1 --port "${PORT[$l]}" 2>/dev/null & ;;
+    B) "$B_BIN" --host 127.0.0.1 --port "${PORT[$l]}" 2>/dev/null & ;;
+    R) "$BENCH" raw-server --data-dir "$DATA" --port "${PORT[$l]}" 2>/dev/null & ;;
+  esac
   PID[$l]=$!
   wait_port "${PORT[$l]}" "${PID[$l]}"
   [ "$PIN" = 1 ] && taskset -apc "$(( $(nproc) - 1 ))" "${PID[$l]}" >/dev/null
@@ -45,12 +51,12 @@ for l in A B; do
 done
 echo "# loadavg at start: $(cat /proc/loadavg)"
 while read -r id maps red block per conns; do
-  for l in A B; do # warm-up
+  for l in "${LABELS[@]}"; do # warm-up
     "${CLIENT[@]}" "$BENCH" run --data-dir "$DATA" --port "${PORT[$l]}" --shuffle-id "$id" --connections "$conns" \
       --blocks-per-fetch "$per" --repeat 1 --duration-s 1 --no-register >/dev/null 2>&1
   done
   for _ in $(seq "$ROUNDS"); do
-    for l in A B; do
+    for l in "${LABELS[@]}"; do
       "${CLIENT[@]}" "$BENCH" run --data-dir "$DATA" --port "${PORT[$l]}" --shuffle-id "$id" --connections "$conns" \
         --blocks-per-fetch "$per" --repeat 1 --duration-s "$DUR" --server-pid "${PID[$l]}" --label "$l" \
         --no-register 2>/dev/null
