@@ -6,8 +6,8 @@
 //! the entry): a map output whose index was reloaded (evicted, or invalidated after
 //! RemoveBlocks) is a new key, so a data file is only ever paired with the index read with it.
 //! Bounds: at most [`MAX_OPEN`] files open, each reused for at most [`MAX_AGE`] after it was
-//! opened (its size, read once at open, is at most that old). Expired entries are closed on
-//! the next miss; [`DataFiles::forget`] and [`DataFiles::clear`] close them at once when blocks
+//! opened (its size, read once at open, is at most that old). Expired entries are closed by
+//! the next miss of any map output (an idle service keeps them until then); [`DataFiles::forget`] and [`DataFiles::clear`] close them at once when blocks
 //! or an application's files are deleted. Files are opened by the executor's own opener
 //! (link-free under `spark.authenticate`), on the caller's thread, which is always a
 //! blocking-pool thread. Failures are never cached.
@@ -74,14 +74,14 @@ impl DataFiles {
             if let Some(old) = m.remove(&key) {
                 closed.push(old);
             }
-            if m.len() >= MAX_OPEN {
-                let expired: Vec<usize> = m
-                    .iter()
-                    .filter(|(_, e)| now.duration_since(e.opened) >= MAX_AGE)
-                    .map(|(k, _)| *k)
-                    .collect();
-                closed.extend(expired.iter().filter_map(|k| m.remove(k)));
-            }
+            // Every miss closes the expired files (a miss happens about once per map output
+            // and MAX_AGE under load, so the scan of at most MAX_OPEN entries is rare).
+            let expired: Vec<usize> = m
+                .iter()
+                .filter(|(_, e)| now.duration_since(e.opened) >= MAX_AGE)
+                .map(|(k, _)| *k)
+                .collect();
+            closed.extend(expired.iter().filter_map(|k| m.remove(k)));
             if m.len() >= MAX_OPEN {
                 // Still full of fresh files: close the oldest.
                 if let Some(k) = m.iter().min_by_key(|(_, e)| e.opened).map(|(k, _)| *k) {
