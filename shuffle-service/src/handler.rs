@@ -310,12 +310,16 @@ pub fn rpc(
                     match exec.remove(&path) {
                         Ok(()) => {
                             removed += 1;
-                            if let Some(stem) = name.strip_suffix(".index") {
+                            let index = name.strip_suffix(".index");
+                            if let Some(stem) = index.or_else(|| name.strip_suffix(".data")) {
                                 if let Ok(BlockId::Shuffle {
                                     shuffle_id, map_id, ..
                                 }) = BlockId::parse(stem)
                                 {
-                                    shared.index_cache.invalidate(&exec, shuffle_id, map_id);
+                                    if index.is_some() {
+                                        shared.index_cache.invalidate(&exec, shuffle_id, map_id);
+                                    }
+                                    shared.data_files.forget(&exec, shuffle_id, map_id);
                                 }
                             }
                         }

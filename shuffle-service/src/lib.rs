@@ -12,6 +12,7 @@
 //! - [`streams`]: the global stream table (compact, in-order chunks, freed on disconnect).
 //! - [`resolver`]: registered executors and Spark's file-path hashing, with input validation.
 //! - [`index_cache`]: byte-bounded LRU of validated index files.
+//! - [`data_files`]: a bounded, short-lived table of open data files (no open per chunk).
 //! - [`send`]: chunk resolution and zero-copy `sendfile` on the blocking pool.
 //! - [`checksum`]: the DiagnoseCorruption check.
 //! - [`mesos`]: the app cleaner (deletes the files of apps whose drivers went silent).
@@ -36,6 +37,7 @@ pub mod auth;
 pub mod checksum;
 pub mod cleanup;
 pub mod config;
+pub mod data_files;
 pub mod drivers;
 pub mod faults;
 pub mod handler;

@@ -169,6 +169,8 @@ fn remove_app(shared: &Arc<Shared>, app: &str, why: Delete) {
     let why = reason(why, app);
     shared.apps.remove(app);
     let executors = shared.registry.remove_app(app);
+    // No open data file outlives the deletion (the app's fetches already fail from here on).
+    shared.data_files.clear();
     shared.metrics.cleanups.fetch_add(1, Ordering::Relaxed);
     tracing::info!(app_id = %app, executors = executors.len(), "{why}. Removing shuffle files.");
     let queued: usize = executors.iter().map(|(_, dirs)| dirs.len()).sum();

@@ -1,5 +1,6 @@
 //! Zero-copy chunk transmission on a blocking-pool thread: resolve the chunk (registry, index
-//! cache, data file opened now and closed right after its chunks are sent), write the frame
+//! cache, data file from [`crate::data_files`], opened there at most every couple of seconds
+//! per map output; an RDD block file opened now and closed after it is sent), write the frame
 //! header, then `sendfile` the data-file segment straight from the page cache to the socket.
 //!
 //! The socket is non-blocking (owned by tokio). A blocking thread never waits for it: when its
@@ -111,9 +112,10 @@ impl Open {
     }
 }
 
-/// Resolves and sends the chunks of one blocking job. It holds at most one data file open:
-/// consecutive chunks of the same map output share one `open`; the file is closed when the
-/// next chunk needs another one, or when the job ends (the sender is dropped). Executor
+/// Resolves and sends the chunks of one blocking job. It holds at most one file of its own:
+/// consecutive chunks of the same map output skip even the shared table's lookup; shuffle data
+/// files are shared with [`crate::data_files`], an RDD block file is closed when the next
+/// chunk needs another file, or when the job ends (the sender is dropped). Executor
 /// lookups are reused across the chunks of one stream.
 pub struct Sender<'a> {
     shared: &'a Shared,
@@ -165,13 +167,17 @@ impl<'a> Sender<'a> {
                             .shared
                             .index_cache
                             .get(&exec, shuffle_id, range.map_id)?;
-                        let (file, size) = open(&m.exec, &m.data_path)?;
+                        // Held open across chunks and requests (bounded in count and age).
+                        let d = self
+                            .shared
+                            .data_files
+                            .get(&m, || open(&m.exec, &m.data_path))?;
                         self.open = Some(Open {
-                            file: Arc::new(file),
-                            size,
+                            file: d.file,
+                            size: d.size,
                             what: OpenWhat::Shuffle(m.clone()),
                         });
-                        (m, size)
+                        (m, d.size)
                     }
                 };
                 let (offset, len) = m.index.segment(&m.index_path, range.start, range.end)?;

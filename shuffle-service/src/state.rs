@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::agent::AgentClient;
 use crate::auth::pending::Pending;
 use crate::config::Config;
+use crate::data_files::DataFiles;
 use crate::drivers::Apps;
 use crate::index_cache::IndexCache;
 use crate::metrics::Metrics;
@@ -21,6 +22,8 @@ pub struct Shared {
     pub config: Config,
     pub registry: Registry,
     pub index_cache: IndexCache,
+    /// Data files held open across chunks (bounded in count and age).
+    pub data_files: DataFiles,
     pub streams: Arc<StreamTable>,
     pub apps: Apps,
     pub metrics: Metrics,
@@ -40,6 +43,7 @@ impl Shared {
                 config.auth.pending_per_host(),
             )),
             index_cache: IndexCache::new(config.index_cache_size),
+            data_files: DataFiles::default(),
             config,
             registry: Registry::default(),
             streams: Arc::new(StreamTable::new()),
