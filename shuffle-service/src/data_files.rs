@@ -7,8 +7,10 @@
 //! RemoveBlocks) is a new key, so a data file is only ever paired with the index read with it.
 //! Bounds: at most [`MAX_OPEN`] files open, each reused for at most [`MAX_AGE`] after it was
 //! opened (its size, read once at open, is at most that old). Expired entries are closed by
-//! the next miss of any map output (an idle service keeps them until then); [`DataFiles::forget`] and [`DataFiles::clear`] close them at once when blocks
-//! or an application's files are deleted. Files are opened by the executor's own opener
+//! the next miss of any map output and by [`DataFiles::close_expired`], which the server runs
+//! every [`MAX_AGE`], so no file stays open much past twice that, busy or idle;
+//! [`DataFiles::forget`] and [`DataFiles::clear`] close them at once when blocks or an
+//! application's files are deleted. Files are opened by the executor's own opener
 //! (link-free under `spark.authenticate`), on the caller's thread, which is always a
 //! blocking-pool thread. Failures are never cached.
 
@@ -119,6 +121,24 @@ impl DataFiles {
         drop(gone);
     }
 
+    /// Closes the files held for [`MAX_AGE`] or longer (blocking: run it off the reactor).
+    pub fn close_expired(&self) {
+        self.close_expired_at(Instant::now());
+    }
+
+    fn close_expired_at(&self, now: Instant) {
+        let gone: Vec<Entry> = {
+            let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+            let keys: Vec<usize> = m
+                .iter()
+                .filter(|(_, e)| now.duration_since(e.opened) >= MAX_AGE)
+                .map(|(k, _)| *k)
+                .collect();
+            keys.iter().filter_map(|k| m.remove(k)).collect()
+        };
+        drop(gone);
+    }
+
     /// Closes every held file (an application's files are being deleted).
     pub fn clear(&self) {
         let gone = std::mem::take(&mut *self.map.lock().unwrap_or_else(|p| p.into_inner()));
@@ -198,5 +218,25 @@ mod tests {
         assert_eq!(t.len(), MAX_OPEN);
         t.clear();
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn the_sweep_closes_only_expired_files() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("data");
+        std::fs::write(&path, b"abc").unwrap();
+        let open = || Ok::<_, Infallible>((File::open(&path).unwrap(), 3));
+        let t = DataFiles::default();
+        let e = executor();
+        let (a, b) = (output(&e, 1), output(&e, 2));
+        t.get(&a, open).unwrap();
+        t.get(&b, open).unwrap();
+        t.close_expired();
+        assert_eq!(t.len(), 2, "fresh files stay open");
+        t.close_expired_at(Instant::now() + MAX_AGE);
+        assert!(
+            t.is_empty(),
+            "expired files are closed with no fetch coming"
+        );
     }
 }

@@ -45,6 +45,20 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
         shared.config.cleaner_interval,
         shutdown.clone(),
     ));
+    // Held data files are closed once expired even when no fetch comes: a file deleted behind
+    // the service's back (an executor removing its own shuffle) must not keep its disk space.
+    let sweeper = tokio::spawn({
+        let shared = shared.clone();
+        async move {
+            let mut tick = tokio::time::interval(crate::data_files::MAX_AGE);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let s = shared.clone();
+                let _ = tokio::task::spawn_blocking(move || s.data_files.close_expired()).await;
+            }
+        }
+    });
     // Connection numbers key the stream table's per-connection bookkeeping.
     let mut next_conn: u64 = 1;
     let mut backoff = AcceptBackoff::default();
@@ -75,6 +89,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
         }
     }
     cleaner.abort();
+    sweeper.abort();
 }
 
 /// How long to wait after a failed `accept`, and when to log it.
