@@ -35,6 +35,21 @@ fn main() {
                     order.to_string_lossy()
                 )
             });
+        // --symbol-ordering-file is lld's: rustc links with lld by default only on
+        // x86_64-unknown-linux-gnu (elsewhere GNU ld would fail on the option).
+        let target = std::env::var("TARGET").unwrap_or_default();
+        if target != "x86_64-unknown-linux-gnu" {
+            panic!(
+                "CROUPIER_EXECUTOR_LINK_ORDER needs rustc's lld linker, the default only on \
+                 x86_64-unknown-linux-gnu; this build targets {target}: unset it"
+            );
+        }
+        if order.to_string_lossy().contains(',') {
+            panic!(
+                "CROUPIER_EXECUTOR_LINK_ORDER={}: a path with ',' cannot be passed through -Wl,",
+                order.display()
+            );
+        }
         println!("cargo:rerun-if-changed={}", order.display());
         println!(
             "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
