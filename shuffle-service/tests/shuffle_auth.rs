@@ -553,31 +553,8 @@ async fn clients_that_never_read_hold_no_blocking_thread() {
     dirs.write_map_output(0, 1, &[b"alpha", b"beta", &big]);
     let stalled: Vec<TcpStream> = (0..6i64)
         .map(|i| {
-            let mut s = TcpStream::connect(ess.addr).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-            let open = M::OpenBlocks {
-                app_id: APP_A.into(),
-                exec_id: "0".into(),
-                block_ids: vec!["shuffle_0_1_2".into()],
-            };
-            let req = Message::RpcRequest {
-                request_id: i + 1,
-                body: open.to_bytes(),
-            };
-            s.write_all(&req.to_bytes()).unwrap();
-            let stream_id = match read_frame(&mut s, None) {
-                Message::RpcResponse { body, .. } => match M::decode(&body) {
-                    Ok(M::StreamHandle { stream_id, .. }) => stream_id,
-                    other => panic!("expected a StreamHandle, got {other:?}"),
-                },
-                other => panic!("expected the OpenBlocks answer, got {other:?}"),
-            };
-            let fetch = Message::ChunkFetchRequest(StreamChunkId {
-                stream_id,
-                chunk_index: 0,
-            });
-            s.write_all(&fetch.to_bytes()).unwrap();
-            s // and never read
+            // and never read
+            shuffle_support::ask_block_unread(ess.addr, APP_A, "shuffle_0_1_2", i + 1)
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));

@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use croupier_shuffle_service::protocol::{BlockTransferMessage as M, Message, StreamChunkId};
+use croupier_shuffle_service::protocol::{Message, StreamChunkId};
 use croupier_testkit::bench::conns;
 use croupier_testkit::bench::procfs::Proc;
 use croupier_testkit::shuffle::layout::ExecutorDirs;
@@ -132,31 +132,7 @@ fn small_receive_buffer(s: &TcpStream) {
 
 /// An OpenBlocks for the 32 MiB block, then a ChunkFetchRequest for it; the answer is not read.
 fn ask_big_block(addr: SocketAddr, request_id: i64) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let open = M::OpenBlocks {
-        app_id: APP.into(),
-        exec_id: "0".into(),
-        block_ids: vec!["shuffle_0_1_2".into()],
-    };
-    let req = Message::RpcRequest {
-        request_id,
-        body: open.to_bytes(),
-    };
-    s.write_all(&req.to_bytes()).unwrap();
-    let stream_id = match shuffle_support::read_frame(&mut s, None) {
-        Message::RpcResponse { body, .. } => match M::decode(&body) {
-            Ok(M::StreamHandle { stream_id, .. }) => stream_id,
-            other => panic!("expected a StreamHandle, got {other:?}"),
-        },
-        other => panic!("expected the OpenBlocks answer, got {other:?}"),
-    };
-    let fetch = Message::ChunkFetchRequest(StreamChunkId {
-        stream_id,
-        chunk_index: 0,
-    });
-    s.write_all(&fetch.to_bytes()).unwrap();
-    s
+    shuffle_support::ask_block_unread(addr, APP, "shuffle_0_1_2", request_id)
 }
 
 const SILENT: usize = 4;

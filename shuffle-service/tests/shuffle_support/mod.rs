@@ -15,20 +15,23 @@ pub struct Ess {
     log: Arc<Mutex<Vec<String>>>,
 }
 
+/// `--host 127.0.0.1 --port 0` plus `--conf k=v` for each setting.
+fn loopback_args(conf: &[(&str, &str)]) -> Vec<String> {
+    let mut args: Vec<String> = ["--host", "127.0.0.1", "--port", "0"]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    for (k, v) in conf {
+        args.push("--conf".into());
+        args.push(format!("{k}={v}"));
+    }
+    args
+}
+
 impl Ess {
     /// Starts the service with `--host 127.0.0.1 --port 0` plus `--conf k=v` for each setting.
     pub fn start(conf: &[(&str, &str)]) -> Ess {
-        let mut args: Vec<String> = vec![
-            "--host".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            "0".into(),
-        ];
-        for (k, v) in conf {
-            args.push("--conf".into());
-            args.push(format!("{k}={v}"));
-        }
-        Ess::start_with(&args, &[])
+        Ess::start_with(&loopback_args(conf), &[])
     }
 
     /// As [`Ess::start`], with the open-file limit set to `nofile` (`ulimit -n`).
@@ -37,15 +40,8 @@ impl Ess {
             "-c".into(),
             format!("ulimit -n {nofile} && exec \"$0\" \"$@\""),
             env!("CARGO_BIN_EXE_croupier-shuffle-service").into(),
-            "--host".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            "0".into(),
         ];
-        for (k, v) in conf {
-            args.push("--conf".into());
-            args.push(format!("{k}={v}"));
-        }
+        args.extend(loopback_args(conf));
         Ess::spawn(Command::new("/bin/sh"), &args, &[])
     }
 
@@ -213,4 +209,41 @@ pub fn read_frame(
     croupier_shuffle_service::protocol::frame::decode(&mut buf, 1 << 20)
         .expect("a valid frame")
         .expect("a whole frame")
+}
+
+/// A new connection that opens `block` of `app`'s executor `0` (OpenBlocks, answered) and asks
+/// for its chunk 0, whose answer it leaves unread: a peer that stalls the service's sends.
+pub fn ask_block_unread(
+    addr: SocketAddr,
+    app: &str,
+    block: &str,
+    request_id: i64,
+) -> std::net::TcpStream {
+    use croupier_shuffle_service::protocol::{BlockTransferMessage as M, Message, StreamChunkId};
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let open = M::OpenBlocks {
+        app_id: app.into(),
+        exec_id: "0".into(),
+        block_ids: vec![block.into()],
+    };
+    let req = Message::RpcRequest {
+        request_id,
+        body: open.to_bytes(),
+    };
+    s.write_all(&req.to_bytes()).unwrap();
+    let stream_id = match read_frame(&mut s, None) {
+        Message::RpcResponse { body, .. } => match M::decode(&body) {
+            Ok(M::StreamHandle { stream_id, .. }) => stream_id,
+            other => panic!("expected a StreamHandle, got {other:?}"),
+        },
+        other => panic!("expected the OpenBlocks answer, got {other:?}"),
+    };
+    let fetch = Message::ChunkFetchRequest(StreamChunkId {
+        stream_id,
+        chunk_index: 0,
+    });
+    s.write_all(&fetch.to_bytes()).unwrap();
+    s
 }
