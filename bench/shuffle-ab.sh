@@ -10,7 +10,9 @@
 # Env: BENCH (croupier-shuffle-bench binary; default target/release/), DATA (data set root;
 #      default a temp dir, deleted), CELLS ("id maps reduces block per conns" lines),
 #      PIN=1 (server threads on the last core, the client on core 0, as shuffle.sh's pinned rows),
-#      RAW=1 (also the raw sendfile server, label R, in the same rounds).
+#      RAW=1 (also the raw sendfile server, label R, in the same rounds),
+#      COLD=1 (the page cache is dropped before every round of every server: drop_caches when
+#      writable, else posix_fadvise(DONTNEED) on the cell's files via `croupier-shuffle-bench evict`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -57,6 +59,10 @@ while read -r id maps red block per conns; do
   done
   for _ in $(seq "$ROUNDS"); do
     for l in "${LABELS[@]}"; do
+      if [ "${COLD:-0}" = 1 ]; then
+        if [ -w /proc/sys/vm/drop_caches ]; then sync; echo 3 >/proc/sys/vm/drop_caches
+        else "$BENCH" evict --data-dir "$DATA" --shuffle-id "$id" >/dev/null; fi
+      fi
       "${CLIENT[@]}" "$BENCH" run --data-dir "$DATA" --port "${PORT[$l]}" --shuffle-id "$id" --connections "$conns" \
         --blocks-per-fetch "$per" --repeat 1 --duration-s "$DUR" --server-pid "${PID[$l]}" --label "$l" \
         --no-register 2>/dev/null

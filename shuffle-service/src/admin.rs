@@ -267,6 +267,16 @@ impl Collector for ServiceCollector {
         )?;
         gauge(
             &mut enc,
+            "croupier_shuffle_sending",
+            "Connections sending chunks from a blocking thread now (at most croupier.shuffle.io.sendThreads).",
+            as_i64(
+                s.config
+                    .send_threads
+                    .saturating_sub(s.send_turns.available_permits()) as u64,
+            ),
+        )?;
+        gauge(
+            &mut enc,
             "croupier_shuffle_index_cache_bytes",
             "Bytes of shuffle index files held in the index cache.",
             as_i64(s.index_cache.weight()),
@@ -372,6 +382,12 @@ impl Collector for ServiceCollector {
             "croupier_shuffle_send_timeouts",
             "Connections closed because the peer read nothing sent to it for spark.shuffle.io.connectionTimeout.",
             m.send_timeouts.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "croupier_shuffle_send_turn_waits",
+            "Times a connection with chunks to send waited because every sending thread (croupier.shuffle.io.sendThreads) was busy.",
+            m.send_turn_waits.load(Relaxed),
         )?;
         counter(
             &mut enc,

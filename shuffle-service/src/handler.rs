@@ -1,7 +1,9 @@
 //! RPC and one-way message dispatch (Spark's `ExternalBlockHandler` + the Mesos handler).
 //!
 //! In-memory work (registration, stream setup, local-dir lookup) is answered immediately;
-//! disk work (RemoveBlocks, DiagnoseCorruption) is returned as a job for the blocking pool.
+//! disk work (RemoveBlocks, DiagnoseCorruption, resolving dirs under `spark.authenticate`) is
+//! returned as a job for the blocking pool; a registration that only waits for the store is
+//! returned as a future.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -20,11 +22,16 @@ use crate::streams::{BlockRange, Source};
 /// A blocking job producing the response body or the failure text.
 pub type Job = Box<dyn FnOnce() -> Result<Bytes, String> + Send + 'static>;
 
+/// Work that waits (on the registration store's writer) without blocking a thread.
+pub type Pending =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes, String>> + Send>>;
+
 pub enum Reply {
     Now(Result<Bytes, String>),
     /// A refusal because the feature does not exist here (counted apart from bad requests).
     Unsupported(String),
     Blocking(Job),
+    Async(Pending),
 }
 
 fn ok(m: M) -> Reply {
@@ -114,8 +121,31 @@ pub fn rpc(
                     Err(e) => fail(format!("RegisterExecutor rejected: {e}")),
                 };
             }
-            // Durable before the answer; dirs resolved (spark.authenticate) and the store
-            // written off the reactor.
+            if let (Some(store), false) = (store.clone(), exclusive) {
+                // Durable before the answer, awaited without holding a thread.
+                let shared = shared.clone();
+                return Reply::Async(Box::pin(async move {
+                    if let Err(e) = store.put_executor_async(&app_id, &exec_id, &info).await {
+                        shared
+                            .metrics
+                            .store_write_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(%peer, "executor {desc} not registered: {e}");
+                        return Err(format!(
+                            "RegisterExecutor (appId={app_id}, execId={exec_id}) failed and may be retried: {e}"
+                        ));
+                    }
+                    match shared.registry.register(&app_id, &exec_id, info) {
+                        Ok(()) => {
+                            tracing::info!(%peer, %app_id, %exec_id, "Registered executor {desc}");
+                            Ok(Bytes::new())
+                        }
+                        Err(e) => Err(format!("RegisterExecutor rejected: {e}")),
+                    }
+                }));
+            }
+            // spark.authenticate: dirs resolved (disk work) and checked against other
+            // applications', then the store written, all off the reactor.
             let shared = shared.clone();
             Reply::Blocking(Box::new(move || {
                 // Under spark.authenticate the check and the claim are one step in the
@@ -194,13 +224,13 @@ pub fn rpc(
                 return Reply::Now(Ok(Bytes::new()));
             };
             let shared = shared.clone();
-            Reply::Blocking(Box::new(move || {
+            Reply::Async(Box::pin(async move {
                 let record = StoredDriver {
                     app_id: app_id.clone(),
                     heartbeat_timeout: timeout,
                     last_heartbeat: crate::stamp::Stamp::now(),
                 };
-                if let Err(e) = store.put_driver(record) {
+                if let Err(e) = store.put_driver_async(record).await {
                     shared
                         .metrics
                         .store_write_errors

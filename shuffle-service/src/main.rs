@@ -43,6 +43,7 @@ fn start() -> anyhow::Result<()> {
         cleaner_interval_ms = config.cleaner_interval.as_millis() as u64,
         server_threads = config.server_threads,
         blocking_threads = config.blocking_threads,
+        send_threads = config.send_threads,
         max_request_frame = config.max_request_frame,
         connection_timeout_ms = config.connection_timeout.as_millis() as u64,
         tcp_keepalive = config.tcp_keepalive,

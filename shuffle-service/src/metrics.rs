@@ -164,6 +164,9 @@ pub struct Metrics {
     /// Connections closed because the peer read nothing of what was sent to it for
     /// `spark.shuffle.io.connectionTimeout`.
     pub send_timeouts: AtomicU64,
+    /// Times a connection with chunks to send waited because every sending thread
+    /// (`croupier.shuffle.io.sendThreads`) was busy.
+    pub send_turn_waits: AtomicU64,
     errors: [AtomicU64; ErrorKind::ALL.len()],
 }
 

@@ -841,21 +841,16 @@ async fn handle(
                 Reply::Blocking(job) => {
                     // Disk work (deleting files, checksumming): answered when done, out of order
                     // with other RPCs (they are matched by request id).
-                    let tx = tx.clone();
-                    let shared = shared.clone();
-                    tokio::spawn(async move {
-                        let r = tokio::task::spawn_blocking(job)
+                    answer_later(shared, tx, request_id, async move {
+                        tokio::task::spawn_blocking(job)
                             .await
-                            .unwrap_or_else(|e| Err(format!("internal error: {e}")));
-                        let m = match r {
-                            Ok(body) => Message::RpcResponse { request_id, body },
-                            Err(error) => {
-                                shared.metrics.error(ErrorKind::BadRequest);
-                                Message::RpcFailure { request_id, error }
-                            }
-                        };
-                        let _ = tx.send(Out::Frame(m.to_bytes())).await;
+                            .unwrap_or_else(|e| Err(format!("internal error: {e}")))
                     });
+                    Ok(())
+                }
+                Reply::Async(pending) => {
+                    // Waiting for the registration store: likewise answered when done.
+                    answer_later(shared, tx, request_id, pending);
                     Ok(())
                 }
             }
@@ -906,6 +901,28 @@ async fn handle(
             Ok(())
         }
     }
+}
+
+/// Answers RPC `request_id` once `work` is done, from a task of its own: the reader goes on
+/// with the connection's next requests meanwhile.
+fn answer_later(
+    shared: &Arc<Shared>,
+    tx: &mpsc::Sender<Out>,
+    request_id: i64,
+    work: impl std::future::Future<Output = Result<Bytes, String>> + Send + 'static,
+) {
+    let tx = tx.clone();
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let m = match work.await {
+            Ok(body) => Message::RpcResponse { request_id, body },
+            Err(error) => {
+                shared.metrics.error(ErrorKind::BadRequest);
+                Message::RpcFailure { request_id, error }
+            }
+        };
+        let _ = tx.send(Out::Frame(m.to_bytes())).await;
+    });
 }
 
 /// Counts and logs a chunk or stream request for another application's stream.
@@ -982,6 +999,22 @@ async fn writer_loop(
                 // items are queued (the client pipelines every chunk of a stream), so the
                 // hand-off to the pool is paid per burst, not per chunk. It stops, without
                 // waiting, when the socket is full.
+                // A turn first: at most croupier.shuffle.io.sendThreads connections send at
+                // once; the others wait here, off any thread.
+                let _turn = match shared.send_turns.try_acquire() {
+                    Ok(t) => t,
+                    Err(_) => {
+                        shared
+                            .metrics
+                            .send_turn_waits
+                            .fetch_add(1, Ordering::Relaxed);
+                        match shared.send_turns.acquire().await {
+                            Ok(t) => t,
+                            // Never closed; were it, nothing more could be sent.
+                            Err(_) => return,
+                        }
+                    }
+                };
                 let sh = shared.clone();
                 let mut c = cipher.take();
                 let resume = partial.take();

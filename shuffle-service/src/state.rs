@@ -33,6 +33,9 @@ pub struct Shared {
     pub agent: Option<AgentClient>,
     /// Connections still authenticating (`spark.authenticate`).
     pub pending: Arc<Pending>,
+    /// Turns to send from a blocking thread (`croupier.shuffle.io.sendThreads`), handed out in
+    /// the order connections asked.
+    pub send_turns: tokio::sync::Semaphore,
 }
 
 impl Shared {
@@ -43,6 +46,7 @@ impl Shared {
                 config.auth.pending_per_host(),
             )),
             index_cache: IndexCache::new(config.index_cache_size),
+            send_turns: tokio::sync::Semaphore::new(config.send_threads),
             data_files: DataFiles::default(),
             config,
             registry: Registry::default(),

@@ -8,8 +8,11 @@
 //! memory only), keyed by appId.
 //!
 //! Writes go through one writer thread that commits whatever is queued in one durable
-//! transaction (group commit): a caller blocks until its record is on disk, and concurrent
-//! registrations share an fsync. Callers are blocking-pool jobs, never reactor threads.
+//! transaction (group commit): a caller waits until its record is on disk, and concurrent
+//! registrations share an fsync. Blocking callers are blocking-pool jobs, never reactor threads;
+//! async callers ([`Store::put_executor_async`], [`Store::put_driver_async`]) await the writer's
+//! answer without holding a thread, which spares a hand-off to the blocking pool and back on
+//! the RPC path.
 //!
 //! A failed write is never reported as stored. After any write error redb refuses every later
 //! transaction (`PreviousIo`) until the file is reopened, so the writer closes the database,
@@ -185,7 +188,23 @@ enum Op {
 
 struct Request {
     op: Op,
-    done: mpsc::SyncSender<Result<(), String>>,
+    done: Done,
+}
+
+/// Where the writer tells a caller how its batch went.
+enum Done {
+    Blocking(mpsc::SyncSender<Result<(), String>>),
+    Async(tokio::sync::oneshot::Sender<Result<(), String>>),
+}
+
+impl Done {
+    fn send(self, r: Result<(), String>) {
+        // A caller that went away (its connection closed) needs no answer.
+        let _ = match self {
+            Done::Blocking(tx) => tx.send(r).map_err(|_| ()),
+            Done::Async(tx) => tx.send(r).map_err(|_| ()),
+        };
+    }
 }
 
 /// Most operations one transaction carries.
@@ -256,7 +275,10 @@ impl Store {
     fn submit(&self, op: Op) -> Result<(), StoreError> {
         let (done, wait) = mpsc::sync_channel(1);
         self.tx
-            .send(Request { op, done })
+            .send(Request {
+                op,
+                done: Done::Blocking(done),
+            })
             .map_err(|_| StoreError::Closed {
                 path: self.path.clone(),
             })?;
@@ -287,6 +309,49 @@ impl Store {
 
     pub fn put_driver(&self, d: StoredDriver) -> Result<(), StoreError> {
         self.submit(Op::PutDriver(d))
+    }
+
+    /// Like [`Store::submit`], for async callers: returns once the record is durable.
+    async fn submit_async(&self, op: Op) -> Result<(), StoreError> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Request {
+                op,
+                done: Done::Async(done),
+            })
+            .map_err(|_| StoreError::Closed {
+                path: self.path.clone(),
+            })?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(StoreError::Write {
+                path: self.path.clone(),
+                reason,
+            }),
+            Err(_) => Err(StoreError::Closed {
+                path: self.path.clone(),
+            }),
+        }
+    }
+
+    /// [`Store::put_executor`] without holding a thread while the record is written.
+    pub async fn put_executor_async(
+        &self,
+        app_id: &str,
+        exec_id: &str,
+        info: &ExecutorShuffleInfo,
+    ) -> Result<(), StoreError> {
+        self.submit_async(Op::PutExecutor {
+            app_id: app_id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            info: info.clone(),
+        })
+        .await
+    }
+
+    /// [`Store::put_driver`] without holding a thread while the record is written.
+    pub async fn put_driver_async(&self, d: StoredDriver) -> Result<(), StoreError> {
+        self.submit_async(Op::PutDriver(d)).await
     }
 
     pub fn heartbeats(&self, beats: Vec<(String, Stamp)>) -> Result<(), StoreError> {
@@ -438,12 +503,12 @@ fn writer(db: Database, rx: mpsc::Receiver<Request>, path: &Path) {
             // Dropping the database marks the file clean before anyone is told it is closed.
             drop(db);
             for r in batch {
-                let _ = r.done.send(result.clone());
+                r.done.send(result.clone());
             }
             return;
         }
         for r in batch {
-            let _ = r.done.send(result.clone());
+            r.done.send(result.clone());
         }
     }
 }

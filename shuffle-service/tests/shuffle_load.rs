@@ -345,3 +345,92 @@ fn closed_by_peer(s: &TcpStream, within: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `croupier.shuffle.io.sendThreads` bounds the connections sending at once: while 64
+/// connections fetch an 8 MiB block each, the service never has more than 2 sending (its
+/// `croupier_shuffle_sending` gauge, sampled), the others wait their turn (counted), and every
+/// byte arrives. Connections that never read what they asked for hold no turn: with one
+/// sending thread and 3 of them stalled mid-block, another client is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sending_threads_are_bounded_and_not_held_by_clients_that_do_not_read() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = ExecutorDirs::create(tmp.path(), "e-0", 1);
+    let big: Arc<Vec<u8>> = Arc::new((0..8u32 << 20).map(|i| (i % 251) as u8).collect());
+    dirs.write_map_output(0, 1, &[b"alpha", b"beta", &big]);
+
+    let ess = Arc::new(start(&[("croupier.shuffle.io.sendThreads", "2")], 1024));
+    let first = Client::connect(ess.addr).await.unwrap();
+    first
+        .register_executor(APP, "0", dirs.info.clone())
+        .await
+        .unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let watch = {
+        let (done, ess) = (done.clone(), ess.clone());
+        std::thread::spawn(move || {
+            let mut most = 0.0f64;
+            while !done.load(Ordering::Relaxed) {
+                most = most.max(ess.metric("croupier_shuffle_sending"));
+            }
+            most
+        })
+    };
+    let fetchers: Vec<_> = (0..64)
+        .map(|_| {
+            let (addr, big) = (ess.addr, big.clone());
+            tokio::spawn(async move {
+                let c = Client::connect(addr).await.unwrap();
+                let got = c.fetch_blocks(APP, "0", &["shuffle_0_1_2"]).await.unwrap();
+                let (_, r) = got.into_iter().next().unwrap();
+                assert!(r.unwrap() == big[..], "the 8 MiB block arrived altered");
+            })
+        })
+        .collect();
+    for f in fetchers {
+        tokio::time::timeout(Duration::from_secs(60), f)
+            .await
+            .expect("64 fetches of 8 MiB within 60 s")
+            .unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    let most = watch.join().unwrap();
+    assert!(
+        most <= 2.0,
+        "{most} connections sending at once with sendThreads=2"
+    );
+    let waits = ess.metric("croupier_shuffle_send_turn_waits_total");
+    assert!(
+        waits > 0.0,
+        "64 connections never waited for one of 2 sending threads"
+    );
+    eprintln!("sendThreads=2: at most {most} sending, {waits} waits for a turn");
+    drop(ess);
+
+    // One turn; three clients stall mid-block without reading; a fourth is served.
+    let ess = start(&[("croupier.shuffle.io.sendThreads", "1")], 1024);
+    let honest = Client::connect(ess.addr).await.unwrap();
+    honest
+        .register_executor(APP, "0", dirs.info.clone())
+        .await
+        .unwrap();
+    let stalled: Vec<TcpStream> = (0..3)
+        .map(|i| {
+            let s = ask_big_block(ess.addr, 10 + i);
+            small_receive_buffer(&s);
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let got = tokio::time::timeout(
+        Duration::from_secs(30),
+        honest.fetch_blocks(APP, "0", &["shuffle_0_1_0", "shuffle_0_1_2"]),
+    )
+    .await
+    .expect("served within 30 s beside 3 stalled clients and one sending thread")
+    .unwrap();
+    let got: Vec<_> = got.into_iter().map(|(_, r)| r.unwrap()).collect();
+    assert!(got[0] == b"alpha"[..] && got[1] == big[..]);
+    drop(stalled);
+}
