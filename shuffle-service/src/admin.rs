@@ -268,12 +268,8 @@ impl Collector for ServiceCollector {
         gauge(
             &mut enc,
             "croupier_shuffle_sending",
-            "Connections sending chunks from a blocking thread now (at most croupier.shuffle.io.sendThreads).",
-            as_i64(
-                s.config
-                    .send_threads
-                    .saturating_sub(s.send_turns.available_permits()) as u64,
-            ),
+            "Send jobs running now, each on a blocking thread (at most croupier.shuffle.io.sendThreads, plus those that gave up their turn while waiting on the disk).",
+            as_i64(m.sending.load(Relaxed)),
         )?;
         gauge(
             &mut enc,
@@ -388,6 +384,12 @@ impl Collector for ServiceCollector {
             "croupier_shuffle_send_turn_waits",
             "Times a connection with chunks to send waited because every sending thread (croupier.shuffle.io.sendThreads) was busy.",
             m.send_turn_waits.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "croupier_shuffle_slow_sends",
+            "Send jobs that kept their sending turn for 10 ms (waiting on the disk) and gave it to the next connection.",
+            m.slow_sends.load(Relaxed),
         )?;
         counter(
             &mut enc,

@@ -39,6 +39,7 @@ then --host/--port)
                                   none ever waits for a slow client
   croupier.shuffle.io.sendThreads          cores+1  most of them sending data files at once; the
                                   rest wait their turn off-CPU, so RPCs are not starved under load
+                                  (0: the default; at most blockingThreads)
   croupier.admin.address                   off    host:port for /healthz and /metrics (Prometheus)
   croupier.log.format                      text   text or json (one JSON object per log line)
   croupier.state.dir       $XDG_STATE_HOME/croupier/shuffle (else ~/.local/state/croupier/shuffle)
@@ -600,17 +601,19 @@ impl Settings {
             }
         }
         if let Some((v, o)) = self.get(SEND_THREADS_KEY) {
-            match v.parse::<i64>() {
-                Ok(n) if n <= 0 => c.send_threads = default_send_threads(),
-                Ok(n) if n <= 4096 => c.send_threads = n as usize,
+            match v.parse::<usize>() {
+                Ok(0) => c.send_threads = default_send_threads(),
+                Ok(n) if n <= 4096 => c.send_threads = n,
                 _ => problems.push(bad(
                     SEND_THREADS_KEY,
                     v,
                     o,
-                    "expected a number of threads, 1 to 4096 (0 or less: one per core)".into(),
+                    "expected a number of threads, 1 to 4096 (0: one per core, plus one)".into(),
                 )),
             }
         }
+        // Each send runs on a blocking thread: there are never more turns than threads.
+        c.send_threads = c.send_threads.min(c.blocking_threads);
         if let Some((v, o)) = self.get(ADMIN_ADDRESS_KEY) {
             // An empty value (e.g. a templated config with nothing filled in) keeps it off.
             if !v.is_empty() {
@@ -1011,7 +1014,13 @@ mod tests {
                 .send_threads,
             cores + 1
         );
-        for bad in ["many", "5000", "2.5"] {
+        let c = load(&[
+            "croupier.shuffle.io.sendThreads=16",
+            "croupier.shuffle.io.blockingThreads=4",
+        ])
+        .unwrap();
+        assert_eq!(c.send_threads, 4, "at most one turn per blocking thread");
+        for bad in ["many", "5000", "2.5", "-1"] {
             let e = load(&[&format!("croupier.shuffle.io.sendThreads={bad}")])
                 .unwrap_err()
                 .to_string();

@@ -167,6 +167,11 @@ pub struct Metrics {
     /// Times a connection with chunks to send waited because every sending thread
     /// (`croupier.shuffle.io.sendThreads`) was busy.
     pub send_turn_waits: AtomicU64,
+    /// Send jobs running now (each on a blocking thread).
+    pub sending: AtomicU64,
+    /// Send jobs that held their turn for 10 ms (waiting on the disk) and gave it to the next
+    /// connection.
+    pub slow_sends: AtomicU64,
     errors: [AtomicU64; ErrorKind::ALL.len()],
 }
 

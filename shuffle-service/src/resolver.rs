@@ -311,13 +311,34 @@ impl Executor {
     /// its path may be a symbolic link (`openat2` with `RESOLVE_NO_SYMLINKS` from the dir as
     /// resolved at registration), so a link placed in an application's dir cannot lead into
     /// another's.
+    ///
+    /// Only regular files are served: the file is opened without waiting (`O_NONBLOCK`, so a
+    /// FIFO or a device planted under a shuffle file's name cannot hang the thread in `open`)
+    /// and anything else is refused, naming the path.
     pub fn open(&self, path: &Path) -> io::Result<std::fs::File> {
-        let Some(strict) = self.beneath(path)? else {
-            return std::fs::File::open(path);
+        let file = match self.beneath(path)? {
+            None => {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(path)?
+            }
+            Some(strict) => std::fs::File::from(
+                open_no_links(
+                    &strict,
+                    nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK,
+                )
+                .map_err(|e| no_links(path, e))?,
+            ),
         };
-        let fd =
-            open_no_links(&strict, nix::fcntl::OFlag::O_RDONLY).map_err(|e| no_links(path, e))?;
-        Ok(std::fs::File::from(fd))
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", path.display()),
+            ));
+        }
+        Ok(file)
     }
 
     /// Deletes a file of this executor; under `spark.authenticate` through its parent dir

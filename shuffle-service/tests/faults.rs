@@ -641,3 +641,114 @@ fn wall_clock_jumps_neither_fire_nor_delay_the_heartbeat_cleanup() {
     assert_no_panic(&ess);
     ess.kill();
 }
+
+/// A FIFO planted under a shuffle index file's name (or a hung device) must not hang the
+/// thread that opens it: the fetch fails at once with a message naming the file, and the
+/// connection and the service go on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_under_a_shuffle_file_name_is_refused_not_waited_on() {
+    let state = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let mut ess = start(0, state.path(), &[]);
+    let dirs = ExecutorDirs::create(files.path(), "exec-6", 1);
+    dirs.write_map_output(7, 8, &[b"the block"]);
+    let (_, index) = dirs.write_map_output(9, 0, &[b"never"]);
+    std::fs::remove_file(&index).unwrap();
+    nix::unistd::mkfifo(&index, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let c = Client::connect(ess.addr).await.unwrap();
+    c.register_executor(APP, "6", dirs.info.clone())
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let fetched = tokio::time::timeout(
+            Duration::from_secs(20),
+            c.fetch_blocks(APP, "6", &["shuffle_9_0_0"]),
+        )
+        .await
+        .expect("a fetch of a FIFO-named index answered, not left waiting");
+        let msg = failure_of(&fetched);
+        assert!(
+            msg.contains("shuffle_9_0_0.index") && msg.contains("not a regular file"),
+            "{msg}"
+        );
+    }
+    let ok = c.fetch_blocks(APP, "6", &["shuffle_7_8_0"]).await.unwrap();
+    assert_eq!(ok[0].1.as_ref().unwrap().as_ref(), b"the block");
+    assert_no_panic(&ess);
+    ess.kill();
+}
+
+/// A send stuck on the disk (failpoint `data::open` sleeping 4 s, once) gives its sending
+/// turn to the next connection after a short while: with a single turn
+/// (`croupier.shuffle.io.sendThreads=1`) another client's fetch is served long before the
+/// stuck one ends, and the stuck one is served too once its read returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_stuck_on_the_disk_gives_up_its_turn() {
+    let state = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = vec![
+        "--host".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        "0".into(),
+        "--conf".into(),
+        format!("croupier.state.dir={}", state.path().display()),
+        "--conf".into(),
+        "croupier.mesos.agent.address=none".into(),
+    ];
+    args.extend([
+        "--conf".into(),
+        "croupier.shuffle.io.sendThreads=1".into(),
+        "--conf".into(),
+        "croupier.admin.address=127.0.0.1:0".into(),
+    ]);
+    let mut ess = Ess::start_with(
+        &args,
+        &[("CROUPIER_FAILPOINTS", "data::open=1*sleep(4000)")],
+    );
+    let dirs = ExecutorDirs::create(files.path(), "exec-7", 1);
+    dirs.write_map_output(7, 8, &[b"stuck block"]);
+    dirs.write_map_output(7, 9, &[b"other block"]);
+    let stuck = Client::connect(ess.addr).await.unwrap();
+    stuck
+        .register_executor(APP, "7", dirs.info.clone())
+        .await
+        .unwrap();
+    let slow = tokio::spawn(async move {
+        let got = stuck.fetch_blocks(APP, "7", &["shuffle_7_8_0"]).await;
+        (std::time::Instant::now(), got)
+    });
+    // Until the stuck fetch's send job runs (asleep in the data file's open, its turn held).
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while ess.metric("croupier_shuffle_sending") < 1.0 {
+        assert!(
+            std::time::Instant::now() < end,
+            "the first fetch never started sending"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let other = Client::connect(ess.addr).await.unwrap();
+    let t = std::time::Instant::now();
+    let got = other
+        .fetch_blocks(APP, "7", &["shuffle_7_9_0"])
+        .await
+        .unwrap();
+    let other_done = std::time::Instant::now();
+    assert_eq!(got[0].1.as_ref().unwrap().as_ref(), b"other block");
+    let (slow_done, slow_got) = tokio::time::timeout(Duration::from_secs(30), slow)
+        .await
+        .expect("the stuck fetch ends")
+        .unwrap();
+    assert_eq!(
+        slow_got.unwrap()[0].1.as_ref().unwrap().as_ref(),
+        b"stuck block"
+    );
+    assert!(
+        other_done < slow_done,
+        "the other client ({:?}) was served only after the stuck read ended",
+        other_done - t
+    );
+    assert!(ess.metric("croupier_shuffle_slow_sends_total") >= 1.0);
+    assert_no_panic(&ess);
+    ess.kill();
+}
