@@ -14,9 +14,10 @@ use bytes::Bytes;
 
 use crate::metrics::ErrorKind;
 use crate::protocol::BlockTransferMessage as M;
+use crate::protocol::ExecutorShuffleInfo;
 use crate::resolver::{removable_file_name, validate_executor, validate_id, BlockId, ResolveError};
 use crate::state::Shared;
-use crate::store::StoredDriver;
+use crate::store::{StoreError, StoredDriver};
 use crate::streams::{BlockRange, Source};
 
 /// A blocking job producing the response body or the failure text.
@@ -47,6 +48,44 @@ fn unsupported(name: &str) -> Reply {
         "Unexpected message: {name} is not supported by this shuffle service \
          (push-based shuffle and block upload are not available; Spark falls back to regular fetches)"
     ))
+}
+
+/// A stored (or storeless) executor registration taking effect in memory.
+fn register_in_memory(
+    shared: &Shared,
+    peer: SocketAddr,
+    desc: &str,
+    app_id: &str,
+    exec_id: &str,
+    info: ExecutorShuffleInfo,
+) -> Result<Bytes, String> {
+    match shared.registry.register(app_id, exec_id, info) {
+        Ok(()) => {
+            tracing::info!(%peer, %app_id, %exec_id, "Registered executor {desc}");
+            Ok(Bytes::new())
+        }
+        Err(e) => Err(format!("RegisterExecutor rejected: {e}")),
+    }
+}
+
+/// The store refused an executor's record: counted, logged, and the failure the client gets.
+/// Never is a registration that was not stored answered as a success: the client retries
+/// (Spark's spark.shuffle.registration.maxAttempts); the store has already reopened its file
+/// and retried once.
+fn executor_not_stored(
+    shared: &Shared,
+    peer: SocketAddr,
+    desc: &str,
+    app_id: &str,
+    exec_id: &str,
+    e: &StoreError,
+) -> String {
+    shared
+        .metrics
+        .store_write_errors
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::error!(%peer, "executor {desc} not registered: {e}");
+    format!("RegisterExecutor (appId={app_id}, execId={exec_id}) failed and may be retried: {e}")
 }
 
 /// The appId a message acts on, where Spark's `ExternalBlockHandler.checkAuth` compares it
@@ -113,35 +152,20 @@ pub fn rpc(
             let exclusive = shared.config.auth.enabled;
             let store = shared.store.clone();
             if store.is_none() && !exclusive {
-                return match shared.registry.register(&app_id, &exec_id, info) {
-                    Ok(()) => {
-                        tracing::info!(%peer, %app_id, %exec_id, "Registered executor {desc}");
-                        Reply::Now(Ok(Bytes::new()))
-                    }
-                    Err(e) => fail(format!("RegisterExecutor rejected: {e}")),
-                };
+                return Reply::Now(register_in_memory(
+                    shared, peer, &desc, &app_id, &exec_id, info,
+                ));
             }
             if let (Some(store), false) = (store.clone(), exclusive) {
                 // Durable before the answer, awaited without holding a thread.
                 let shared = shared.clone();
                 return Reply::Async(Box::pin(async move {
                     if let Err(e) = store.put_executor_async(&app_id, &exec_id, &info).await {
-                        shared
-                            .metrics
-                            .store_write_errors
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(%peer, "executor {desc} not registered: {e}");
-                        return Err(format!(
-                            "RegisterExecutor (appId={app_id}, execId={exec_id}) failed and may be retried: {e}"
+                        return Err(executor_not_stored(
+                            &shared, peer, &desc, &app_id, &exec_id, &e,
                         ));
                     }
-                    match shared.registry.register(&app_id, &exec_id, info) {
-                        Ok(()) => {
-                            tracing::info!(%peer, %app_id, %exec_id, "Registered executor {desc}");
-                            Ok(Bytes::new())
-                        }
-                        Err(e) => Err(format!("RegisterExecutor rejected: {e}")),
-                    }
+                    register_in_memory(&shared, peer, &desc, &app_id, &exec_id, info)
                 }));
             }
             // spark.authenticate: dirs resolved (disk work) and checked against other
@@ -176,33 +200,18 @@ pub fn rpc(
                     return Ok(Bytes::new());
                 };
                 if let Err(e) = store.put_executor(&app_id, &exec_id, &info) {
-                    // Never answer success for a registration that was not stored: the
-                    // client sees the failure and retries (Spark's
-                    // spark.shuffle.registration.maxAttempts); the store has already reopened
-                    // its file and retried once.
-                    shared
-                        .metrics
-                        .store_write_errors
-                        .fetch_add(1, Ordering::Relaxed);
                     if let Some(r) = claimed {
                         shared.registry.roll_back(&app_id, &exec_id, r);
                     }
-                    tracing::error!(%peer, "executor {desc} not registered: {e}");
-                    return Err(format!(
-                        "RegisterExecutor (appId={app_id}, execId={exec_id}) failed and may be retried: {e}"
+                    return Err(executor_not_stored(
+                        &shared, peer, &desc, &app_id, &exec_id, &e,
                     ));
                 }
                 if exclusive {
                     tracing::info!(%peer, %app_id, %exec_id, "Registered executor {desc}");
                     return Ok(Bytes::new());
                 }
-                match shared.registry.register(&app_id, &exec_id, info) {
-                    Ok(()) => {
-                        tracing::info!(%peer, %app_id, %exec_id, "Registered executor {desc}");
-                        Ok(Bytes::new())
-                    }
-                    Err(e) => Err(format!("RegisterExecutor rejected: {e}")),
-                }
+                register_in_memory(&shared, peer, &desc, &app_id, &exec_id, info)
             }))
         }
         M::RegisterDriver {

@@ -186,6 +186,16 @@ enum Op {
     Close,
 }
 
+impl Op {
+    fn put_executor(app_id: &str, exec_id: &str, info: &ExecutorShuffleInfo) -> Op {
+        Op::PutExecutor {
+            app_id: app_id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            info: info.clone(),
+        }
+    }
+}
+
 struct Request {
     op: Op,
     done: Done,
@@ -274,21 +284,28 @@ impl Store {
     /// Blocking: returns once the record is durable.
     fn submit(&self, op: Op) -> Result<(), StoreError> {
         let (done, wait) = mpsc::sync_channel(1);
+        self.enqueue(op, Done::Blocking(done))?;
+        self.outcome(wait.recv().ok())
+    }
+
+    /// Hands `op` to the writer thread.
+    fn enqueue(&self, op: Op, done: Done) -> Result<(), StoreError> {
         self.tx
-            .send(Request {
-                op,
-                done: Done::Blocking(done),
-            })
+            .send(Request { op, done })
             .map_err(|_| StoreError::Closed {
                 path: self.path.clone(),
-            })?;
-        match wait.recv() {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(StoreError::Write {
+            })
+    }
+
+    /// What the writer answered; `None`: it went away without answering.
+    fn outcome(&self, answer: Option<Result<(), String>>) -> Result<(), StoreError> {
+        match answer {
+            Some(Ok(())) => Ok(()),
+            Some(Err(reason)) => Err(StoreError::Write {
                 path: self.path.clone(),
                 reason,
             }),
-            Err(_) => Err(StoreError::Closed {
+            None => Err(StoreError::Closed {
                 path: self.path.clone(),
             }),
         }
@@ -300,11 +317,7 @@ impl Store {
         exec_id: &str,
         info: &ExecutorShuffleInfo,
     ) -> Result<(), StoreError> {
-        self.submit(Op::PutExecutor {
-            app_id: app_id.to_owned(),
-            exec_id: exec_id.to_owned(),
-            info: info.clone(),
-        })
+        self.submit(Op::put_executor(app_id, exec_id, info))
     }
 
     pub fn put_driver(&self, d: StoredDriver) -> Result<(), StoreError> {
@@ -314,24 +327,8 @@ impl Store {
     /// Like [`Store::submit`], for async callers: returns once the record is durable.
     async fn submit_async(&self, op: Op) -> Result<(), StoreError> {
         let (done, wait) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Request {
-                op,
-                done: Done::Async(done),
-            })
-            .map_err(|_| StoreError::Closed {
-                path: self.path.clone(),
-            })?;
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(StoreError::Write {
-                path: self.path.clone(),
-                reason,
-            }),
-            Err(_) => Err(StoreError::Closed {
-                path: self.path.clone(),
-            }),
-        }
+        self.enqueue(op, Done::Async(done))?;
+        self.outcome(wait.await.ok())
     }
 
     /// [`Store::put_executor`] without holding a thread while the record is written.
@@ -341,12 +338,8 @@ impl Store {
         exec_id: &str,
         info: &ExecutorShuffleInfo,
     ) -> Result<(), StoreError> {
-        self.submit_async(Op::PutExecutor {
-            app_id: app_id.to_owned(),
-            exec_id: exec_id.to_owned(),
-            info: info.clone(),
-        })
-        .await
+        self.submit_async(Op::put_executor(app_id, exec_id, info))
+            .await
     }
 
     /// [`Store::put_driver`] without holding a thread while the record is written.

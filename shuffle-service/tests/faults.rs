@@ -21,7 +21,12 @@ fn free_port() -> u16 {
 }
 
 fn start(port: u16, state: &Path, env: &[(&str, &str)]) -> Ess {
-    let args: Vec<String> = vec![
+    start_with_conf(port, state, &[], env)
+}
+
+/// As [`start`], with more `--conf key=value` settings.
+fn start_with_conf(port: u16, state: &Path, conf: &[&str], env: &[(&str, &str)]) -> Ess {
+    let mut args: Vec<String> = vec![
         "--host".into(),
         "127.0.0.1".into(),
         "--port".into(),
@@ -31,6 +36,9 @@ fn start(port: u16, state: &Path, env: &[(&str, &str)]) -> Ess {
         "--conf".into(),
         "croupier.mesos.agent.address=none".into(),
     ];
+    for c in conf {
+        args.extend(["--conf".into(), c.to_string()]);
+    }
     Ess::start_with(&args, env)
 }
 
@@ -686,24 +694,13 @@ async fn a_fifo_under_a_shuffle_file_name_is_refused_not_waited_on() {
 async fn a_send_stuck_on_the_disk_gives_up_its_turn() {
     let state = tempfile::tempdir().unwrap();
     let files = tempfile::tempdir().unwrap();
-    let mut args: Vec<String> = vec![
-        "--host".into(),
-        "127.0.0.1".into(),
-        "--port".into(),
-        "0".into(),
-        "--conf".into(),
-        format!("croupier.state.dir={}", state.path().display()),
-        "--conf".into(),
-        "croupier.mesos.agent.address=none".into(),
-    ];
-    args.extend([
-        "--conf".into(),
-        "croupier.shuffle.io.sendThreads=1".into(),
-        "--conf".into(),
-        "croupier.admin.address=127.0.0.1:0".into(),
-    ]);
-    let mut ess = Ess::start_with(
-        &args,
+    let mut ess = start_with_conf(
+        0,
+        state.path(),
+        &[
+            "croupier.shuffle.io.sendThreads=1",
+            "croupier.admin.address=127.0.0.1:0",
+        ],
         &[("CROUPIER_FAILPOINTS", "data::open=1*sleep(4000)")],
     );
     let dirs = ExecutorDirs::create(files.path(), "exec-7", 1);
