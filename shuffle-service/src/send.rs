@@ -657,7 +657,7 @@ mod tests {
             );
             assert!(b.is_empty());
             let mut got = Vec::new();
-            let mut buf = vec![0u8; 3000];
+            let mut buf = vec![0u8; 65_536];
             let mut rounds = 0;
             while let Some(p) = left.take() {
                 rounds += 1;
@@ -670,7 +670,7 @@ mod tests {
                 assert!(n > 0);
                 got.extend_from_slice(&buf[..n]);
                 // Writable, or not yet: resuming then simply comes back blocked.
-                let _ = tokio::time::timeout(Duration::from_millis(200), server.writable()).await;
+                let _ = tokio::time::timeout(Duration::from_millis(20), server.writable()).await;
                 match p.resume(&server, None).unwrap() {
                     Sent::Done => {}
                     Sent::Blocked(p) => left = Some(p),
