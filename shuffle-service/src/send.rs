@@ -275,6 +275,101 @@ impl<'a> Sender<'a> {
     }
 }
 
+/// Chunks of at most this many bytes are gathered into a [`Batch`] on a plaintext connection
+/// instead of a header `send` plus a `sendfile` each. Measured with `bench/shuffle-ab.sh`
+/// (64 connections, blocks/s against `sendfile` per chunk): gathering gains 2.1x at 4 KiB and
+/// 1.8x at 8 KiB, but loses at 16 KiB (0.98x) and 32 KiB (0.80x), where copying the bodies
+/// through user space costs more than the system calls it saves.
+pub const SMALL_CHUNK: u64 = 8 << 10;
+
+/// The most bytes (headers and bodies) one [`Batch`] holds: its buffer's bound, per blocking
+/// job. A batch always takes one chunk, so one of [`SMALL_CHUNK`] bytes fits whatever this is.
+pub const BATCH_BYTES: usize = 256 << 10;
+
+/// Consecutive small chunks of a plaintext connection, gathered into one buffer: each frame
+/// header followed by its body, read with one `pread` per chunk, then written with one `send`
+/// for the whole batch (about one system call per chunk instead of two or more).
+#[derive(Default)]
+pub struct Batch {
+    buf: Vec<u8>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Batch::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Bytes gathered.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether a chunk of `header_len` + `body_len` bytes still fits under [`BATCH_BYTES`]
+    /// (always, in an empty batch).
+    pub fn fits(&self, header_len: usize, body_len: u64) -> bool {
+        self.buf.is_empty()
+            || (self.buf.len() as u64)
+                .saturating_add(header_len as u64)
+                .saturating_add(body_len)
+                <= BATCH_BYTES as u64
+    }
+
+    /// Appends `header` and the `seg` bytes of `file` (named `path` in errors). Blocking (disk).
+    /// On an error, a data file that ends before the segment's end included, the batch is left
+    /// as it was: the chunk is to be sent some other way (which will report it).
+    pub fn push(&mut self, header: &[u8], file: &File, path: &Path, seg: &Seg) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let at = self.buf.len();
+        let len = usize::try_from(seg.len).map_err(io::Error::other)?;
+        self.buf.extend_from_slice(header);
+        let body = self.buf.len();
+        self.buf.resize(body + len, 0);
+        if let Err(e) = file.read_exact_at(&mut self.buf[body..], seg.offset) {
+            self.buf.truncate(at);
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "reading {len} bytes at {} of {}: {e}",
+                    seg.offset,
+                    path.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Appends a whole frame (a failure answer).
+    pub fn push_bytes(&mut self, frame: &[u8]) {
+        self.buf.extend_from_slice(frame);
+    }
+
+    /// Sends the batch as far as the socket takes it, without waiting. `Ok(None)`: all of it
+    /// (the batch is empty again, its buffer kept for the next one); `Ok(Some)`: the socket is
+    /// full and the returned [`Partial`] holds exactly the bytes it did not take.
+    pub fn send(&mut self, sock: &TcpStream) -> io::Result<Option<Partial>> {
+        let mut at = 0;
+        while at < self.buf.len() {
+            match try_send(sock, &self.buf[at..], false)? {
+                Some(n) => at += n,
+                None => {
+                    return Ok(Some(Partial {
+                        out: std::mem::take(&mut self.buf),
+                        at,
+                        prefix: Vec::new(),
+                        body: None,
+                    }))
+                }
+            }
+        }
+        self.buf.clear();
+        Ok(None)
+    }
+}
+
 /// Where the rest of an item's body is.
 struct Body {
     file: Arc<File>,
@@ -450,5 +545,149 @@ fn try_sendfile(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+
+    /// A connected loopback pair whose sending side has tiny socket buffers, so a batch fills
+    /// them long before it is all sent.
+    async fn tight_pair() -> (TcpStream, TcpStream) {
+        use nix::sys::socket::{setsockopt, sockopt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (c, a) = tokio::join!(TcpStream::connect(addr), l.accept());
+        let (server, client) = (a.unwrap().0, c.unwrap());
+        setsockopt(&server, sockopt::SndBuf, &4096).unwrap();
+        setsockopt(&client, sockopt::RcvBuf, &4096).unwrap();
+        (server, client)
+    }
+
+    fn data_file(len: usize) -> (tempfile::NamedTempFile, Vec<u8>) {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&bytes).unwrap();
+        (f, bytes)
+    }
+
+    fn seg(offset: u64, len: u64) -> Seg {
+        Seg {
+            offset,
+            len,
+            blocks: 1,
+        }
+    }
+
+    #[test]
+    fn batch_is_bounded_and_always_takes_one_chunk() {
+        let (f, _) = data_file(SMALL_CHUNK as usize);
+        let mut b = Batch::new();
+        assert!(
+            b.fits(21, BATCH_BYTES as u64 * 2),
+            "an empty batch takes any chunk"
+        );
+        let mut n = 0;
+        while b.fits(21, SMALL_CHUNK) {
+            b.push(&[9; 21], f.as_file(), f.path(), &seg(0, SMALL_CHUNK))
+                .unwrap();
+            n += 1;
+        }
+        assert_eq!(n, BATCH_BYTES / (21 + SMALL_CHUNK as usize));
+        assert!(b.len() <= BATCH_BYTES);
+    }
+
+    #[test]
+    fn a_segment_past_the_end_of_its_file_leaves_the_batch_as_it_was() {
+        let (f, bytes) = data_file(10_000);
+        let mut b = Batch::new();
+        b.push(b"head", f.as_file(), f.path(), &seg(100, 50))
+            .unwrap();
+        let e = b
+            .push(b"next", f.as_file(), f.path(), &seg(9_000, 2_000))
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(
+            e.to_string().contains(&f.path().display().to_string()),
+            "{e}"
+        );
+        assert_eq!(b.len(), 4 + 50);
+        assert_eq!(&b.buf[4..], &bytes[100..150]);
+    }
+
+    /// Headers and bodies interleaved in order; a socket that takes part of the batch leaves
+    /// exactly the rest in the Partial, and resuming it until done delivers every byte once.
+    #[test]
+    fn a_batch_the_socket_takes_in_parts_arrives_whole_and_in_order() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (f, bytes) = data_file(200_000);
+            let (server, mut client) = tight_pair().await;
+            let mut b = Batch::new();
+            let mut want = Vec::new();
+            // Adjacent segments, a gap, an empty body, and one from further back.
+            let segs = [
+                (0, 4096),
+                (4096, 4096),
+                (20_000, 32_768),
+                (60_000, 0),
+                (1_000, 65_536),
+            ];
+            for (i, &(off, len)) in segs.iter().enumerate() {
+                let header = [i as u8 + 1; 21];
+                assert!(b.fits(header.len(), len));
+                b.push(&header, f.as_file(), f.path(), &seg(off, len))
+                    .unwrap();
+                want.extend_from_slice(&header);
+                want.extend_from_slice(&bytes[off as usize..(off + len) as usize]);
+            }
+            assert_eq!(b.len(), want.len());
+            let mut left = b.send(&server).unwrap();
+            assert!(
+                left.is_some(),
+                "a {}-byte batch fit a 4 KiB socket buffer",
+                want.len()
+            );
+            assert!(b.is_empty());
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 65_536];
+            let mut rounds = 0;
+            while let Some(p) = left.take() {
+                rounds += 1;
+                assert!(rounds < 10_000, "no progress");
+                // Drain a little, then resume once the socket is writable again.
+                let n = tokio::time::timeout(Duration::from_secs(30), client.read(&mut buf))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert!(n > 0);
+                got.extend_from_slice(&buf[..n]);
+                // Writable, or not yet: resuming then simply comes back blocked.
+                let _ = tokio::time::timeout(Duration::from_millis(20), server.writable()).await;
+                match p.resume(&server, None).unwrap() {
+                    Sent::Done => {}
+                    Sent::Blocked(p) => left = Some(p),
+                }
+            }
+            assert!(rounds > 1, "the batch went out in one piece");
+            drop(server);
+            client.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got.len(), want.len());
+            assert!(
+                got == want,
+                "bytes differ from the headers and segments in order"
+            );
+            // The emptied batch is reused.
+            b.push(b"again", f.as_file(), f.path(), &seg(0, 10))
+                .unwrap();
+            assert_eq!(b.len(), 15);
+        });
     }
 }

@@ -1130,10 +1130,25 @@ async fn write_with_deadline(
     Ok(())
 }
 
-/// An item the socket did not take whole, and what to record once it is sent.
+/// An item (or a batch of small chunks) the socket did not take whole, what to record once it
+/// is sent, and the item taken from the queue to send right after it.
 struct Resume {
     partial: send::Partial,
-    done: Option<Done>,
+    done: Vec<Done>,
+    then: Option<Next>,
+}
+
+/// An item taken from the queue; `slow`: never gathered into a batch (it did not fit the
+/// small-chunk path, or reading it for a batch failed), sent on its own.
+struct Next {
+    out: Out,
+    slow: bool,
+}
+
+impl Next {
+    fn queued(out: Out) -> Self {
+        Next { out, slow: false }
+    }
 }
 
 /// A chunk being sent: counted in the metrics once its last byte is out.
@@ -1156,21 +1171,29 @@ fn send_queued(
     cipher: &mut Option<Box<Outbound>>,
 ) -> Result<Option<Resume>, String> {
     let sock: &TcpStream = wr.as_ref();
+    let mut next = first.map(Next::queued);
     if let Some(r) = resume {
-        if let Some(left) = drive(shared, sock, r, cipher)? {
-            return Ok(Some(left));
+        match drive(shared, sock, r, cipher)? {
+            Driven::Blocked(left) => return Ok(Some(left)),
+            Driven::Done(then) => next = then,
         }
     }
     let mut sender = send::Sender::new(shared);
-    let mut next = first;
+    let mut batch = send::Batch::new();
     let mut sent = 0;
-    while let Some(out) = next.take() {
-        let left = match out {
+    while let Some(Next { out, slow }) = next.take() {
+        let (left, then, items) = match out {
+            // Plaintext: this chunk and the small ones queued behind it, in one send.
+            Out::Fetch(f) if !slow && cipher.is_none() => {
+                let budget = MAX_ITEMS_PER_JOB.saturating_sub(sent).max(1);
+                let g = send_gathered(shared, &mut sender, &mut batch, sock, f, rx, budget)?;
+                (g.left, g.then, g.items)
+            }
             Out::Cipher(c) => {
                 *cipher = Some(c);
-                None
+                (None, None, 1)
             }
-            Out::Frame(b) => write_frame(shared, sock, &b, cipher)?,
+            Out::Frame(b) => (write_frame(shared, sock, &b, cipher)?, None, 1),
             Out::Fetch(f) => {
                 let Fetch {
                     answer,
@@ -1182,7 +1205,7 @@ fn send_queued(
                     Answer::Chunk(id) => Kind::Chunk(*id),
                     Answer::Stream(stream_id) => Kind::Stream(stream_id),
                 };
-                send_chunk(
+                let left = send_chunk(
                     shared,
                     &mut sender,
                     sock,
@@ -1191,38 +1214,199 @@ fn send_queued(
                     received,
                     guard,
                     cipher,
-                )?
+                )?;
+                (left, None, 1)
             }
         };
-        if left.is_some() {
-            return Ok(left);
+        if let Some(mut left) = left {
+            left.then = then;
+            return Ok(Some(left));
         }
-        sent += 1;
-        if sent < MAX_ITEMS_PER_JOB {
-            next = rx.try_recv().ok();
-        }
+        sent += items;
+        // An item already taken from the queue is always sent, whatever the budget.
+        next = then.or_else(|| {
+            (sent < MAX_ITEMS_PER_JOB)
+                .then(|| rx.try_recv().ok().map(Next::queued))
+                .flatten()
+        });
     }
     Ok(None)
 }
 
-/// Blocking: sends what the socket takes of `r`; records a finished chunk in the metrics.
+/// What [`send_gathered`] did: `left`, the part of the batch the socket did not take;
+/// `then`, an item it took from the queue but did not gather (to send next); `items`, the
+/// chunks gathered.
+struct Gathered {
+    left: Option<Resume>,
+    then: Option<Next>,
+    items: usize,
+}
+
+/// Blocking, plaintext connections only: gathers `first` and the small chunks queued right
+/// behind it (at most `budget` chunks, [`send::BATCH_BYTES`] bytes) into `batch`, each header
+/// followed by its body read from the data file, and sends the batch with one `send`. A chunk
+/// that cannot be resolved is answered in the batch with its failure frame. A chunk that is
+/// not small, or whose data file cannot be read as indexed (it shrank), ends the batch and
+/// comes back in `then`, marked slow: [`send_chunk`] then sends it with `sendfile`, or closes
+/// the connection as it did before batching.
+fn send_gathered(
+    shared: &Shared,
+    sender: &mut send::Sender<'_>,
+    batch: &mut send::Batch,
+    sock: &TcpStream,
+    first: Box<Fetch>,
+    rx: &mut mpsc::Receiver<Out>,
+    budget: usize,
+) -> Result<Gathered, String> {
+    let mut done = Vec::new();
+    let mut failed = 0;
+    let mut then = None;
+    let mut item = Some(first);
+    while let Some(f) = item.take() {
+        let slow = |f| {
+            Some(Next {
+                out: Out::Fetch(f),
+                slow: true,
+            })
+        };
+        let seg = match sender.resolve(&f.chunk) {
+            Ok(seg) if seg.len <= send::SMALL_CHUNK => seg,
+            Ok(_) => {
+                then = slow(f);
+                break;
+            }
+            // Answered here, in order: resolving again could see another outcome.
+            Err(e) => {
+                let Fetch { answer, .. } = *f;
+                batch.push_bytes(&failure_frame(shared, &answer, &e));
+                failed += 1;
+                if batch.len() < send::BATCH_BYTES && done.len() + failed < budget {
+                    match rx.try_recv() {
+                        Ok(Out::Fetch(f)) => item = Some(f),
+                        Ok(other) => then = Some(Next::queued(other)),
+                        Err(_) => {}
+                    }
+                }
+                continue;
+            }
+        };
+        let header = success_header(&f.answer, seg.len);
+        if !batch.fits(header.len(), seg.len) {
+            then = Some(Next::queued(Out::Fetch(f)));
+            break;
+        }
+        let Some(file) = sender.file() else {
+            then = slow(f);
+            break;
+        };
+        if batch.push(&header, file, sender.path(), &seg).is_err() {
+            then = slow(f);
+            break;
+        }
+        let Fetch {
+            received, guard, ..
+        } = *f;
+        done.push(Done {
+            blocks: seg.blocks,
+            len: seg.len,
+            received,
+            _guard: guard,
+        });
+        if done.len() + failed < budget {
+            match rx.try_recv() {
+                Ok(Out::Fetch(f)) => item = Some(f),
+                Ok(other) => then = Some(Next::queued(other)),
+                Err(_) => {}
+            }
+        }
+    }
+    let items = done.len() + failed;
+    if batch.is_empty() {
+        return Ok(Gathered {
+            left: None,
+            then,
+            items,
+        });
+    }
+    let bytes = batch.len();
+    let left = match batch.send(sock) {
+        Ok(None) => {
+            record_sent(shared, done);
+            None
+        }
+        Ok(Some(partial)) => Some(Resume {
+            partial,
+            done,
+            then: None,
+        }),
+        Err(e) => {
+            return Err(format!(
+                "sending {items} chunks ({bytes} bytes) failed: {e}"
+            ))
+        }
+    };
+    Ok(Gathered { left, then, items })
+}
+
+/// Counts and logs a chunk that could not be resolved; the frame answering it.
+fn failure_frame(shared: &Shared, answer: &Answer, e: &send::ChunkError) -> Bytes {
+    shared.metrics.error(e.error_kind());
+    let error = e.to_string();
+    tracing::info!("chunk fetch failed: {error}");
+    match answer {
+        Answer::Chunk(id) => Message::ChunkFetchFailure { id: *id, error },
+        Answer::Stream(stream_id) => Message::StreamFailure {
+            stream_id: stream_id.clone(),
+            error,
+        },
+    }
+    .to_bytes()
+}
+
+/// The frame header in front of a chunk's `len` body bytes.
+fn success_header(answer: &Answer, len: u64) -> Vec<u8> {
+    match answer {
+        Answer::Chunk(id) => frame::chunk_success_header(*id, len).to_vec(),
+        Answer::Stream(stream_id) => Message::StreamResponse {
+            stream_id: stream_id.clone(),
+            byte_count: len as i64,
+        }
+        .to_bytes()
+        .to_vec(),
+    }
+}
+
+/// Counts sent chunks in the metrics.
+fn record_sent(shared: &Shared, done: Vec<Done>) {
+    for d in done {
+        shared.metrics.record_transfer(d.blocks, d.len);
+        shared.metrics.fetch_latency.observe(d.received.elapsed());
+    }
+}
+
+/// How far [`drive`] got.
+enum Driven {
+    /// All sent; the item to send next, if one was taken from the queue.
+    Done(Option<Next>),
+    Blocked(Resume),
+}
+
+/// Blocking: sends what the socket takes of `r`; records finished chunks in the metrics.
 fn drive(
     shared: &Shared,
     sock: &TcpStream,
     r: Resume,
     cipher: &mut Option<Box<Outbound>>,
-) -> Result<Option<Resume>, String> {
+) -> Result<Driven, String> {
     match r.partial.resume(sock, cipher.as_deref_mut()) {
         Ok(send::Sent::Done) => {
-            if let Some(d) = r.done {
-                shared.metrics.record_transfer(d.blocks, d.len);
-                shared.metrics.fetch_latency.observe(d.received.elapsed());
-            }
-            Ok(None)
+            record_sent(shared, r.done);
+            Ok(Driven::Done(r.then))
         }
-        Ok(send::Sent::Blocked(partial)) => Ok(Some(Resume {
+        Ok(send::Sent::Blocked(partial)) => Ok(Driven::Blocked(Resume {
             partial,
             done: r.done,
+            then: r.then,
         })),
         Err(e) => Err(format!("send error: {e}")),
     }
@@ -1297,7 +1481,8 @@ fn send_chunk(
                 }
                 Some(partial) => Some(Resume {
                     partial,
-                    done: Some(done),
+                    done: vec![done],
+                    then: None,
                 }),
             });
         }
@@ -1330,15 +1515,15 @@ fn write_frame(
         None => b.to_vec(),
         Some(c) => c.seal(b.to_vec()),
     };
-    drive(
-        shared,
-        sock,
-        Resume {
-            partial: send::Partial::bytes(out),
-            done: None,
-        },
-        cipher,
-    )
+    let r = Resume {
+        partial: send::Partial::bytes(out),
+        done: Vec::new(),
+        then: None,
+    };
+    match drive(shared, sock, r, cipher)? {
+        Driven::Done(_) => Ok(None),
+        Driven::Blocked(left) => Ok(Some(left)),
+    }
 }
 
 #[cfg(test)]

@@ -1080,3 +1080,109 @@ async fn pipelined_chunks_across_files_and_streams_arrive_in_order() {
     }
     assert!(c.is_closed().is_none());
 }
+
+/// Small chunks are gathered into one send per burst, larger ones go by `sendfile`: a client
+/// with a small receive buffer (32 KiB, for a 5.9 MB stream: more than the socket buffers take)
+/// pipelines a stream mixing 4 KiB, 8 KiB, just over 8 KiB, 20 KiB,
+/// empty and missing-file chunks, and reads nothing for a while, so the socket takes batches in
+/// parts. Every answer must arrive once, in order, with the file's bytes or the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_and_large_chunks_through_a_full_socket_arrive_whole_and_in_order() {
+    use bytes::BytesMut;
+    use croupier_shuffle_service::protocol::{frame, StreamChunkId};
+    let ess = Ess::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (_c, dirs) = registered(&ess, tmp.path(), APP, "0").await;
+    let sizes = [4096usize, 8192, 8193, 20_000, 0, 100];
+    let block = |m: i64, r: usize| -> Vec<u8> {
+        (0..sizes[r])
+            .map(|i| (i as u8).wrapping_mul(31) ^ (m as u8) ^ ((r as u8) << 4))
+            .collect()
+    };
+    for m in 1..=3i64 {
+        let parts: Vec<Vec<u8>> = (0..sizes.len()).map(|r| block(m, r)).collect();
+        let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+        dirs.write_map_output(4, m, &refs);
+    }
+    let (gone, _) = dirs.write_map_output(4, 9, &[b"gone"]);
+    std::fs::remove_file(&gone).unwrap();
+    let mut ids = Vec::new();
+    for round in 0..48 {
+        for m in 1..=3i64 {
+            for r in 0..sizes.len() {
+                ids.push((m, r));
+            }
+            if m == 2 && round % 4 != 1 {
+                ids.push((9, 0));
+            }
+        }
+    }
+    let names: Vec<String> = ids
+        .iter()
+        .map(|(m, r)| format!("shuffle_4_{m}_{r}"))
+        .collect();
+    let addr = ess.addr;
+    let expect: Vec<Option<Vec<u8>>> = ids
+        .iter()
+        .map(|&(m, r)| (m != 9).then(|| block(m, r)))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        use nix::sys::socket::{setsockopt, sockopt};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        setsockopt(&s, sockopt::RcvBuf, &32_768).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut buf = BytesMut::new();
+        let mut recv = |s: &mut std::net::TcpStream| loop {
+            if let Some(m) = frame::decode(&mut buf, 1 << 30).unwrap() {
+                return m;
+            }
+            let mut b = [0u8; 16_384];
+            let n = s.read(&mut b).unwrap();
+            assert!(n > 0, "connection closed before a whole frame");
+            buf.extend_from_slice(&b[..n]);
+        };
+        let open = M::OpenBlocks {
+            app_id: APP.into(),
+            exec_id: "0".into(),
+            block_ids: names,
+        };
+        let req = Message::RpcRequest {
+            request_id: 1,
+            body: open.to_bytes(),
+        };
+        s.write_all(&req.to_bytes()).unwrap();
+        let stream_id = match recv(&mut s) {
+            Message::RpcResponse { body, .. } => match M::decode(&body).unwrap() {
+                M::StreamHandle { stream_id, .. } => stream_id,
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        };
+        for i in 0..expect.len() {
+            let id = StreamChunkId {
+                stream_id,
+                chunk_index: i as i32,
+            };
+            s.write_all(&Message::ChunkFetchRequest(id).to_bytes())
+                .unwrap();
+        }
+        // Read nothing for a while: the server's socket fills in the middle of a batch.
+        std::thread::sleep(Duration::from_millis(300));
+        for (i, want) in expect.iter().enumerate() {
+            match (recv(&mut s), want) {
+                (Message::ChunkFetchSuccess { id, body }, Some(want)) => {
+                    assert_eq!(id.chunk_index, i as i32);
+                    assert!(body.as_ref() == want.as_slice(), "chunk {i}: wrong bytes");
+                }
+                (Message::ChunkFetchFailure { id, error }, None) => {
+                    assert_eq!(id.chunk_index, i as i32);
+                    assert!(error.contains("Failed to open data file"), "{error}");
+                }
+                (other, _) => panic!("chunk {i}: {other:?}"),
+            }
+        }
+        assert!(buf.is_empty(), "bytes after the last answer");
+    })
+    .await
+    .unwrap();
+}
