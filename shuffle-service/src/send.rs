@@ -1,7 +1,9 @@
-//! Zero-copy chunk transmission on a blocking-pool thread: resolve the chunk (registry, index
-//! cache, data file from [`crate::data_files`], opened there at most every couple of seconds
-//! per map output; an RDD block file opened now and closed after it is sent), write the frame
-//! header, then `sendfile` the data-file segment straight from the page cache to the socket.
+//! Chunk transmission on a blocking-pool thread: resolve the chunk (registry, index cache,
+//! data file from [`crate::data_files`], opened there at most every couple of seconds per map
+//! output; an RDD block file opened now and closed after it is sent), write the frame header,
+//! then `sendfile` the data-file segment straight from the page cache to the socket. Small
+//! chunks of a plaintext connection ([`SMALL_CHUNK`]) are instead gathered with `pread` into a
+//! [`Batch`] sent whole: one send for many chunks.
 //!
 //! The socket is non-blocking (owned by tokio). A blocking thread never waits for it: when its
 //! buffer is full, the item being sent stops where it is and comes back as a [`Partial`]; the
@@ -289,14 +291,52 @@ pub const BATCH_BYTES: usize = 256 << 10;
 /// Consecutive small chunks of a plaintext connection, gathered into one buffer: each frame
 /// header followed by its body, read with one `pread` per chunk, then written with one `send`
 /// for the whole batch (about one system call per chunk instead of two or more).
-#[derive(Default)]
 pub struct Batch {
     buf: Vec<u8>,
+    /// What this batch may grow to: [`BATCH_BYTES`], or less when the socket has less room
+    /// ([`Batch::fit_to`]), so that a connection whose peer stopped reading holds about one
+    /// chunk while it waits, not a whole batch.
+    limit: usize,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch {
+            buf: Vec::new(),
+            limit: BATCH_BYTES,
+        }
+    }
+}
+
+/// Why a chunk was not added to a [`Batch`].
+#[derive(Debug)]
+pub enum PushError {
+    /// Its bytes are not in the page cache (the batch already holds chunks): send those first
+    /// rather than keep them waiting on the disk.
+    NotCached,
+    /// The read failed, or the data file ends before the segment does.
+    Read(io::Error),
 }
 
 impl Batch {
     pub fn new() -> Self {
         Batch::default()
+    }
+
+    /// Limits the batch to the room left in `sock`'s send buffer (its size less what is
+    /// queued in it), between one small chunk and [`BATCH_BYTES`].
+    pub fn fit_to(&mut self, sock: &TcpStream) {
+        let fd = sock.as_raw_fd();
+        let size = nix::sys::socket::getsockopt(&sock.as_fd(), nix::sys::socket::sockopt::SndBuf)
+            .unwrap_or(BATCH_BYTES * 2);
+        let mut queued: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ writes one c_int, the bytes not yet sent or acknowledged, into
+        // the valid, exclusively borrowed `queued`.
+        let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) };
+        let queued = if rc == 0 { queued.max(0) as usize } else { 0 };
+        self.limit = size
+            .saturating_sub(queued)
+            .clamp(SMALL_CHUNK as usize, BATCH_BYTES);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -315,29 +355,48 @@ impl Batch {
             || (self.buf.len() as u64)
                 .saturating_add(header_len as u64)
                 .saturating_add(body_len)
-                <= BATCH_BYTES as u64
+                <= self.limit as u64
     }
 
     /// Appends `header` and the `seg` bytes of `file` (named `path` in errors). Blocking (disk).
     /// On an error, a data file that ends before the segment's end included, the batch is left
     /// as it was: the chunk is to be sent some other way (which will report it).
-    pub fn push(&mut self, header: &[u8], file: &File, path: &Path, seg: &Seg) -> io::Result<()> {
+    ///
+    /// When the batch already holds chunks, the bytes are read only if the page cache has
+    /// them all (`preadv2` with `RWF_NOWAIT`); otherwise [`PushError::NotCached`], so that the
+    /// chunks gathered go out before this one waits on the disk.
+    pub fn push(
+        &mut self,
+        header: &[u8],
+        file: &File,
+        path: &Path,
+        seg: &Seg,
+    ) -> Result<(), PushError> {
         use std::os::unix::fs::FileExt;
         let at = self.buf.len();
-        let len = usize::try_from(seg.len).map_err(io::Error::other)?;
+        let len = usize::try_from(seg.len).map_err(|e| PushError::Read(io::Error::other(e)))?;
         self.buf.extend_from_slice(header);
         let body = self.buf.len();
         self.buf.resize(body + len, 0);
-        if let Err(e) = file.read_exact_at(&mut self.buf[body..], seg.offset) {
+        if at > 0 && len > 0 && !read_if_cached(file, &mut self.buf[body..], seg.offset) {
             self.buf.truncate(at);
-            return Err(io::Error::new(
+            return Err(PushError::NotCached);
+        }
+        let read = if at > 0 && len > 0 {
+            Ok(())
+        } else {
+            file.read_exact_at(&mut self.buf[body..], seg.offset)
+        };
+        if let Err(e) = read {
+            self.buf.truncate(at);
+            return Err(PushError::Read(io::Error::new(
                 e.kind(),
                 format!(
                     "reading {len} bytes at {} of {}: {e}",
                     seg.offset,
                     path.display()
                 ),
-            ));
+            )));
         }
         Ok(())
     }
@@ -356,18 +415,53 @@ impl Batch {
             match try_send(sock, &self.buf[at..], false)? {
                 Some(n) => at += n,
                 None => {
+                    // Only the rest is kept while the peer is not reading.
+                    let mut out = std::mem::take(&mut self.buf);
+                    out.drain(..at);
+                    out.shrink_to_fit();
                     return Ok(Some(Partial {
-                        out: std::mem::take(&mut self.buf),
-                        at,
+                        out,
+                        at: 0,
                         prefix: Vec::new(),
                         body: None,
-                    }))
+                    }));
                 }
             }
         }
         self.buf.clear();
         Ok(None)
     }
+}
+
+/// `RWF_NOWAIT` (linux/fs.h): fail with `EAGAIN` instead of waiting for the disk.
+const RWF_NOWAIT: libc::c_int = 0x08;
+
+/// Fills `buf` from `offset` of `file` if the page cache holds all of it, without waiting for
+/// the disk; `false` when it does not (or the kernel or file system cannot tell: the caller
+/// then reads it the ordinary way, as the first chunk of a batch). Through the raw system call,
+/// so that no newer C library than the packages' is needed.
+fn read_if_cached(file: &File, buf: &mut [u8], offset: u64) -> bool {
+    let Ok(offset) = libc::c_long::try_from(offset) else {
+        return false;
+    };
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: one iovec describing `buf`, valid and exclusively borrowed for the call; the
+    // descriptor is open for reading. Arguments: fd, iov, iovcnt, pos low, pos high, flags.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_preadv2,
+            file.as_raw_fd(),
+            &iov as *const libc::iovec,
+            1 as libc::c_int,
+            offset,
+            0 as libc::c_long,
+            RWF_NOWAIT,
+        )
+    };
+    n >= 0 && n as usize == buf.len()
 }
 
 /// Where the rest of an item's body is.
@@ -601,6 +695,9 @@ mod tests {
         assert!(b.len() <= BATCH_BYTES);
     }
 
+    /// A segment the file does not hold: behind other chunks it is left for the next batch
+    /// (it cannot be read without waiting); as a batch's first chunk, the read error names
+    /// the file. Either way the batch keeps what it had.
     #[test]
     fn a_segment_past_the_end_of_its_file_leaves_the_batch_as_it_was() {
         let (f, bytes) = data_file(10_000);
@@ -610,13 +707,49 @@ mod tests {
         let e = b
             .push(b"next", f.as_file(), f.path(), &seg(9_000, 2_000))
             .unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
-        assert!(
-            e.to_string().contains(&f.path().display().to_string()),
-            "{e}"
-        );
+        assert!(matches!(e, PushError::NotCached), "{e:?}");
         assert_eq!(b.len(), 4 + 50);
         assert_eq!(&b.buf[4..], &bytes[100..150]);
+        let mut first = Batch::new();
+        match first.push(b"next", f.as_file(), f.path(), &seg(9_000, 2_000)) {
+            Err(PushError::Read(e)) => {
+                assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+                assert!(
+                    e.to_string().contains(&f.path().display().to_string()),
+                    "{e}"
+                );
+            }
+            other => panic!("expected a read error, got {other:?}"),
+        }
+        assert!(first.is_empty());
+    }
+
+    /// A socket with no room (its peer reads nothing) limits a batch to one small chunk, so a
+    /// stalled connection holds about one chunk; an empty one leaves the batch its full size
+    /// or the buffer's room, whichever is less.
+    #[test]
+    fn a_full_socket_limits_a_batch_to_one_chunk() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (server, _client) = tight_pair().await;
+            let mut b = Batch::new();
+            b.fit_to(&server);
+            assert!(b.limit >= SMALL_CHUNK as usize && b.limit <= BATCH_BYTES);
+            let junk = vec![0u8; 65_536];
+            loop {
+                match server.try_write(&junk) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            b.fit_to(&server);
+            assert_eq!(b.limit, SMALL_CHUNK as usize);
+            assert!(b.fits(21, SMALL_CHUNK), "an empty batch takes a chunk");
+        });
     }
 
     /// Headers and bodies interleaved in order; a socket that takes part of the batch leaves
@@ -655,6 +788,10 @@ mod tests {
                 "a {}-byte batch fit a 4 KiB socket buffer",
                 want.len()
             );
+            // What is kept while the peer does not read is the unsent rest only.
+            let p = left.as_ref().unwrap();
+            assert_eq!(p.at, 0);
+            assert!(p.out.len() < want.len() && p.out.capacity() == p.out.len());
             assert!(b.is_empty());
             let mut got = Vec::new();
             let mut buf = vec![0u8; 65_536];

@@ -1175,7 +1175,11 @@ fn send_queued(
     if let Some(r) = resume {
         match drive(shared, sock, r, cipher)? {
             Driven::Blocked(left) => return Ok(Some(left)),
-            Driven::Done(then) => next = then,
+            Driven::Done(then) => {
+                // The writer resumes with nothing new taken from the queue.
+                debug_assert!(next.is_none(), "an item both resumed and passed in");
+                next = then.or(next);
+            }
         }
     }
     let mut sender = send::Sender::new(shared);
@@ -1262,6 +1266,7 @@ fn send_gathered(
     let mut failed = 0;
     let mut then = None;
     let mut item = Some(first);
+    batch.fit_to(sock);
     while let Some(f) = item.take() {
         let slow = |f| {
             Some(Next {
@@ -1299,9 +1304,18 @@ fn send_gathered(
             then = slow(f);
             break;
         };
-        if batch.push(&header, file, sender.path(), &seg).is_err() {
-            then = slow(f);
-            break;
+        match batch.push(&header, file, sender.path(), &seg) {
+            Ok(()) => {}
+            // Not in the page cache: what is gathered goes out first; this chunk starts the
+            // next batch (and is read then, waiting on the disk).
+            Err(send::PushError::NotCached) => {
+                then = Some(Next::queued(Out::Fetch(f)));
+                break;
+            }
+            Err(send::PushError::Read(_)) => {
+                then = slow(f);
+                break;
+            }
         }
         let Fetch {
             received, guard, ..
