@@ -348,8 +348,8 @@ impl Batch {
         self.buf.len()
     }
 
-    /// Whether a chunk of `header_len` + `body_len` bytes still fits under [`BATCH_BYTES`]
-    /// (always, in an empty batch).
+    /// Whether a chunk of `header_len` + `body_len` bytes still fits under the batch's limit
+    /// (always, in an empty batch; `fits(0, 0)`: whether the batch is still within it).
     pub fn fits(&self, header_len: usize, body_len: u64) -> bool {
         self.buf.is_empty()
             || (self.buf.len() as u64)
@@ -378,11 +378,11 @@ impl Batch {
         self.buf.extend_from_slice(header);
         let body = self.buf.len();
         self.buf.resize(body + len, 0);
-        if at > 0 && len > 0 && !read_if_cached(file, &mut self.buf[body..], seg.offset) {
-            self.buf.truncate(at);
-            return Err(PushError::NotCached);
-        }
         let read = if at > 0 && len > 0 {
+            if !read_if_cached(file, &mut self.buf[body..], seg.offset) {
+                self.buf.truncate(at);
+                return Err(PushError::NotCached);
+            }
             Ok(())
         } else {
             file.read_exact_at(&mut self.buf[body..], seg.offset)

@@ -1205,16 +1205,12 @@ fn send_queued(
                     received,
                     guard,
                 } = *f;
-                let kind = match &answer {
-                    Answer::Chunk(id) => Kind::Chunk(*id),
-                    Answer::Stream(stream_id) => Kind::Stream(stream_id),
-                };
                 let left = send_chunk(
                     shared,
                     &mut sender,
                     sock,
                     &chunk,
-                    kind,
+                    &answer,
                     received,
                     guard,
                     cipher,
@@ -1283,20 +1279,23 @@ fn send_gathered(
             // Answered here, in order: resolving again could see another outcome.
             Err(e) => {
                 let Fetch { answer, .. } = *f;
-                batch.push_bytes(&failure_frame(shared, &answer, &e));
+                batch.push_bytes(&failure_frame(
+                    shared,
+                    &answer,
+                    e.error_kind(),
+                    e.to_string(),
+                ));
                 failed += 1;
-                if batch.len() < send::BATCH_BYTES && done.len() + failed < budget {
-                    match rx.try_recv() {
-                        Ok(Out::Fetch(f)) => item = Some(f),
-                        Ok(other) => then = Some(Next::queued(other)),
-                        Err(_) => {}
-                    }
-                }
+                item = next_fetch(
+                    rx,
+                    &mut then,
+                    done.len() + failed < budget && batch.fits(0, 0),
+                );
                 continue;
             }
         };
         let header = success_header(&f.answer, seg.len);
-        if !batch.fits(header.len(), seg.len) {
+        if !batch.fits(header.as_ref().len(), seg.len) {
             then = Some(Next::queued(Out::Fetch(f)));
             break;
         }
@@ -1304,7 +1303,7 @@ fn send_gathered(
             then = slow(f);
             break;
         };
-        match batch.push(&header, file, sender.path(), &seg) {
+        match batch.push(header.as_ref(), file, sender.path(), &seg) {
             Ok(()) => {}
             // Not in the page cache: what is gathered goes out first; this chunk starts the
             // next batch (and is read then, waiting on the disk).
@@ -1326,13 +1325,11 @@ fn send_gathered(
             received,
             _guard: guard,
         });
-        if done.len() + failed < budget {
-            match rx.try_recv() {
-                Ok(Out::Fetch(f)) => item = Some(f),
-                Ok(other) => then = Some(Next::queued(other)),
-                Err(_) => {}
-            }
-        }
+        item = next_fetch(
+            rx,
+            &mut then,
+            done.len() + failed < budget && batch.fits(0, 0),
+        );
     }
     let items = done.len() + failed;
     if batch.is_empty() {
@@ -1362,10 +1359,29 @@ fn send_gathered(
     Ok(Gathered { left, then, items })
 }
 
-/// Counts and logs a chunk that could not be resolved; the frame answering it.
-fn failure_frame(shared: &Shared, answer: &Answer, e: &send::ChunkError) -> Bytes {
-    shared.metrics.error(e.error_kind());
-    let error = e.to_string();
+/// When `more`, the next queued item: a chunk to gather is returned; anything else is left in
+/// `then`, to be sent after the batch.
+fn next_fetch(
+    rx: &mut mpsc::Receiver<Out>,
+    then: &mut Option<Next>,
+    more: bool,
+) -> Option<Box<Fetch>> {
+    if !more {
+        return None;
+    }
+    match rx.try_recv() {
+        Ok(Out::Fetch(f)) => Some(f),
+        Ok(other) => {
+            *then = Some(Next::queued(other));
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Counts and logs a chunk that could not be sent (`kind`, `error`); the frame answering it.
+fn failure_frame(shared: &Shared, answer: &Answer, kind: ErrorKind, error: String) -> Bytes {
+    shared.metrics.error(kind);
     tracing::info!("chunk fetch failed: {error}");
     match answer {
         Answer::Chunk(id) => Message::ChunkFetchFailure { id: *id, error },
@@ -1377,21 +1393,38 @@ fn failure_frame(shared: &Shared, answer: &Answer, e: &send::ChunkError) -> Byte
     .to_bytes()
 }
 
-/// The frame header in front of a chunk's `len` body bytes.
-fn success_header(answer: &Answer, len: u64) -> Vec<u8> {
-    match answer {
-        Answer::Chunk(id) => frame::chunk_success_header(*id, len).to_vec(),
-        Answer::Stream(stream_id) => Message::StreamResponse {
-            stream_id: stream_id.clone(),
-            byte_count: len as i64,
+/// The frame header in front of a chunk's body: a fixed-size array for the usual
+/// ChunkFetchSuccess (no allocation per chunk), an encoded StreamResponse otherwise.
+enum Header {
+    Chunk([u8; frame::CHUNK_SUCCESS_HEADER]),
+    Stream(Bytes),
+}
+
+impl AsRef<[u8]> for Header {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Header::Chunk(h) => h,
+            Header::Stream(b) => b,
         }
-        .to_bytes()
-        .to_vec(),
+    }
+}
+
+/// The header in front of a chunk's `len` body bytes.
+fn success_header(answer: &Answer, len: u64) -> Header {
+    match answer {
+        Answer::Chunk(id) => Header::Chunk(frame::chunk_success_header(*id, len)),
+        Answer::Stream(stream_id) => Header::Stream(
+            Message::StreamResponse {
+                stream_id: stream_id.clone(),
+                byte_count: len as i64,
+            }
+            .to_bytes(),
+        ),
     }
 }
 
 /// Counts sent chunks in the metrics.
-fn record_sent(shared: &Shared, done: Vec<Done>) {
+fn record_sent(shared: &Shared, done: impl IntoIterator<Item = Done>) {
     for d in done {
         shared.metrics.record_transfer(d.blocks, d.len);
         shared.metrics.fetch_latency.observe(d.received.elapsed());
@@ -1426,11 +1459,6 @@ fn drive(
     }
 }
 
-enum Kind<'a> {
-    Chunk(StreamChunkId),
-    Stream(&'a str),
-}
-
 /// Blocking: resolves one chunk, writes its header, then `sendfile`s its segment (or reads and
 /// seals it on an encrypted connection). A chunk that cannot be resolved is answered with a
 /// failure frame. `Ok(Some)`: the socket filled up, the rest is to be resumed; `Err` means the
@@ -1441,7 +1469,7 @@ fn send_chunk(
     sender: &mut send::Sender<'_>,
     sock: &TcpStream,
     chunk: &ChunkRef,
-    kind: Kind<'_>,
+    answer: &Answer,
     received: Instant,
     guard: InFlight,
     cipher: &mut Option<Box<Outbound>>,
@@ -1451,7 +1479,7 @@ fn send_chunk(
         // Spark's frame decoder refuses frames of 2 GiB and more; only the StreamRequest path
         // (raw bytes after the frame) can carry such a chunk.
         Ok(seg)
-            if matches!(kind, Kind::Chunk(_))
+            if matches!(answer, Answer::Chunk(_))
                 && seg.len + (frame::CHUNK_SUCCESS_HEADER - frame::LEN_FIELD) as u64
                     >= frame::SPARK_MAX_FRAME =>
         {
@@ -1463,15 +1491,7 @@ fn send_chunk(
             )))
         }
         Ok(seg) => {
-            let header = match kind {
-                Kind::Chunk(id) => frame::chunk_success_header(id, seg.len).to_vec(),
-                Kind::Stream(stream_id) => Message::StreamResponse {
-                    stream_id: stream_id.to_owned(),
-                    byte_count: seg.len as i64,
-                }
-                .to_bytes()
-                .to_vec(),
-            };
+            let header = success_header(answer, seg.len).as_ref().to_vec();
             // Encrypted connection: no zero-copy; the body is read in large batches and
             // encrypted in place behind its header.
             let done = Done {
@@ -1489,8 +1509,7 @@ fn send_chunk(
             };
             return Ok(match r {
                 None => {
-                    shared.metrics.record_transfer(done.blocks, done.len);
-                    shared.metrics.fetch_latency.observe(received.elapsed());
+                    record_sent(shared, [done]);
                     None
                 }
                 Some(partial) => Some(Resume {
@@ -1505,16 +1524,8 @@ fn send_chunk(
     let Some((error_kind, error)) = failure else {
         return Ok(None);
     };
-    shared.metrics.error(error_kind);
-    tracing::info!("chunk fetch failed: {error}");
-    let m = match kind {
-        Kind::Chunk(id) => Message::ChunkFetchFailure { id, error },
-        Kind::Stream(stream_id) => Message::StreamFailure {
-            stream_id: stream_id.to_owned(),
-            error,
-        },
-    };
-    write_frame(shared, sock, &m.to_bytes(), cipher)
+    let m = failure_frame(shared, answer, error_kind, error);
+    write_frame(shared, sock, &m, cipher)
 }
 
 /// Blocking: writes one frame, sealed when the connection is encrypted, as far as the socket
