@@ -5,20 +5,15 @@
 
 mod shuffle_support;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
+use croupier_testkit::ports::loopback_port as free_port;
 use croupier_testkit::shuffle::layout::ExecutorDirs;
 use croupier_testkit::shuffle::{Client, ClientError};
 use shuffle_support::Ess;
 
 const APP: &str = "app-20261203120000-0016";
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 fn start(port: u16, state: &Path, env: &[(&str, &str)]) -> Ess {
     start_with_conf(port, state, &[], env)

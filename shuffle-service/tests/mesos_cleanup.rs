@@ -17,7 +17,6 @@
 
 mod shuffle_support;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -25,17 +24,13 @@ use bytes::Bytes;
 use croupier_testkit::mesos::{
     tasks, ClusterOpts, FrameworkOpts, Install, MesosCluster, Scheduler,
 };
+use croupier_testkit::ports::loopback_port as free_port;
 use croupier_testkit::shuffle::layout::ExecutorDirs;
 use croupier_testkit::shuffle::Client;
 use serde_json::json;
 use shuffle_support::Ess;
 
 const T: Duration = Duration::from_secs(90);
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 /// A framework with one long `sleep` task running on the agent.
 async fn framework(c: &MesosCluster, name: &str) -> Scheduler {

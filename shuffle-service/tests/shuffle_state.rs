@@ -4,21 +4,16 @@
 
 mod shuffle_support;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use croupier_testkit::ports::loopback_port as free_port;
 use croupier_testkit::shuffle::layout::ExecutorDirs;
 use croupier_testkit::shuffle::Client;
 use shuffle_support::Ess;
 
 const APP: &str = "app-20261203090000-0001";
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 fn start(port: u16, state: &Path, extra: &[(&str, &str)]) -> Ess {
     let mut args: Vec<String> = vec![

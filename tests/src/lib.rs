@@ -8,10 +8,13 @@
 //! - [`mesos`]: the real-Mesos tier's harness (a real master and agent, `mesos-execute`, a v1
 //!   HTTP scheduler).
 //! - [`local`]: the `croupier-local` command line (its `--help` and man page).
+//! - [`ports`]: loopback ports for servers started as processes, picked outside the kernel's
+//!   ephemeral range so that no outgoing connection takes one before the server binds it.
 
 pub mod agent;
 pub mod bench;
 pub mod env;
 pub mod local;
 pub mod mesos;
+pub mod ports;
 pub mod shuffle;

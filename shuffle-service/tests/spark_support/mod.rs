@@ -13,6 +13,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub use croupier_testkit::ports::loopback_port as free_port;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -230,13 +231,6 @@ fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
     // a forced kill reports a signal death, never success
     let _ = child.kill();
     child.wait().ok()
-}
-
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind 127.0.0.1:0: {e}"));
-    l.local_addr()
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("local_addr: {e}"))
 }
 
 fn collect_lines(

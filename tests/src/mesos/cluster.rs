@@ -39,11 +39,11 @@ pub struct ClusterOpts {
     /// environment). Default: `PATH=/usr/local/bin:/usr/bin:/bin`, `RUST_LOG=info`. Empty:
     /// the flag is not passed (the agent then sets only its default `PATH`).
     pub executor_env: BTreeMap<String, String>,
-    /// More agent flags (`--name=value`), after the harness's (a later flag wins).
+    /// More agent flags (`--name=value`); one the harness also sets replaces the harness's.
     pub agent_flags: Vec<String>,
     /// Environment of the agent process itself.
     pub agent_env: Vec<(String, String)>,
-    /// More master flags.
+    /// More master flags; one the harness also sets replaces the harness's.
     pub master_flags: Vec<String>,
     /// How long the master may take to come up and the agent to register.
     pub start_timeout: Duration,
@@ -118,42 +118,8 @@ impl MesosCluster {
             CommandExecutor::DropIn(exe) => Some(make_launcher_dir(&install, d, exe)?),
         };
 
-        let master_port = free_port()?;
-        let master_addr = SocketAddr::from(([127, 0, 0, 1], master_port));
-        let mut cmd = Command::new(install.master());
-        cmd.args([
-            "--ip=127.0.0.1".to_string(),
-            format!("--port={master_port}"),
-            "--hostname=127.0.0.1".to_string(),
-            "--registry=in_memory".to_string(),
-            format!("--work_dir={}", d.join("master").display()),
-            "--allocation_interval=250ms".to_string(),
-        ]);
-        cmd.args(&opts.master_flags);
-        if let Some(lib) = install.ld_library_path() {
-            cmd.env("LD_LIBRARY_PATH", lib);
-        }
-        let mut master = Proc::spawn("mesos-master", cmd, &d.join("master.log"))?;
-        let deadline = Instant::now() + opts.start_timeout;
-        loop {
-            master.check_alive("waiting for it to serve /health")?;
-            if let Ok((200, _)) =
-                http::request(master_addr, hyper::Method::GET, "/health", &[], Vec::new()).await
-            {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(MesosError::Timeout {
-                    what: format!("mesos-master at {master_addr} to serve /health"),
-                    waited: opts.start_timeout,
-                    details: format!("log: {}", master.log().display()),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (master, master_addr) = start_master(&install, &opts, d).await?;
 
-        let agent_port = free_port()?;
-        let agent_addr = SocketAddr::from(([127, 0, 0, 1], agent_port));
         let executor_env =
             serde_json::to_string(&opts.executor_env).map_err(|e| MesosError::Protocol {
                 peer: "ClusterOpts::executor_env".into(),
@@ -162,7 +128,7 @@ impl MesosCluster {
         let mut agent_args = vec![
             format!("--master={master_addr}"),
             "--ip=127.0.0.1".to_string(),
-            format!("--port={agent_port}"),
+            format!("--port={}", free_port()?),
             "--hostname=127.0.0.1".to_string(),
             format!("--work_dir={}", d.join("agent").display()),
             format!("--runtime_dir={}", d.join("runtime").display()),
@@ -185,7 +151,8 @@ impl MesosCluster {
             }
             None => {}
         }
-        agent_args.extend(opts.agent_flags.iter().cloned());
+        with_flags(&mut agent_args, &opts.agent_flags);
+        let agent_addr = SocketAddr::from(([127, 0, 0, 1], port_in(&agent_args, "agent_flags")?));
 
         let mut cluster = MesosCluster {
             install,
@@ -240,11 +207,24 @@ impl MesosCluster {
         let mut last;
         loop {
             if let Some(a) = self.agent.as_mut() {
-                a.check_alive("waiting for it to register with the master")?;
+                if let Err(e) = a.check_alive("waiting for it to register with the master") {
+                    self.agent = None;
+                    // Only a first start may move: a restarted agent keeps its address.
+                    if self.agent_starts < PORT_TRIES
+                        && self.agent_id.is_empty()
+                        && e.lost_its_port()
+                    {
+                        self.move_agent_port()?;
+                        return Box::pin(self.start_agent()).await;
+                    }
+                    return Err(e);
+                }
             }
             self.master
                 .check_alive("waiting for the agent to register")?;
-            match self.registered_id().await {
+            // A short wait per poll: the port may belong to a process that never answers.
+            let poll = tokio::time::timeout(POLL_TIMEOUT, self.registered_id());
+            match poll.await.unwrap_or(Ok(None)) {
                 Ok(Some(id)) => {
                     self.agent_id = id;
                     return Ok(());
@@ -261,6 +241,14 @@ impl MesosCluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Gives the agent a new port (its first start found its port taken).
+    fn move_agent_port(&mut self) -> Result<(), MesosError> {
+        let port = free_port()?;
+        self.agent_addr = SocketAddr::from(([127, 0, 0, 1], port));
+        set_port(&mut self.agent_args, port);
+        Ok(())
     }
 
     async fn registered_id(&self) -> Result<Option<String>, MesosError> {
@@ -554,4 +542,92 @@ pub fn target_dir() -> PathBuf {
         .ok()
         .and_then(|p| p.ancestors().nth(3).map(Path::to_path_buf))
         .unwrap_or_else(std::env::temp_dir)
+}
+
+/// Adds `extra` flags to `args`, each replacing a flag of the same name already there (Mesos
+/// refuses a flag given twice: `Flag 'port' is already loaded`).
+fn with_flags(args: &mut Vec<String>, extra: &[String]) {
+    fn name(flag: &str) -> &str {
+        flag.split_once('=').map_or(flag, |(n, _)| n)
+    }
+    for flag in extra {
+        args.retain(|a| name(a) != name(flag));
+        args.push(flag.clone());
+    }
+}
+
+/// The `--port` in `args`; `from` names the options it may have come from.
+fn port_in(args: &[String], from: &str) -> Result<u16, MesosError> {
+    args.iter()
+        .filter_map(|a| a.strip_prefix("--port="))
+        .next_back()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| MesosError::Protocol {
+            peer: format!("ClusterOpts::{from}"),
+            message: "--port is not a port number".into(),
+        })
+}
+
+/// Sets `--port` in `args`.
+fn set_port(args: &mut Vec<String>, port: u16) {
+    with_flags(args, &[format!("--port={port}")]);
+}
+
+/// How long one poll of a starting master or agent may take.
+const POLL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many ports a master or agent is given before its failure to bind is reported.
+const PORT_TRIES: u32 = 3;
+
+/// Starts a master on a free port and waits until it serves `/health`; if another process took
+/// the port first (a master cannot bind and aborts), starts it again on another.
+async fn start_master(
+    install: &Install,
+    opts: &ClusterOpts,
+    d: &Path,
+) -> Result<(Proc, SocketAddr), MesosError> {
+    let mut args = vec![
+        "--ip=127.0.0.1".to_string(),
+        format!("--port={}", free_port()?),
+        "--hostname=127.0.0.1".to_string(),
+        "--registry=in_memory".to_string(),
+        format!("--work_dir={}", d.join("master").display()),
+        "--allocation_interval=250ms".to_string(),
+    ];
+    with_flags(&mut args, &opts.master_flags);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        if tries > 1 {
+            set_port(&mut args, free_port()?);
+        }
+        let master_port = port_in(&args, "master_flags")?;
+        let master_addr = SocketAddr::from(([127, 0, 0, 1], master_port));
+        let mut cmd = Command::new(install.master());
+        cmd.args(&args);
+        if let Some(lib) = install.ld_library_path() {
+            cmd.env("LD_LIBRARY_PATH", lib);
+        }
+        let mut master = Proc::spawn("mesos-master", cmd, &d.join("master.log"))?;
+        let deadline = Instant::now() + opts.start_timeout;
+        loop {
+            match master.check_alive("waiting for it to serve /health") {
+                Ok(()) => {}
+                Err(e) if tries < PORT_TRIES && e.lost_its_port() => break,
+                Err(e) => return Err(e),
+            }
+            let health = http::request(master_addr, hyper::Method::GET, "/health", &[], Vec::new());
+            if let Ok(Ok((200, _))) = tokio::time::timeout(POLL_TIMEOUT, health).await {
+                return Ok((master, master_addr));
+            }
+            if Instant::now() > deadline {
+                return Err(MesosError::Timeout {
+                    what: format!("mesos-master at {master_addr} to serve /health"),
+                    waited: opts.start_timeout,
+                    details: format!("log: {}", master.log().display()),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }

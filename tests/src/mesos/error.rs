@@ -36,7 +36,7 @@ pub enum MesosError {
         source: std::io::Error,
     },
     /// A process we started exited while we waited for it.
-    #[error("{what} exited ({status}) while {during}; its log: {log}")]
+    #[error("{what} exited ({status}) while {during}; its log: {log}, ending:\n{tail}")]
     Exited {
         /// Which process.
         what: String,
@@ -46,6 +46,8 @@ pub enum MesosError {
         during: String,
         /// Where its output went.
         log: PathBuf,
+        /// The last lines of that log (what a CI log shows without the file).
+        tail: String,
     },
     /// A condition did not become true in time.
     #[error("timed out after {waited:?} waiting for {what}; {details}")]
@@ -93,6 +95,13 @@ impl MesosError {
     /// Whether trying again (e.g. waiting longer) may help.
     pub fn is_retryable(&self) -> bool {
         matches!(self, MesosError::Timeout { .. } | MesosError::Http { .. })
+    }
+
+    /// Whether a process died because its port was taken (libprocess aborts with `Failed to
+    /// bind on ADDR: Address already in use`), so that starting it on another port may help.
+    pub fn lost_its_port(&self) -> bool {
+        matches!(self, MesosError::Exited { tail, .. }
+            if tail.contains("Failed to bind") && tail.contains("Address already in use"))
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {

@@ -2,6 +2,7 @@
 //! request).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -12,6 +13,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::error::MesosError;
+
+/// How long a request may take to get its response's head, and [`request`] its body: a master
+/// or agent that accepts a connection and never answers fails the call instead of hanging it.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Largest body [`request`] collects (an agent's `/state` with many tasks stays far below).
 pub const MAX_BODY: usize = 64 << 20;
@@ -25,9 +30,30 @@ pub async fn send(
     body: Vec<u8>,
 ) -> Result<Response<Incoming>, MesosError> {
     let url = format!("http://{addr}{path}");
-    let err = |m: String| MesosError::Http {
+    let timed_out = MesosError::Http {
         method: method.to_string(),
         url: url.clone(),
+        message: format!("no response within {REQUEST_TIMEOUT:?}"),
+    };
+    tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        send_now(addr, method, &url, path, headers, body),
+    )
+    .await
+    .map_err(|_| timed_out)?
+}
+
+async fn send_now(
+    addr: SocketAddr,
+    method: Method,
+    url: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<Response<Incoming>, MesosError> {
+    let err = |m: String| MesosError::Http {
+        method: method.to_string(),
+        url: url.to_string(),
         message: m,
     };
     let tcp = TcpStream::connect(addr)
@@ -66,14 +92,15 @@ pub async fn request(
     let resp = send(addr, method.clone(), path, headers, body).await?;
     let status = resp.status().as_u16();
     let limited = http_body_util::Limited::new(resp.into_body(), MAX_BODY);
-    let body = limited
-        .collect()
+    let failed = |message: String| MesosError::Http {
+        method: method.to_string(),
+        url: format!("http://{addr}{path}"),
+        message,
+    };
+    let body = tokio::time::timeout(REQUEST_TIMEOUT, limited.collect())
         .await
-        .map_err(|e| MesosError::Http {
-            method: method.to_string(),
-            url: format!("http://{addr}{path}"),
-            message: format!("reading the body (limit {MAX_BODY} bytes): {e}"),
-        })?
+        .map_err(|_| failed(format!("no whole body within {REQUEST_TIMEOUT:?}")))?
+        .map_err(|e| failed(format!("reading the body (limit {MAX_BODY} bytes): {e}")))?
         .to_bytes();
     Ok((status, body))
 }

@@ -7,8 +7,10 @@
 //!   A tier test starts with [`Install::require`] (or [`MesosCluster::start`], which calls
 //!   `find`), so run without Mesos it fails with that text, never passes.
 //! - [`cluster`]: [`MesosCluster::start`]`(`[`ClusterOpts`]`)` starts `mesos-master
-//!   --registry=in_memory` and `mesos-agent` on 127.0.0.1 with free ports (bound to :0 to pick)
-//!   and their own work, runtime and fetcher-cache directories, `--launcher=posix
+//!   --registry=in_memory` and `mesos-agent` on 127.0.0.1 with free ports (picked below the
+//!   ephemeral range by [`crate::ports`]; a first start that finds its port taken, which
+//!   libprocess reports by aborting, is made again on another) and their own work, runtime and
+//!   fetcher-cache directories, `--launcher=posix
 //!   --isolation=posix/cpu,posix/mem --no-systemd_enable_support`, and waits until the agent
 //!   is registered and active. [`ClusterOpts::drop_in`] gives `--http_command_executor` and a
 //!   `--launcher_dir` of symlinks to every file of `$MESOS_PREFIX/libexec/mesos` except
@@ -31,7 +33,8 @@
 //!   default), KILL, TEARDOWN; records every event and UPDATE, with `wait_update` /
 //!   `wait_terminal`.
 //! - [`tasks`]: JSON builders for `TaskInfo`, `ExecutorInfo`, resources, URIs, data.
-//! - [`process`]: [`process::Proc`], a child stopped by pid on drop; free ports.
+//! - [`process`]: [`process::Proc`], a child stopped by pid on drop (a death reported with the
+//!   end of its log); free ports.
 //! - [`http`]: the one-request HTTP client used above. [`error`]: [`MesosError`].
 //!
 //! The API is async (tokio): use `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]`.

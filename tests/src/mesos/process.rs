@@ -2,7 +2,6 @@
 //! then SIGKILL) when dropped, panicking test or not; and free loopback ports.
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -72,6 +71,7 @@ impl Proc {
             status,
             during: during.to_string(),
             log: self.log.clone(),
+            tail: log_tail(&self.log, TAIL_LINES),
         })
     }
 
@@ -110,15 +110,25 @@ impl Drop for Proc {
     }
 }
 
-/// A port on 127.0.0.1 that was free a moment ago (bound to :0, then released).
+/// How many lines of a dead process's log an error carries.
+const TAIL_LINES: usize = 20;
+
+/// The last `n` lines of a log file (or why it could not be read).
+pub fn log_tail(log: &Path, n: usize) -> String {
+    match std::fs::read(log) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", log.display()),
+    }
+}
+
+/// A port on 127.0.0.1 that is free now, outside the kernel's ephemeral range (see
+/// [`crate::ports`]).
 pub fn free_port() -> Result<u16, MesosError> {
-    let l = TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| MesosError::io("bind 127.0.0.1:0 to pick a free port", e))?;
-    let port = l
-        .local_addr()
-        .map_err(|e| MesosError::io("local address of 127.0.0.1:0", e))?
-        .port();
-    Ok(port)
+    crate::ports::free_port().map_err(|e| MesosError::io("pick a free port on 127.0.0.1", e))
 }
 
 /// Whether a process with this pid exists (and is not a zombie).
