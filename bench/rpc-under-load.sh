@@ -3,7 +3,9 @@
 # RegisterDriver followed by a ShuffleServiceHeartbeat) from CONNS connections, one in flight
 # on each, first with the server otherwise idle, then while 256 other connections fetch 1 MiB
 # blocks (croupier-shuffle-bench run: one block per request, every byte verified). Servers:
-#   ours-durable  croupier-shuffle-service, croupier.state.dir on this disk (answers wait for fsync)
+#   ours-durable  croupier-shuffle-service, croupier.state.dir on this disk, default
+#                 croupier.state.sync=background (answers once in the journal, before the fsync)
+#   ours-fsync    the same with croupier.state.sync=always (answers wait for the fsync)
 #   ours-memory   the same with croupier.state.dir=none
 #   java          Spark 3.5.7's MesosExternalShuffleService (bin/spark-class, as bench/shuffle.sh)
 # rounds interleaved, medians of the per-round p50/p99.
@@ -37,6 +39,10 @@ start_server() { # kind port
     ours-durable) rm -rf "$SCRATCH/state"; mkdir -p "$SCRATCH/state"
       "$OURS" --host 127.0.0.1 --port "$2" --conf "croupier.state.dir=$SCRATCH/state" \
         --conf croupier.mesos.agent.address=none 2>>"$SCRATCH/ours.log" & ;;
+    ours-fsync) rm -rf "$SCRATCH/state"; mkdir -p "$SCRATCH/state"
+      "$OURS" --host 127.0.0.1 --port "$2" --conf "croupier.state.dir=$SCRATCH/state" \
+        --conf croupier.state.sync=always \
+        --conf croupier.mesos.agent.address=none 2>>"$SCRATCH/ours.log" & ;;
     ours-memory) "$OURS" --host 127.0.0.1 --port "$2" --conf croupier.state.dir=none \
         --conf croupier.mesos.agent.address=none 2>>"$SCRATCH/ours.log" & ;;
     java) SPARK_SHUFFLE_OPTS="-Dspark.shuffle.service.port=$2" "$SPARK_HOME/bin/spark-class" "$JAVA_CLASS" \
@@ -51,7 +57,7 @@ stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/de
 "$BENCH" gen --data-dir "$SCRATCH/data" --shuffle-id 3 --maps 16 --reduces 16 --block-size 1048576 >&2
 echo "# RPCs from $CONNS connections for ${SECS}s idle, then under $FETCHERS fetching connections; $RUNS rounds; load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for round in $(seq 1 "$RUNS"); do
-  for kind in ours-durable ours-memory java; do
+  for kind in ours-durable ours-fsync ours-memory java; do
     port=$(free_port)
     start_server "$kind" "$port"
     # Warm-up (JIT for the JVM, page cache for all): a short unmeasured burst of each.
@@ -86,7 +92,7 @@ for line in open(sys.argv[1]):
 med = lambda r, k: statistics.median(float(x[k]) for x in r) if r else float("nan")
 print(f"| server | RPC p50 idle (ms) | RPC p99 idle (ms) | RPC p50 under load (ms) | RPC p99 under load (ms) | RPC max under load (ms) | RPCs/s under load | {sys.argv[2]}-conn fetch GB/s | fetch p99 (ms) | rounds |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-for k in ("ours-durable", "ours-memory", "java"):
+for k in ("ours-durable", "ours-fsync", "ours-memory", "java"):
     i, l, f = rpc.get((k, "idle"), []), rpc.get((k, "loaded"), []), fetch.get(k, [])
     if not l:
         continue

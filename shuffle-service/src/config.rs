@@ -46,6 +46,11 @@ then --host/--port)
                                   where registrations are kept across restarts (file
                                   registrations-<port>.redb); `none` keeps them in memory only.
                                   Not used with --port 0 (a restart could not reach the same port).
+  croupier.state.sync                      background  when a registration is answered:
+                                  background = once written to a journal (survives a crash or
+                                  kill of the service, as Spark's own store; a power loss in
+                                  the few ms before the fsync can lose it); always = once
+                                  fsynced (also survives a power loss; each answer waits for it)
   croupier.mesos.agent.address             127.0.0.1:5051  the Mesos agent asked whether a
                                   framework (= Spark appId) is still active before its files are
                                   deleted; `none` = delete when the driver's heartbeats stop (Spark)
@@ -158,6 +163,8 @@ pub struct Config {
     pub admin_address: Option<SocketAddr>,
     /// `croupier.state.dir`: where registrations are persisted.
     pub state_dir: StateDir,
+    /// `croupier.state.sync`: when a stored registration is answered.
+    pub state_sync: crate::store::SyncPolicy,
     /// `croupier.mesos.agent.address` (`host:port`); `None` is `none`: heartbeat-only cleanup.
     pub agent_address: Option<String>,
     /// `croupier.mesos.agent.principal`.
@@ -195,6 +202,7 @@ impl Default for Config {
             tcp_keepalive: false,
             admin_address: None,
             state_dir: StateDir::Default,
+            state_sync: crate::store::SyncPolicy::default(),
             agent_address: Some(DEFAULT_AGENT_ADDRESS.into()),
             agent_principal: None,
             agent_secret_file: None,
@@ -244,6 +252,8 @@ impl StateDir {
 
 pub const DEFAULT_AGENT_ADDRESS: &str = "127.0.0.1:5051";
 pub const STATE_DIR_KEY: &str = "croupier.state.dir";
+/// When a stored registration is answered (ours, not Spark's).
+pub const STATE_SYNC_KEY: &str = "croupier.state.sync";
 pub const AGENT_ADDRESS_KEY: &str = "croupier.mesos.agent.address";
 pub const AGENT_PRINCIPAL_KEY: &str = "croupier.mesos.agent.principal";
 pub const AGENT_SECRET_FILE_KEY: &str = "croupier.mesos.agent.secret.file";
@@ -335,6 +345,7 @@ const HONOURED: &[&str] = &[
     SEND_THREADS_KEY,
     ADMIN_ADDRESS_KEY,
     STATE_DIR_KEY,
+    STATE_SYNC_KEY,
     AGENT_ADDRESS_KEY,
     AGENT_PRINCIPAL_KEY,
     AGENT_SECRET_FILE_KEY,
@@ -649,6 +660,18 @@ impl Settings {
                     StateDir::Default
                 }
             };
+        }
+        if let Some((v, o)) = self.get(STATE_SYNC_KEY) {
+            match crate::store::SyncPolicy::parse(v) {
+                Some(p) => c.state_sync = p,
+                None => problems.push(bad(
+                    STATE_SYNC_KEY,
+                    v,
+                    o,
+                    "expected `background` (answer once journaled) or `always` (answer once fsynced)"
+                        .into(),
+                )),
+            }
         }
         if let Some((v, o)) = self.get(AGENT_ADDRESS_KEY) {
             c.agent_address = match v {
@@ -991,6 +1014,37 @@ mod tests {
                 "{bad}: the error names no setting: {e}"
             );
             assert!(e.contains(key) || key.ends_with("principal"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn state_sync_default_values_and_refusal() {
+        use crate::store::SyncPolicy;
+        let load = |items: &[&str]| {
+            let cli = Cli {
+                conf: items.iter().map(|s| s.to_string()).collect(),
+                ..Cli::default()
+            };
+            Config::load(&cli, None, None)
+        };
+        assert_eq!(load(&[]).unwrap().state_sync, SyncPolicy::Background);
+        let c = load(&["croupier.state.sync=always"]).unwrap();
+        assert_eq!(c.state_sync, SyncPolicy::Always);
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        assert_eq!(
+            load(&["croupier.state.sync=background"])
+                .unwrap()
+                .state_sync,
+            SyncPolicy::Background
+        );
+        for bad in ["fsync", "", "ALWAYS"] {
+            let e = load(&[&format!("croupier.state.sync={bad}")])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("croupier.state.sync") && e.contains("`always`"),
+                "{bad}: {e}"
+            );
         }
     }
 

@@ -55,3 +55,11 @@ pub fn configure_from_env() {
 /// Release builds ignore `CROUPIER_FAILPOINTS`.
 #[cfg(not(any(debug_assertions, feature = "failpoints")))]
 pub fn configure_from_env() {}
+
+/// Unit tests that configure failpoints take this first: a failpoint is one process-wide
+/// setting, and two tests configuring the same one would overwrite each other's.
+#[cfg(test)]
+pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

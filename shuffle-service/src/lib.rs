@@ -20,7 +20,9 @@
 //!   caches, metrics); it imports none of them.
 //! - [`drivers`]: registered drivers and their heartbeats.
 //! - [`store`]: registrations persisted in `croupier.state.dir` (redb), restored at start-up;
-//!   [`store_file`] below it: the redb file backend, with failpoints for tests.
+//!   [`journal`] below it: the append-only file a registration is answered from before the
+//!   store's fsync (`croupier.state.sync=background`); [`store_file`]: the redb file backend,
+//!   with failpoints for tests.
 //! - [`agent`]: asks the Mesos agent which frameworks are active or completed.
 //! - [`cleanup`]: the pure rule deciding when an app's files may go (heartbeats × agent × time).
 //! - [`metrics`]: counters (Spark's `shuffleService` source names, fetch latency, errors by
@@ -28,8 +30,8 @@
 //! - [`admin`]: the optional admin HTTP endpoint (`/healthz`, `/metrics` in Prometheus text).
 //! - [`notify`]: systemd readiness, stopping and watchdog notifications.
 //! - [`units`]: Spark's size and time strings, for [`config`] and [`auth`].
-//! - [`faults`]: test failpoints for disk I/O (debug builds only), used by [`store_file`]
-//!   and [`index_cache`].
+//! - [`faults`]: test failpoints for disk I/O (debug builds only), used by [`store_file`],
+//!   [`journal`] and [`index_cache`].
 
 pub mod admin;
 pub mod agent;
@@ -42,6 +44,7 @@ pub mod drivers;
 pub mod faults;
 pub mod handler;
 pub mod index_cache;
+pub mod journal;
 pub mod mesos;
 pub mod metrics;
 pub mod notify;

@@ -52,6 +52,7 @@ fn start() -> anyhow::Result<()> {
             .map(|a| a.to_string())
             .unwrap_or_else(|| "off".into()),
         state_dir = ?config.state_dir,
+        state_sync = config.state_sync.as_str(),
         agent_address = config.agent_address.as_deref().unwrap_or("none (heartbeat-only cleanup)"),
         agent_principal = config.agent_principal.as_deref().unwrap_or("-"),
         agent_secret_file = ?config.agent_secret_file,
@@ -187,9 +188,13 @@ fn open_store(config: &Config) -> anyhow::Result<(Option<Store>, Option<Restored
         );
         return Ok((None, None, false));
     }
-    match Store::open(&dir, config.port) {
+    match Store::open_with(&dir, config.port, config.state_sync) {
         Ok((store, restored, Opened::Clean)) => {
-            tracing::info!("registration store: {}", store.path().display());
+            tracing::info!(
+                "registration store: {} (croupier.state.sync={})",
+                store.path().display(),
+                config.state_sync.as_str()
+            );
             Ok((Some(store), Some(restored), false))
         }
         Ok((store, restored, Opened::MovedAside { reason, moved_to })) => {

@@ -7,25 +7,40 @@
 //! `StoreVersion` record. Drivers go to a table of their own (Spark's Mesos service keeps them in
 //! memory only), keyed by appId.
 //!
-//! Writes go through one writer thread that commits whatever is queued in one durable
-//! transaction (group commit): a caller waits until its record is on disk, and concurrent
-//! registrations share an fsync. Blocking callers are blocking-pool jobs, never reactor threads;
-//! async callers ([`Store::put_executor_async`], [`Store::put_driver_async`]) await the writer's
-//! answer without holding a thread, which spares a hand-off to the blocking pool and back on
-//! the RPC path.
+//! Writes go through one committer thread that commits whatever is queued in one durable
+//! transaction (group commit), so concurrent registrations share an fsync.
 //!
-//! A failed write is never reported as stored. After any write error redb refuses every later
-//! transaction (`PreviousIo`) until the file is reopened, so the writer closes the database,
-//! reopens it (redb repairs the file) and retries the batch once; if that fails too, every
-//! caller of the batch gets [`StoreError::Write`], and the next batch starts by reopening.
+//! When a caller is answered is [`SyncPolicy`] (`croupier.state.sync`):
+//! - `background` (the default): a journal thread first appends the queued operations to
+//!   `registrations-<port>.journal` ([`crate::journal`]) with one `write` and answers; the
+//!   committer then commits them. What was answered survives a crash or kill of the service
+//!   (the kernel holds it; the journal is replayed at the next start), as Spark's own LevelDB
+//!   store does; a power loss in the milliseconds before the commit can lose it. The journal
+//!   is emptied whenever everything in it is committed. A failed append is reported to the
+//!   callers (nothing is answered that is not at least in the journal); a commit that fails
+//!   is retried, its operations kept, and the journal is not emptied until it succeeds; if it
+//!   keeps failing until the journal holds [`MAX_JOURNAL`] bytes, new writes are refused.
+//! - `always`: the committer answers once the transaction is on disk (fsynced), which also
+//!   survives a power loss, at the cost of an fsync in every registration's answer.
+//!
+//! Blocking callers are blocking-pool jobs, never reactor threads; async callers
+//! ([`Store::put_executor_async`], [`Store::put_driver_async`]) await the answer without
+//! holding a thread.
+//!
+//! A failed commit is never reported as stored. After any write error redb refuses every later
+//! transaction (`PreviousIo`) until the file is reopened, so the committer closes the database,
+//! reopens it (redb repairs the file) and retries the batch once; if that fails too, the
+//! batch's waiting callers get [`StoreError::Write`], and the next batch starts by reopening.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::journal::{AppendError, Journal};
 use crate::protocol::ExecutorShuffleInfo;
 use crate::stamp::{BootTime, Stamp};
 
@@ -172,6 +187,35 @@ pub enum Opened {
     MovedAside { reason: String, moved_to: PathBuf },
 }
 
+/// When a write is answered (`croupier.state.sync`; see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// Once in the journal: survives a crash of the service, not a power loss.
+    #[default]
+    Background,
+    /// Once fsynced.
+    Always,
+}
+
+impl SyncPolicy {
+    /// The setting's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncPolicy::Background => "background",
+            SyncPolicy::Always => "always",
+        }
+    }
+
+    /// Parses `background` or `always`.
+    pub fn parse(v: &str) -> Option<SyncPolicy> {
+        match v {
+            "background" => Some(SyncPolicy::Background),
+            "always" => Some(SyncPolicy::Always),
+            _ => None,
+        }
+    }
+}
+
 enum Op {
     PutExecutor {
         app_id: String,
@@ -194,14 +238,105 @@ impl Op {
             info: info.clone(),
         }
     }
+
+    /// The journal record of this operation (`None` for [`Op::Close`], which is not one).
+    fn logged(&self) -> Option<Logged> {
+        Some(match self {
+            Op::PutExecutor {
+                app_id,
+                exec_id,
+                info,
+            } => Logged::PutExecutor {
+                app_id: app_id.clone(),
+                exec_id: exec_id.clone(),
+                info: info_record(info),
+            },
+            Op::PutDriver(d) => Logged::PutDriver {
+                app_id: d.app_id.clone(),
+                driver: driver_record(d.heartbeat_timeout, &d.last_heartbeat),
+            },
+            Op::Heartbeats(beats) => Logged::Heartbeats {
+                beats: beats
+                    .iter()
+                    .map(|(app, at)| (app.clone(), driver_record(Duration::ZERO, at)))
+                    .collect(),
+            },
+            Op::RemoveApp(app) => Logged::RemoveApp {
+                app_id: app.clone(),
+            },
+            Op::Close => return None,
+        })
+    }
 }
 
-struct Request {
-    op: Op,
-    done: Done,
+/// An operation as the journal keeps it (JSON).
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op")]
+enum Logged {
+    PutExecutor {
+        app_id: String,
+        exec_id: String,
+        info: InfoRecord,
+    },
+    PutDriver {
+        app_id: String,
+        driver: DriverRecord,
+    },
+    /// The records' timeouts are unused (a heartbeat keeps the stored one).
+    Heartbeats {
+        beats: Vec<(String, DriverRecord)>,
+    },
+    RemoveApp {
+        app_id: String,
+    },
 }
 
-/// Where the writer tells a caller how its batch went.
+impl Logged {
+    fn into_op(self) -> Op {
+        match self {
+            Logged::PutExecutor {
+                app_id,
+                exec_id,
+                info,
+            } => Op::PutExecutor {
+                app_id,
+                exec_id,
+                info: info.into_info(),
+            },
+            Logged::PutDriver { app_id, driver } => Op::PutDriver(StoredDriver {
+                app_id,
+                heartbeat_timeout: Duration::from_millis(driver.heartbeat_timeout_ms),
+                last_heartbeat: driver.last_heartbeat(),
+            }),
+            Logged::Heartbeats { beats } => Op::Heartbeats(
+                beats
+                    .into_iter()
+                    .map(|(app, d)| (app, d.last_heartbeat()))
+                    .collect(),
+            ),
+            Logged::RemoveApp { app_id } => Op::RemoveApp(app_id),
+        }
+    }
+}
+
+/// Operations on their way to the committer, in order, each with the caller still waiting for
+/// it (`None`: answered already, from the journal), and how far the journal held them.
+struct Commit {
+    ops: Vec<(Op, Option<Done>)>,
+    journal_end: Option<u64>,
+}
+
+impl Commit {
+    /// One caller's operation, as [`Store`] hands it to the first thread.
+    fn one(op: Op, done: Done) -> Commit {
+        Commit {
+            ops: vec![(op, Some(done))],
+            journal_end: None,
+        }
+    }
+}
+
+/// Where a caller is told how its write went.
 enum Done {
     Blocking(mpsc::SyncSender<Result<(), String>>),
     Async(tokio::sync::oneshot::Sender<Result<(), String>>),
@@ -217,14 +352,22 @@ impl Done {
     }
 }
 
-/// Most operations one transaction carries.
+/// Most operations one transaction (or one journal append) carries.
 const MAX_BATCH: usize = 1024;
 
-/// A handle on the store; cheap to clone (the writer thread owns the database).
+/// Journal bytes not yet committed beyond which new writes are refused (the commit keeps
+/// failing; see the module docs).
+pub const MAX_JOURNAL: u64 = 64 << 20;
+
+/// How long the committer waits before retrying operations whose commit failed, when nothing
+/// new arrives; and how often an idle journal thread empties a committed journal.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// A handle on the store; cheap to clone (its threads own the database and the journal).
 #[derive(Clone)]
 pub struct Store {
     path: PathBuf,
-    tx: mpsc::Sender<Request>,
+    tx: mpsc::Sender<Commit>,
 }
 
 impl std::fmt::Debug for Store {
@@ -234,16 +377,27 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) `<dir>/registrations-<port>.redb` and reads every record. A file that
-    /// cannot be read is moved aside and a new one started; only a file held by another process
-    /// or a directory that cannot be created or written is an error.
+    /// [`Store::open_with`] the default [`SyncPolicy`].
     pub fn open(dir: &Path, port: u16) -> Result<(Store, Restored, Opened), StoreError> {
+        Store::open_with(dir, port, SyncPolicy::default())
+    }
+
+    /// Opens (or creates) `<dir>/registrations-<port>.redb`, applies what its journal holds
+    /// (operations answered before a crash and not yet committed) and reads every record. A
+    /// file that cannot be read is moved aside and a new one started; only a file held by
+    /// another process or a directory that cannot be created or written is an error.
+    pub fn open_with(
+        dir: &Path,
+        port: u16,
+        sync: SyncPolicy,
+    ) -> Result<(Store, Restored, Opened), StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             dir: dir.to_owned(),
             source,
         })?;
         let path = dir.join(file_name(port));
-        let (db, restored, opened) = match open_and_read(&path) {
+        let journal_path = dir.join(crate::journal::file_name(port));
+        let (db, restored, opened) = match open_and_read(&path, &journal_path) {
             Ok((db, r)) => (db, r, Opened::Clean),
             Err(OpenFailure::InUse) => return Err(StoreError::InUse { path }),
             Err(OpenFailure::Bad(reason)) => {
@@ -255,25 +409,61 @@ impl Store {
                         moved_to.display()
                     ),
                 })?;
-                let (db, r) = open_and_read(&path).map_err(|e| StoreError::Unreadable {
-                    path: path.clone(),
-                    reason: match e {
-                        OpenFailure::InUse => "in use after moving the bad file aside".into(),
-                        OpenFailure::Bad(r) => format!("a new store cannot be created: {r}"),
-                    },
-                })?;
+                let (db, r) =
+                    open_and_read(&path, &journal_path).map_err(|e| StoreError::Unreadable {
+                        path: path.clone(),
+                        reason: match e {
+                            OpenFailure::InUse => "in use after moving the bad file aside".into(),
+                            OpenFailure::Bad(r) => format!("a new store cannot be created: {r}"),
+                        },
+                    })?;
                 (db, r, Opened::MovedAside { reason, moved_to })
             }
         };
-        let (tx, rx) = mpsc::channel::<Request>();
+        let cannot_start = |what: &str, e: std::io::Error| StoreError::Unreadable {
+            path: path.clone(),
+            reason: format!("cannot start the {what}: {e}"),
+        };
+        let (to_commit, commits) = mpsc::channel::<Commit>();
+        let committed = Arc::new(AtomicU64::new(0));
+        let tx = match sync {
+            SyncPolicy::Always => {
+                // Its records were applied above; left in place they would be applied again at
+                // every start, over whatever was removed since.
+                match std::fs::remove_file(&journal_path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(cannot_start(
+                            &format!(
+                                "store without the journal {} (cannot remove it)",
+                                journal_path.display()
+                            ),
+                            e,
+                        ))
+                    }
+                    _ => {}
+                }
+                to_commit.clone()
+            }
+            SyncPolicy::Background => {
+                // The journal's records were applied above: it starts empty.
+                let journal = Journal::create(&journal_path)
+                    .map_err(|e| cannot_start(&format!("journal {}", journal_path.display()), e))?;
+                let (tx, rx) = mpsc::channel::<Commit>();
+                let seen = committed.clone();
+                let to_commit = to_commit.clone();
+                std::thread::Builder::new()
+                    .name("croupier-journal".into())
+                    .spawn(move || journaler(journal, rx, to_commit, seen))
+                    .map_err(|e| cannot_start("journal thread", e))?;
+                tx
+            }
+        };
+        drop(to_commit);
         let thread_path = path.clone();
         std::thread::Builder::new()
             .name("croupier-store".into())
-            .spawn(move || writer(db, rx, &thread_path))
-            .map_err(|e| StoreError::Unreadable {
-                path: path.clone(),
-                reason: format!("cannot start the writer thread: {e}"),
-            })?;
+            .spawn(move || committer(db, commits, &thread_path, committed))
+            .map_err(|e| cannot_start("committer thread", e))?;
         Ok((Store { path, tx }, restored, opened))
     }
 
@@ -281,17 +471,17 @@ impl Store {
         &self.path
     }
 
-    /// Blocking: returns once the record is durable.
+    /// Blocking: returns once the record is stored (see [`SyncPolicy`]).
     fn submit(&self, op: Op) -> Result<(), StoreError> {
         let (done, wait) = mpsc::sync_channel(1);
         self.enqueue(op, Done::Blocking(done))?;
         self.outcome(wait.recv().ok())
     }
 
-    /// Hands `op` to the writer thread.
+    /// Hands `op` to the store's first thread (the journal's, or the committer).
     fn enqueue(&self, op: Op, done: Done) -> Result<(), StoreError> {
         self.tx
-            .send(Request { op, done })
+            .send(Commit::one(op, done))
             .map_err(|_| StoreError::Closed {
                 path: self.path.clone(),
             })
@@ -324,7 +514,7 @@ impl Store {
         self.submit(Op::PutDriver(d))
     }
 
-    /// Like [`Store::submit`], for async callers: returns once the record is durable.
+    /// Like [`Store::submit`], for async callers.
     async fn submit_async(&self, op: Op) -> Result<(), StoreError> {
         let (done, wait) = tokio::sync::oneshot::channel();
         self.enqueue(op, Done::Async(done))?;
@@ -377,11 +567,11 @@ fn aside_name(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn open_and_read(path: &Path) -> Result<(Database, Restored), OpenFailure> {
+fn open_and_read(path: &Path, journal: &Path) -> Result<(Database, Restored), OpenFailure> {
     // redb asserts on some impossible states in debug builds; a damaged file must never take
     // the service down, so a panic while opening counts as "unreadable".
-    let p = path.to_owned();
-    match std::panic::catch_unwind(move || open_and_read_inner(&p)) {
+    let (p, j) = (path.to_owned(), journal.to_owned());
+    match std::panic::catch_unwind(move || open_and_read_inner(&p, &j)) {
         Ok(r) => r,
         Err(panic) => {
             let what = panic
@@ -394,7 +584,7 @@ fn open_and_read(path: &Path) -> Result<(Database, Restored), OpenFailure> {
     }
 }
 
-fn open_and_read_inner(path: &Path) -> Result<(Database, Restored), OpenFailure> {
+fn open_and_read_inner(path: &Path, journal: &Path) -> Result<(Database, Restored), OpenFailure> {
     // redb checks and repairs the file itself after an unclean shutdown; a damaged file fails
     // here or while its records are read below, and is then moved aside.
     let db = crate::store_file::open_database(path).map_err(|e| match e {
@@ -440,6 +630,7 @@ fn open_and_read_inner(path: &Path) -> Result<(Database, Restored), OpenFailure>
         }
         w.commit().map_err(|e| bad(&e))?;
     }
+    replay(&db, journal).map_err(|e| bad(&e))?;
     let mut restored = Restored::default();
     let r = db.begin_read().map_err(|e| bad(&e))?;
     let execs = r.open_table(EXECUTORS).map_err(|e| bad(&e))?;
@@ -451,15 +642,9 @@ fn open_and_read_inner(path: &Path) -> Result<(Database, Restored), OpenFailure>
             .and_then(|j| serde_json::from_str::<AppExecIdOwned>(j).ok())
             .zip(serde_json::from_str::<InfoRecord>(v).ok());
         match parsed {
-            Some((id, info)) => restored.executors.push((
-                id.app_id,
-                id.exec_id,
-                ExecutorShuffleInfo {
-                    local_dirs: info.local_dirs,
-                    sub_dirs_per_local_dir: info.sub_dirs_per_local_dir,
-                    shuffle_manager: info.shuffle_manager,
-                },
-            )),
+            Some((id, info)) => restored
+                .executors
+                .push((id.app_id, id.exec_id, info.into_info())),
             None => restored.bad_records.push(k.to_owned()),
         }
     }
@@ -481,33 +666,320 @@ fn open_and_read_inner(path: &Path) -> Result<(Database, Restored), OpenFailure>
     Ok((db, restored))
 }
 
-fn writer(db: Database, rx: mpsc::Receiver<Request>, path: &Path) {
-    let mut db = Some(db);
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
+/// Applies, in one durable commit, the operations the journal at `path` holds: what was
+/// answered before the service stopped and may not have been committed (applying a committed
+/// one again changes nothing). A journal that cannot be read, or whose end is torn, loses only
+/// what it cannot give, and says so.
+fn replay(db: &Database, path: &Path) -> Result<(), redb::Error> {
+    let read = match Journal::read(path) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(
+                "registration store journal {}: cannot be read ({e}); registrations answered just before the last stop may be missing",
+                path.display()
+            );
+            return Ok(());
+        }
+    };
+    if let Some(torn) = &read.torn {
+        tracing::warn!(
+            "registration store journal {}: {torn} (a write cut short by the stop; it was never answered)",
+            path.display()
+        );
+    }
+    let mut ops = Vec::with_capacity(read.records.len());
+    for (i, r) in read.records.iter().enumerate() {
+        match serde_json::from_slice::<Logged>(r) {
+            Ok(l) => ops.push(l.into_op()),
+            Err(e) => tracing::warn!(
+                "registration store journal {}: record {i} is not an operation ({e}); skipped",
+                path.display()
+            ),
+        }
+    }
+    if ops.is_empty() {
+        return Ok(());
+    }
+    apply(db, ops.iter())?;
+    tracing::info!(
+        "registration store journal {}: {} operation(s) applied",
+        path.display(),
+        ops.len()
+    );
+    Ok(())
+}
+
+/// The journal thread (`croupier.state.sync=background`): appends what callers queue, answers
+/// them, and hands the operations to the committer. `committed` is the journal offset up to
+/// which the committer has committed.
+fn journaler(
+    mut journal: Journal,
+    rx: mpsc::Receiver<Commit>,
+    to_commit: mpsc::Sender<Commit>,
+    committed: Arc<AtomicU64>,
+) {
+    let mut broken: Option<String> = None;
+    loop {
+        let first = match rx.recv_timeout(RETRY_AFTER) {
+            Ok(c) => c,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                forget_committed(&mut journal, &committed);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let batch = gather(first, &rx);
+        forget_committed(&mut journal, &committed);
+        if broken.is_some() {
+            // A torn record may end the file: start a new one once all before it is committed.
+            broken = restart_journal(&mut journal, &committed);
+        }
+        let closing = batch.iter().any(|(op, _)| matches!(op, Op::Close));
+        let appended = match &broken {
+            Some(why) => Err(why.clone()),
+            None if journal.len() >= MAX_JOURNAL => Err(format!(
+                "its journal {} holds {} bytes not yet committed (the store's commits keep failing)",
+                journal.path().display(),
+                journal.len()
+            )),
+            None => append(&mut journal, &batch).map_err(|e| {
+                let why = format!("journal {}: {e}", journal.path().display());
+                if matches!(e, AppendError::Broken { .. }) {
+                    broken = Some(why.clone());
+                }
+                why
+            }),
+        };
+        let (ops, journal_end) = match appended {
+            Ok(end) => {
+                // In the journal: answered now; Close waits for its commit (below).
+                let ops = batch
+                    .into_iter()
+                    .map(|(op, done)| match op {
+                        Op::Close => (op, done),
+                        _ => {
+                            if let Some(d) = done {
+                                d.send(Ok(()));
+                            }
+                            (op, None)
+                        }
+                    })
+                    .collect();
+                (ops, Some(end))
+            }
+            Err(why) => {
+                tracing::error!(
+                    "registration store: cannot journal {} operation(s): {why}",
+                    batch.len()
+                );
+                for (op, done) in batch {
+                    if let Some(d) = done {
+                        match op {
+                            Op::Close => to_commit_close(&to_commit, d),
+                            _ => d.send(Err(why.clone())),
+                        }
+                    }
+                }
+                if closing {
+                    return;
+                }
+                continue;
+            }
+        };
+        if !closing {
+            if to_commit.send(Commit { ops, journal_end }).is_err() {
+                return;
+            }
+            continue;
+        }
+        // Close: wait for the commit, empty the journal if all of it is in, then answer.
+        let mut ops = ops;
+        let caller = ops
+            .iter_mut()
+            .find(|(op, _)| matches!(op, Op::Close))
+            .and_then(|(_, d)| d.take());
+        let (tx, rx_close) = mpsc::sync_channel(1);
+        if let Some((_, d)) = ops.iter_mut().find(|(op, _)| matches!(op, Op::Close)) {
+            *d = Some(Done::Blocking(tx));
+        }
+        let result = match to_commit.send(Commit { ops, journal_end }) {
+            Ok(()) => rx_close
+                .recv()
+                .unwrap_or_else(|_| Err("the committer stopped".into())),
+            Err(_) => Err("the committer stopped".into()),
+        };
+        if result.is_ok() {
+            forget_committed(&mut journal, &committed);
+        }
+        if let Some(d) = caller {
+            d.send(result);
+        }
+        return;
+    }
+}
+
+/// Hands a Close whose journal append failed straight to the committer.
+fn to_commit_close(to_commit: &mpsc::Sender<Commit>, done: Done) {
+    let close = Commit::one(Op::Close, done);
+    if let Err(mpsc::SendError(c)) = to_commit.send(close) {
+        for (_, d) in c.ops {
+            if let Some(d) = d {
+                d.send(Err("the committer stopped".into()));
             }
         }
-        let result = write_batch(&mut db, &batch, path);
-        if batch.iter().any(|r| matches!(r.op, Op::Close)) {
+    }
+}
+
+/// Everything queued behind `first`, up to [`MAX_BATCH`] operations, in order.
+fn gather(first: Commit, rx: &mpsc::Receiver<Commit>) -> Vec<(Op, Option<Done>)> {
+    let mut batch = first.ops;
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(c) => batch.extend(c.ops),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+fn append(journal: &mut Journal, batch: &[(Op, Option<Done>)]) -> Result<u64, AppendError> {
+    let mut payloads = Vec::with_capacity(batch.len());
+    for logged in batch.iter().filter_map(|(op, _)| op.logged()) {
+        let bytes = serde_json::to_vec(&logged)
+            .map_err(|e| AppendError::Failed(std::io::Error::other(e.to_string())))?;
+        payloads.push(bytes);
+    }
+    if payloads.is_empty() {
+        return Ok(journal.end());
+    }
+    journal.append(&payloads)
+}
+
+fn forget_committed(journal: &mut Journal, committed: &AtomicU64) {
+    if let Err(e) = journal.forget_committed(committed.load(Ordering::Acquire)) {
+        tracing::warn!(
+            "registration store journal {}: cannot empty it ({e}); it keeps growing until it can",
+            journal.path().display()
+        );
+    }
+}
+
+/// After an append that could not be undone: once everything before it is committed, a new,
+/// empty journal replaces the file. `None` once it has; else why not yet.
+fn restart_journal(journal: &mut Journal, committed: &AtomicU64) -> Option<String> {
+    let path = journal.path().to_owned();
+    let behind = committed.load(Ordering::Acquire) < journal.end();
+    if behind {
+        return Some(format!(
+            "journal {}: a failed append could not be undone; waiting for the store to commit what is before it",
+            path.display()
+        ));
+    }
+    match Journal::create(&path) {
+        Ok(mut fresh) => {
+            // Keep offsets monotonic: the committer's mark must never look ahead of the file.
+            fresh.continue_from(journal.end());
+            *journal = fresh;
+            tracing::warn!(
+                "registration store journal {}: started anew",
+                path.display()
+            );
+            None
+        }
+        Err(e) => Some(format!(
+            "journal {}: a failed append could not be undone, and starting it anew failed: {e}",
+            path.display()
+        )),
+    }
+}
+
+/// The committer thread: commits whatever is queued in one transaction, answers the callers
+/// still waiting, and (journal mode) records how far the journal is committed. Operations
+/// answered from the journal whose commit failed are kept and committed first next time.
+fn committer(db: Database, rx: mpsc::Receiver<Commit>, path: &Path, committed: Arc<AtomicU64>) {
+    let mut db = Some(db);
+    let mut kept: Vec<Op> = Vec::new();
+    let mut kept_end: Option<u64> = None;
+    loop {
+        let first = if kept.is_empty() {
+            match rx.recv() {
+                Ok(c) => Some(c),
+                Err(_) => return,
+            }
+        } else {
+            match rx.recv_timeout(RETRY_AFTER) {
+                Ok(c) => Some(c),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                // Last try for what was kept; the journal still has it if this fails.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    if write_batch(&mut db, kept.iter(), path).is_ok() {
+                        committed.fetch_max(kept_end.unwrap_or(0), Ordering::AcqRel);
+                    }
+                    return;
+                }
+            }
+        };
+        let mut batch = Vec::new();
+        let mut end = kept_end;
+        if let Some(c) = first {
+            end = end.max(c.journal_end);
+            batch.extend(c.ops);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(c) => {
+                        end = end.max(c.journal_end);
+                        batch.extend(c.ops);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let closing = batch.iter().any(|(op, _)| matches!(op, Op::Close));
+        let result = write_batch(
+            &mut db,
+            kept.iter().chain(batch.iter().map(|(op, _)| op)),
+            path,
+        );
+        let mut answers = Vec::new();
+        if result.is_ok() {
+            kept.clear();
+            kept_end = None;
+            if let Some(e) = end {
+                committed.fetch_max(e, Ordering::AcqRel);
+            }
+        }
+        for (op, done) in batch {
+            match done {
+                Some(d) => answers.push(d),
+                // Answered from the journal: kept for the next attempt if this one failed.
+                None if result.is_err() => kept.push(op),
+                None => {}
+            }
+        }
+        if result.is_err() {
+            kept_end = end;
+        }
+        if closing {
             // Dropping the database marks the file clean before anyone is told it is closed.
             drop(db);
-            for r in batch {
-                r.done.send(result.clone());
+            for d in answers {
+                d.send(result.clone());
             }
             return;
         }
-        for r in batch {
-            r.done.send(result.clone());
+        for d in answers {
+            d.send(result.clone());
         }
     }
 }
 
 /// Writes one batch; on failure reopens the file and tries once more (see the module docs).
-fn write_batch(db: &mut Option<Database>, batch: &[Request], path: &Path) -> Result<(), String> {
+fn write_batch<'a>(
+    db: &mut Option<Database>,
+    ops: impl Iterator<Item = &'a Op> + Clone,
+    path: &Path,
+) -> Result<(), String> {
+    let count = ops.clone().count();
     let mut first_error = None;
     for attempt in 0..2 {
         if db.is_none() {
@@ -523,22 +995,20 @@ fn write_batch(db: &mut Option<Database>, batch: &[Request], path: &Path) -> Res
             }
         }
         let Some(open) = db.as_ref() else { continue };
-        match apply(open, batch) {
+        match apply(open, ops.clone()) {
             Ok(()) => {
                 if attempt > 0 {
                     tracing::warn!(
-                        "registration store {}: reopened; the write of {} record(s) succeeded on the second attempt",
+                        "registration store {}: reopened; the write of {count} record(s) succeeded on the second attempt",
                         path.display(),
-                        batch.len()
                     );
                 }
                 return Ok(());
             }
             Err(e) => {
                 tracing::error!(
-                    "registration store {}: a write of {} record(s) failed (attempt {}): {e}",
+                    "registration store {}: a write of {count} record(s) failed (attempt {}): {e}",
                     path.display(),
-                    batch.len(),
                     attempt + 1
                 );
                 first_error.get_or_insert_with(|| e.to_string());
@@ -564,24 +1034,19 @@ fn reopen(path: &Path) -> Result<Database, String> {
     Err(last)
 }
 
-fn apply(db: &Database, batch: &[Request]) -> Result<(), redb::Error> {
+fn apply<'a>(db: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<(), redb::Error> {
     let w = db.begin_write()?;
     {
         let mut execs = w.open_table(EXECUTORS)?;
         let mut drivers = w.open_table(DRIVERS)?;
-        for r in batch {
-            match &r.op {
+        for op in ops {
+            match op {
                 Op::PutExecutor {
                     app_id,
                     exec_id,
                     info,
                 } => {
-                    let v = serde_json::to_string(&InfoRecord {
-                        local_dirs: info.local_dirs.clone(),
-                        sub_dirs_per_local_dir: info.sub_dirs_per_local_dir,
-                        shuffle_manager: info.shuffle_manager.clone(),
-                    })
-                    .unwrap_or_default();
+                    let v = serde_json::to_string(&info_record(info)).unwrap_or_default();
                     execs.insert(executor_key(app_id, exec_id).as_str(), v.as_str())?;
                 }
                 Op::PutDriver(d) => {
@@ -623,14 +1088,35 @@ fn apply(db: &Database, batch: &[Request]) -> Result<(), redb::Error> {
     Ok(())
 }
 
-fn driver_json(timeout: Duration, last: &Stamp) -> String {
-    serde_json::to_string(&DriverRecord {
+fn info_record(info: &ExecutorShuffleInfo) -> InfoRecord {
+    InfoRecord {
+        local_dirs: info.local_dirs.clone(),
+        sub_dirs_per_local_dir: info.sub_dirs_per_local_dir,
+        shuffle_manager: info.shuffle_manager.clone(),
+    }
+}
+
+impl InfoRecord {
+    fn into_info(self) -> ExecutorShuffleInfo {
+        ExecutorShuffleInfo {
+            local_dirs: self.local_dirs,
+            sub_dirs_per_local_dir: self.sub_dirs_per_local_dir,
+            shuffle_manager: self.shuffle_manager,
+        }
+    }
+}
+
+fn driver_record(timeout: Duration, last: &Stamp) -> DriverRecord {
+    DriverRecord {
         heartbeat_timeout_ms: timeout.as_millis() as u64,
         last_heartbeat_ms: to_unix_ms(last.wall),
         boot_id: last.boot.as_ref().map(|b| b.boot_id.clone()),
         boot_time_ms: last.boot.as_ref().map(|b| b.since_boot.as_millis() as u64),
-    })
-    .unwrap_or_default()
+    }
+}
+
+fn driver_json(timeout: Duration, last: &Stamp) -> String {
+    serde_json::to_string(&driver_record(timeout, last)).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -679,7 +1165,8 @@ mod tests {
     fn one_eio_on_write_is_retried_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let part = dir.path().to_string_lossy().into_owned();
-        let (s, _, _) = Store::open(dir.path(), 7337).unwrap();
+        let _serial = crate::faults::serial();
+        let (s, _, _) = Store::open_with(dir.path(), 7337, SyncPolicy::Always).unwrap();
         s.put_executor("app", "0", &info("/x/0")).unwrap();
         fault("store_file::write", &format!("1*return(EIO:{part})"));
         s.put_executor("app", "1", &info("/x/1")).unwrap();
@@ -703,9 +1190,9 @@ mod tests {
     fn enospc_is_reported_and_the_store_recovers() {
         let dir = tempfile::tempdir().unwrap();
         let part = dir.path().to_string_lossy().into_owned();
-        let (s, _, _) = Store::open(dir.path(), 7337).unwrap();
+        let _serial = crate::faults::serial();
+        let (s, _, _) = Store::open_with(dir.path(), 7337, SyncPolicy::Always).unwrap();
         s.put_executor("app", "before", &info("/x/b")).unwrap();
-        // Only this test uses the sync failpoint, so it may be switched off again below.
         fault("store_file::sync", &format!("return(ENOSPC:{part})"));
         for attempt in ["during", "during-again"] {
             let e = s.put_executor("app", attempt, &info("/x/d")).unwrap_err();
@@ -738,7 +1225,8 @@ mod tests {
     fn eio_on_resize_is_retried() {
         let dir = tempfile::tempdir().unwrap();
         let part = dir.path().to_string_lossy().into_owned();
-        let (s, _, _) = Store::open(dir.path(), 7337).unwrap();
+        let _serial = crate::faults::serial();
+        let (s, _, _) = Store::open_with(dir.path(), 7337, SyncPolicy::Always).unwrap();
         fault("store_file::set_len", &format!("1*return(EIO:{part})"));
         // Enough data to make the file grow.
         for i in 0..200 {
@@ -749,6 +1237,151 @@ mod tests {
         drop(s);
         let (_s, r) = reopen_until_free(dir.path());
         assert_eq!(r.executors.len(), 200);
+    }
+
+    /// Waits until the store's threads have let go of the file, without writing to it through
+    /// the failpoints (redb's own file backend).
+    fn wait_released(dir: &Path) {
+        let path = dir.join(file_name(7337));
+        loop {
+            match Database::open(&path) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("{e}"),
+                Ok(_) => return,
+            }
+        }
+    }
+
+    fn journal_of(dir: &Path) -> PathBuf {
+        dir.join(crate::journal::file_name(7337))
+    }
+
+    /// Background mode answers from the journal: with every commit failing, what was answered
+    /// (puts, a removal, a driver, in that order) is still there after the service stops, from
+    /// the journal, and the journal is emptied once that is committed.
+    #[test]
+    fn answered_from_the_journal_survives_commits_that_never_happened() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().to_string_lossy().into_owned();
+        let _serial = crate::faults::serial();
+        let (s, _, _) = Store::open(dir.path(), 7337).unwrap();
+        s.put_executor("gone", "0", &info("/g/0")).unwrap();
+        fault("store_file::write", &format!("return(EIO:{part})"));
+        s.put_executor("a", "1", &info("/x/1")).unwrap();
+        s.put_executor("a", "2", &info("/x/2")).unwrap();
+        s.remove_app("gone").unwrap();
+        s.put_executor("b", "1", &info("/y/1")).unwrap();
+        s.put_driver(StoredDriver {
+            app_id: "b".into(),
+            heartbeat_timeout: Duration::from_secs(90),
+            last_heartbeat: Stamp::wall_only(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+        })
+        .unwrap();
+        assert!(
+            std::fs::metadata(journal_of(dir.path())).unwrap().len() > 0,
+            "the answers are in the journal"
+        );
+        // Stop without a clean close (a crash leaves the same files behind).
+        drop(s);
+        wait_released(dir.path());
+        fail::remove("store_file::write");
+        let (_s, r, o) = Store::open(dir.path(), 7337).unwrap();
+        assert!(matches!(o, Opened::Clean), "{o:?}");
+        assert_eq!(stored_execs(&r), ["a/1", "a/2", "b/1"]);
+        assert_eq!(r.drivers.len(), 1);
+        assert_eq!(r.drivers[0].heartbeat_timeout, Duration::from_secs(90));
+        assert_eq!(
+            std::fs::metadata(journal_of(dir.path())).unwrap().len(),
+            0,
+            "replayed, committed and emptied"
+        );
+    }
+
+    /// A commit that fails a few times does not lose what was answered: the committer keeps
+    /// it and commits it once the disk is back; a clean close then leaves an empty journal.
+    #[test]
+    fn kept_operations_are_committed_once_the_disk_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().to_string_lossy().into_owned();
+        let _serial = crate::faults::serial();
+        let (s, _, _) = Store::open(dir.path(), 7337).unwrap();
+        // One batch's commit and its retry after reopening fail.
+        fault("store_file::write", &format!("2*return(EIO:{part})"));
+        for i in 0..5 {
+            s.put_executor("app", &i.to_string(), &info("/x")).unwrap();
+        }
+        // With nothing more arriving, the committer retries by itself and the journal thread
+        // then empties the journal.
+        let journal = journal_of(dir.path());
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&journal).unwrap().len() > 0 {
+            assert!(
+                std::time::Instant::now() < until,
+                "the journal was never emptied"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s.close().unwrap();
+        fail::remove("store_file::write");
+        assert_eq!(std::fs::metadata(journal_of(dir.path())).unwrap().len(), 0);
+        drop(s);
+        let (_s, r) = reopen_until_free(dir.path());
+        assert_eq!(stored_execs(&r).len(), 5);
+    }
+
+    /// An append that fails is an error for its callers, naming the journal; nothing of it is
+    /// stored, and the next write is journaled and answered as usual.
+    #[test]
+    fn a_failed_journal_append_is_an_error_for_its_callers() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().to_string_lossy().into_owned();
+        let _serial = crate::faults::serial();
+        let (s, _, _) = Store::open(dir.path(), 7337).unwrap();
+        fault("journal::write", &format!("1*return(ENOSPC:{part})"));
+        let e = s.put_executor("app", "refused", &info("/x")).unwrap_err();
+        assert!(e.is_retryable(), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("registrations-7337.journal") && msg.contains("No space left on device"),
+            "{msg}"
+        );
+        s.put_executor("app", "kept", &info("/x")).unwrap();
+        s.close().unwrap();
+        drop(s);
+        let (_s, r) = reopen_until_free(dir.path());
+        assert_eq!(stored_execs(&r), ["app/kept"]);
+    }
+
+    /// `always` applies a journal left by `background` once, then removes it: a removal made
+    /// afterwards is not undone by replaying it again at the next start.
+    #[test]
+    fn always_applies_a_left_journal_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().to_string_lossy().into_owned();
+        let _serial = crate::faults::serial();
+        {
+            let (s, _, _) = Store::open(dir.path(), 7337).unwrap();
+            fault("store_file::write", &format!("return(EIO:{part})"));
+            s.put_executor("app", "1", &info("/x")).unwrap();
+        }
+        wait_released(dir.path());
+        fail::remove("store_file::write");
+        let open_always = || loop {
+            match Store::open_with(dir.path(), 7337, SyncPolicy::Always) {
+                Err(StoreError::InUse { .. }) => std::thread::sleep(Duration::from_millis(10)),
+                other => return other.unwrap(),
+            }
+        };
+        let (s, r, _) = open_always();
+        assert_eq!(stored_execs(&r), ["app/1"]);
+        assert!(!journal_of(dir.path()).exists());
+        s.remove_app("app").unwrap();
+        s.close().unwrap();
+        drop(s);
+        let (_s, r, _) = open_always();
+        assert!(r.executors.is_empty(), "{:?}", stored_execs(&r));
     }
 
     #[test]

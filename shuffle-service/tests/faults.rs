@@ -45,11 +45,11 @@ fn assert_no_panic(ess: &Ess) {
     );
 }
 
-/// A disk that stays full while the service writes registrations: RegisterExecutor and
-/// RegisterDriver get an RpcFailure naming the store file and the errno (they used to be
-/// answered with success and kept in memory only, and after redb's first I/O error every
-/// later registration too); other RPCs go on. Restarted without the fault, registrations are
-/// stored and restored again.
+/// A disk that stays full while the service writes registrations (its journal and its store
+/// file both fail): RegisterExecutor and RegisterDriver get an RpcFailure naming the file and
+/// the errno (they used to be answered with success and kept in memory only, and after redb's
+/// first I/O error every later registration too); other RPCs go on. Restarted without the
+/// fault, registrations are stored and restored again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_write_failure_reaches_the_client_and_the_store_recovers() {
     let state = tempfile::tempdir().unwrap();
@@ -59,7 +59,10 @@ async fn store_write_failure_reaches_the_client_and_the_store_recovers() {
     let mut ess = start(port, state.path(), &[]);
     ess.wait_log("restored ", Duration::from_secs(10));
     assert!(ess.stop().is_some_and(|st| st.success()));
-    let fault = format!("store_file::sync=return(ENOSPC:{})", state.path().display());
+    let fault = format!(
+        "store_file::sync=return(ENOSPC:{0});journal::write=return(ENOSPC:{0})",
+        state.path().display()
+    );
     let mut ess = start(port, state.path(), &[("CROUPIER_FAILPOINTS", &fault)]);
     let dirs = ExecutorDirs::create(files.path(), "exec-1", 2);
     dirs.write_map_output(0, 1, &[b"block zero", b"block one"]);
@@ -260,19 +263,26 @@ async fn disk_errors_on_index_and_data_files_fail_those_fetches_only() {
     ess.kill();
 }
 
-/// EIO writing the registration store (failpoint `store_file::write`): RegisterExecutor is
-/// answered with an RpcFailure naming the store file and the errno, never a success kept in
-/// memory only; after a restart without the fault the same store takes registrations again.
+/// With `croupier.state.sync=always`, EIO writing the registration store (failpoint
+/// `store_file::write`): RegisterExecutor is answered with an RpcFailure naming the store file
+/// and the errno, never a success kept in memory only; after a restart without the fault the
+/// same store takes registrations again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eio_writing_the_store_fails_the_registration_not_the_service() {
     let state = tempfile::tempdir().unwrap();
     let files = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut ess = start(port, state.path(), &[]);
+    let always = ["croupier.state.sync=always"];
+    let mut ess = start_with_conf(port, state.path(), &always, &[]);
     ess.wait_log("restored ", Duration::from_secs(10));
     assert!(ess.stop().is_some_and(|st| st.success()));
     let fault = format!("store_file::write=return(EIO:{})", state.path().display());
-    let mut ess = start(port, state.path(), &[("CROUPIER_FAILPOINTS", &fault)]);
+    let mut ess = start_with_conf(
+        port,
+        state.path(),
+        &always,
+        &[("CROUPIER_FAILPOINTS", &fault)],
+    );
     let dirs = ExecutorDirs::create(files.path(), "exec-5", 1);
     dirs.write_map_output(1, 2, &[b"kept"]);
     let c = Client::connect(ess.addr).await.unwrap();
@@ -296,6 +306,47 @@ async fn eio_writing_the_store_fails_the_registration_not_the_service() {
         .unwrap();
     let got = c.fetch_blocks(APP, "5", &["shuffle_1_2_0"]).await.unwrap();
     assert_eq!(got[0].1.as_ref().unwrap().as_ref(), b"kept");
+    assert_no_panic(&ess);
+    ess.kill();
+}
+
+/// By default (`croupier.state.sync=background`) a registration is answered once it is in the
+/// journal. With every commit of the store file failing (EIO), RegisterExecutor is answered and
+/// served; the service is then killed (SIGKILL: nothing is flushed or closed) and started again
+/// without the fault: the registration is restored from the journal and its blocks served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_answered_from_the_journal_survives_a_kill() {
+    let state = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut ess = start(port, state.path(), &[]);
+    ess.wait_log("restored ", Duration::from_secs(10));
+    assert!(ess.stop().is_some_and(|st| st.success()));
+    let fault = format!("store_file::write=return(EIO:{})", state.path().display());
+    let mut ess = start(port, state.path(), &[("CROUPIER_FAILPOINTS", &fault)]);
+    let dirs = ExecutorDirs::create(files.path(), "exec-6", 1);
+    dirs.write_map_output(2, 3, &[b"journaled"]);
+    let c = Client::connect(ess.addr).await.unwrap();
+    c.register_executor(APP, "6", dirs.info.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}; log: {:?}", ess.log()));
+    let got = c.fetch_blocks(APP, "6", &["shuffle_2_3_0"]).await.unwrap();
+    assert_eq!(got[0].1.as_ref().unwrap().as_ref(), b"journaled");
+    // The store file's commit failed (and keeps failing): only the journal has it.
+    ess.wait_log("a write of", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no failed commit in {:?}", ess.log()));
+    drop(c);
+    ess.kill();
+    let mut ess = start(port, state.path(), &[]);
+    ess.wait_log("operation(s) applied", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("nothing replayed from the journal: {:?}", ess.log()));
+    let line = ess
+        .wait_log("restored ", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no `restored` line in {:?}", ess.log()));
+    assert!(line.contains("restored 1 executor"), "{line}");
+    let c = Client::connect(ess.addr).await.unwrap();
+    let got = c.fetch_blocks(APP, "6", &["shuffle_2_3_0"]).await.unwrap();
+    assert_eq!(got[0].1.as_ref().unwrap().as_ref(), b"journaled");
     assert_no_panic(&ess);
     ess.kill();
 }
