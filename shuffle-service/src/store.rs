@@ -33,7 +33,7 @@
 //! batch's waiting callers get [`StoreError::Write`], and the next batch starts by reopening.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -363,6 +363,26 @@ pub const MAX_JOURNAL: u64 = 64 << 20;
 /// new arrives; and how often an idle journal thread empties a committed journal.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
+/// Journal bytes past which the journal thread, before its next append, waits for the
+/// committer to catch up and empties the file: under a steady stream of registrations the
+/// committer is always a little behind, so the file would otherwise never be empty.
+#[cfg(not(test))]
+const EMPTY_AT: u64 = 4 << 20;
+#[cfg(test)]
+const EMPTY_AT: u64 = 64 << 10;
+
+/// How long the journal thread waits for a healthy committer to catch up (a few commits).
+const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
+
+/// What the committer tells the journal thread.
+#[derive(Default)]
+struct Progress {
+    /// The journal offset up to which everything is committed.
+    committed: AtomicU64,
+    /// Whether the last commit failed (then nobody waits for the committer to catch up).
+    failing: AtomicBool,
+}
+
 /// A handle on the store; cheap to clone (its threads own the database and the journal).
 #[derive(Clone)]
 pub struct Store {
@@ -425,7 +445,7 @@ impl Store {
             reason: format!("cannot start the {what}: {e}"),
         };
         let (to_commit, commits) = mpsc::channel::<Commit>();
-        let committed = Arc::new(AtomicU64::new(0));
+        let committed = Arc::new(Progress::default());
         let tx = match sync {
             SyncPolicy::Always => {
                 // Its records were applied above; left in place they would be applied again at
@@ -716,7 +736,7 @@ fn journaler(
     mut journal: Journal,
     rx: mpsc::Receiver<Commit>,
     to_commit: mpsc::Sender<Commit>,
-    committed: Arc<AtomicU64>,
+    committed: Arc<Progress>,
 ) {
     let mut broken: Option<String> = None;
     loop {
@@ -729,6 +749,9 @@ fn journaler(
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
         let batch = gather(first, &rx);
+        if journal.len() >= EMPTY_AT {
+            catch_up(&journal, &committed);
+        }
         forget_committed(&mut journal, &committed);
         if broken.is_some() {
             // A torn record may end the file: start a new one once all before it is committed.
@@ -855,8 +878,20 @@ fn append(journal: &mut Journal, batch: &[(Op, Option<Done>)]) -> Result<u64, Ap
     journal.append(&payloads)
 }
 
-fn forget_committed(journal: &mut Journal, committed: &AtomicU64) {
-    if let Err(e) = journal.forget_committed(committed.load(Ordering::Acquire)) {
+/// Waits (bounded) until the committer has committed all the journal holds, unless its commits
+/// are failing.
+fn catch_up(journal: &Journal, progress: &Progress) {
+    let until = std::time::Instant::now() + CATCH_UP_WAIT;
+    while progress.committed.load(Ordering::Acquire) < journal.end()
+        && !progress.failing.load(Ordering::Acquire)
+        && std::time::Instant::now() < until
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn forget_committed(journal: &mut Journal, progress: &Progress) {
+    if let Err(e) = journal.forget_committed(progress.committed.load(Ordering::Acquire)) {
         tracing::warn!(
             "registration store journal {}: cannot empty it ({e}); it keeps growing until it can",
             journal.path().display()
@@ -866,9 +901,9 @@ fn forget_committed(journal: &mut Journal, committed: &AtomicU64) {
 
 /// After an append that could not be undone: once everything before it is committed, a new,
 /// empty journal replaces the file. `None` once it has; else why not yet.
-fn restart_journal(journal: &mut Journal, committed: &AtomicU64) -> Option<String> {
+fn restart_journal(journal: &mut Journal, progress: &Progress) -> Option<String> {
     let path = journal.path().to_owned();
-    let behind = committed.load(Ordering::Acquire) < journal.end();
+    let behind = progress.committed.load(Ordering::Acquire) < journal.end();
     if behind {
         return Some(format!(
             "journal {}: a failed append could not be undone; waiting for the store to commit what is before it",
@@ -896,7 +931,7 @@ fn restart_journal(journal: &mut Journal, committed: &AtomicU64) -> Option<Strin
 /// The committer thread: commits whatever is queued in one transaction, answers the callers
 /// still waiting, and (journal mode) records how far the journal is committed. Operations
 /// answered from the journal whose commit failed are kept and committed first next time.
-fn committer(db: Database, rx: mpsc::Receiver<Commit>, path: &Path, committed: Arc<AtomicU64>) {
+fn committer(db: Database, rx: mpsc::Receiver<Commit>, path: &Path, progress: Arc<Progress>) {
     let mut db = Some(db);
     let mut kept: Vec<Op> = Vec::new();
     let mut kept_end: Option<u64> = None;
@@ -913,7 +948,9 @@ fn committer(db: Database, rx: mpsc::Receiver<Commit>, path: &Path, committed: A
                 // Last try for what was kept; the journal still has it if this fails.
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     if write_batch(&mut db, kept.iter(), path).is_ok() {
-                        committed.fetch_max(kept_end.unwrap_or(0), Ordering::AcqRel);
+                        progress
+                            .committed
+                            .fetch_max(kept_end.unwrap_or(0), Ordering::AcqRel);
                     }
                     return;
                 }
@@ -945,9 +982,10 @@ fn committer(db: Database, rx: mpsc::Receiver<Commit>, path: &Path, committed: A
             kept.clear();
             kept_end = None;
             if let Some(e) = end {
-                committed.fetch_max(e, Ordering::AcqRel);
+                progress.committed.fetch_max(e, Ordering::AcqRel);
             }
         }
+        progress.failing.store(result.is_err(), Ordering::Release);
         for (op, done) in batch {
             match done {
                 Some(d) => answers.push(d),
@@ -1329,6 +1367,52 @@ mod tests {
         drop(s);
         let (_s, r) = reopen_until_free(dir.path());
         assert_eq!(stored_execs(&r).len(), 5);
+    }
+
+    /// Under a steady stream of writes the committer is always a little behind; the journal is
+    /// still emptied once it passes EMPTY_AT, so it does not grow with the stream.
+    #[test]
+    fn the_journal_stays_small_under_a_steady_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _, _) = Store::open(dir.path(), 7337).unwrap();
+        let journal = journal_of(dir.path());
+        let done = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let (journal, done) = (journal.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut largest = 0;
+                while !done.load(Ordering::Relaxed) {
+                    largest = largest.max(std::fs::metadata(&journal).map_or(0, |m| m.len()));
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                largest
+            })
+        };
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for i in 0..2500 {
+                        s.put_executor(&format!("app-{w}"), &i.to_string(), &info("/x/y/z"))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        let largest = sampler.join().unwrap();
+        // 10,000 records of about 200 bytes were written: 2 MB if never emptied.
+        assert!(
+            largest < EMPTY_AT + (MAX_BATCH as u64) * 300,
+            "the journal reached {largest} bytes"
+        );
+        s.close().unwrap();
+        drop(s);
+        let (_s, r) = reopen_until_free(dir.path());
+        assert_eq!(r.executors.len(), 10_000);
     }
 
     /// An append that fails is an error for its callers, naming the journal; nothing of it is
