@@ -111,15 +111,20 @@ async fn store_write_failure_reaches_the_client_and_the_store_recovers() {
     drop(c);
     ess.kill();
     let mut ess = start(port, state.path(), &[]);
+    assert_restored_and_served(&ess, "1", "shuffle_0_1_1", b"block one").await;
+    ess.kill();
+}
+
+/// A service just started has restored exactly one executor, `exec`, and serves its `block`.
+async fn assert_restored_and_served(ess: &Ess, exec: &str, block: &str, content: &[u8]) {
     let line = ess
         .wait_log("restored ", Duration::from_secs(10))
         .unwrap_or_else(|| panic!("no `restored` line in {:?}", ess.log()));
     assert!(line.contains("restored 1 executor"), "{line}");
     let c = Client::connect(ess.addr).await.unwrap();
-    let got = c.fetch_blocks(APP, "1", &["shuffle_0_1_1"]).await.unwrap();
-    assert_eq!(got[0].1.as_ref().unwrap().as_ref(), b"block one");
-    assert_no_panic(&ess);
-    ess.kill();
+    let got = c.fetch_blocks(APP, exec, &[block]).await.unwrap();
+    assert_eq!(got[0].1.as_ref().unwrap().as_ref(), content);
+    assert_no_panic(ess);
 }
 
 /// A data file shorter than its index says (truncated by a full disk, or by a cleaner, before
@@ -340,14 +345,7 @@ async fn a_registration_answered_from_the_journal_survives_a_kill() {
     let mut ess = start(port, state.path(), &[]);
     ess.wait_log("operation(s) applied", Duration::from_secs(10))
         .unwrap_or_else(|| panic!("nothing replayed from the journal: {:?}", ess.log()));
-    let line = ess
-        .wait_log("restored ", Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("no `restored` line in {:?}", ess.log()));
-    assert!(line.contains("restored 1 executor"), "{line}");
-    let c = Client::connect(ess.addr).await.unwrap();
-    let got = c.fetch_blocks(APP, "6", &["shuffle_2_3_0"]).await.unwrap();
-    assert_eq!(got[0].1.as_ref().unwrap().as_ref(), b"journaled");
-    assert_no_panic(&ess);
+    assert_restored_and_served(&ess, "6", "shuffle_2_3_0", b"journaled").await;
     ess.kill();
 }
 

@@ -11,43 +11,44 @@ use croupier_testkit::mesos::{ClusterOpts, Install, MesosCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_whose_port_is_taken_starts_on_another() {
-    Install::require();
-    // Hold a port and ask for it (a later agent flag wins over the harness's own --port).
-    let held = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    let taken = held.local_addr().expect("local address").port();
-    let mut opts = ClusterOpts::reference();
-    opts.agent_flags.push(format!("--port={taken}"));
-    let cluster = MesosCluster::start(opts)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let log = cluster.agent_log();
-    assert!(
-        log.contains(&format!("Failed to bind on 127.0.0.1:{taken}"))
-            && log.contains("Address already in use"),
-        "the first agent start was expected to find port {taken} taken; agent log:\n{log}"
-    );
-    assert_ne!(cluster.agent_addr().port(), taken);
-    assert!(!cluster.agent_id().is_empty(), "the agent registered");
-    drop(held);
+    port_taken_first(Role::Agent).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_whose_port_is_taken_starts_on_another() {
+    port_taken_first(Role::Master).await;
+}
+
+enum Role {
+    Master,
+    Agent,
+}
+
+/// Holds a port, asks for it as the role's `--port` (an extra flag replaces the harness's own),
+/// and checks that the first start died of it and the cluster came up on another port.
+async fn port_taken_first(role: Role) {
     Install::require();
     let held = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     let taken = held.local_addr().expect("local address").port();
     let mut opts = ClusterOpts::reference();
-    opts.master_flags.push(format!("--port={taken}"));
+    let flag = format!("--port={taken}");
+    match role {
+        Role::Master => opts.master_flags.push(flag),
+        Role::Agent => opts.agent_flags.push(flag),
+    }
     let cluster = MesosCluster::start(opts)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let log = cluster.master_log();
+    let (log, port) = match role {
+        Role::Master => (cluster.master_log(), cluster.master_addr().port()),
+        Role::Agent => (cluster.agent_log(), cluster.agent_addr().port()),
+    };
     assert!(
         log.contains(&format!("Failed to bind on 127.0.0.1:{taken}"))
             && log.contains("Address already in use"),
-        "the first master start was expected to find port {taken} taken; master log:\n{log}"
+        "the first start was expected to find port {taken} taken; log:\n{log}"
     );
-    assert_ne!(cluster.master_addr().port(), taken);
+    assert_ne!(port, taken);
     assert!(!cluster.agent_id().is_empty(), "the agent registered");
     drop(held);
 }
