@@ -343,6 +343,19 @@ impl Collector for ServiceCollector {
             "Registration-store writes that failed after one reopen-and-retry (the registration was refused; the client may retry).",
             m.store_write_errors.load(Relaxed),
         )?;
+        let store = self.0.store.as_ref();
+        counter(
+            &mut enc,
+            "croupier_shuffle_store_commit_failures",
+            "Registration-store commits that failed after one reopen-and-retry, including those of registrations already answered from the journal (kept and retried).",
+            store.map_or(0, |s| s.commit_failures()),
+        )?;
+        gauge(
+            &mut enc,
+            "croupier_shuffle_store_uncommitted_bytes",
+            "Journal bytes of answered registrations not yet committed to the store file (croupier.state.sync=background).",
+            as_i64(store.map_or(0, |s| s.uncommitted_bytes())),
+        )?;
         counter(
             &mut enc,
             "croupier_shuffle_restored_registrations",

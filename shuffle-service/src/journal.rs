@@ -48,17 +48,28 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Reads the records of the journal at `path` (a missing file has none).
-    pub fn read(path: &Path) -> io::Result<Replay> {
+    /// Reads the records of the journal at `path` (a missing file has none), at most `limit`
+    /// bytes of it: a file larger than any journal the store writes is read that far, and the
+    /// rest reported as dropped.
+    pub fn read(path: &Path, limit: u64) -> io::Result<Replay> {
         let mut bytes = Vec::new();
-        match File::open(path) {
-            Ok(mut f) => {
-                f.read_to_end(&mut bytes)?;
+        let size = match File::open(path) {
+            Ok(f) => {
+                let size = f.metadata()?.len();
+                f.take(limit).read_to_end(&mut bytes)?;
+                size
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Replay::default()),
             Err(e) => return Err(e),
+        };
+        let mut replay = decode(&bytes);
+        if size > limit && replay.torn.is_none() {
+            replay.torn = Some(format!(
+                "the file is {size} bytes, over the {limit} a journal can hold; the {} after that were dropped",
+                size - limit
+            ));
         }
-        Ok(decode(&bytes))
+        Ok(replay)
     }
 
     /// Opens (or creates) the journal at `path`, emptied: its records must have been applied
@@ -207,20 +218,20 @@ mod tests {
         let first = j.append(&payloads(2)).unwrap();
         let end = j.append(&payloads(3)[2..]).unwrap();
         assert!(end > first);
-        let read = Journal::read(&path).unwrap();
+        let read = Journal::read(&path, u64::MAX).unwrap();
         assert_eq!(read.records, payloads(3));
         assert!(read.torn.is_none());
         j.forget_committed(first).unwrap();
         assert_eq!(
-            Journal::read(&path).unwrap().records.len(),
+            Journal::read(&path, u64::MAX).unwrap().records.len(),
             3,
             "not all committed yet"
         );
         j.forget_committed(end).unwrap();
-        assert!(Journal::read(&path).unwrap().records.is_empty());
+        assert!(Journal::read(&path, u64::MAX).unwrap().records.is_empty());
         let later = j.append(&payloads(1)).unwrap();
         assert!(later > end, "offsets stay logical across emptying");
-        assert_eq!(Journal::read(&path).unwrap().records, payloads(1));
+        assert_eq!(Journal::read(&path, u64::MAX).unwrap().records, payloads(1));
     }
 
     #[test]
@@ -232,7 +243,7 @@ mod tests {
         let whole = std::fs::read(&path).unwrap();
         for cut in [1, HEADER - 1, HEADER + 2] {
             std::fs::write(&path, &whole[..whole.len() - cut]).unwrap();
-            let r = Journal::read(&path).unwrap();
+            let r = Journal::read(&path, u64::MAX).unwrap();
             assert_eq!(r.records, payloads(2), "cut {cut}");
             assert!(r.torn.unwrap().contains("cut short"));
         }
@@ -240,22 +251,34 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
         std::fs::write(&path, &bad).unwrap();
-        let r = Journal::read(&path).unwrap();
+        let r = Journal::read(&path, u64::MAX).unwrap();
         assert_eq!(r.records, payloads(2));
         assert!(r.torn.unwrap().contains("checksum"));
         let mut huge = Vec::new();
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         huge.extend_from_slice(&[0; 4]);
         std::fs::write(&path, &huge).unwrap();
-        let r = Journal::read(&path).unwrap();
+        let r = Journal::read(&path, u64::MAX).unwrap();
         assert!(r.records.is_empty());
         assert!(r.torn.unwrap().contains("length"));
     }
 
     #[test]
+    fn a_journal_over_the_limit_is_read_that_far() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(file_name(7337));
+        let mut j = Journal::create(&path).unwrap();
+        let one = j.append(&payloads(1)).unwrap();
+        j.append(&payloads(3)[1..]).unwrap();
+        let r = Journal::read(&path, one).unwrap();
+        assert_eq!(r.records, payloads(1));
+        assert!(r.torn.unwrap().contains("over the"));
+    }
+
+    #[test]
     fn a_missing_journal_has_no_records() {
         let dir = tempfile::tempdir().unwrap();
-        let r = Journal::read(&dir.path().join("none.journal")).unwrap();
+        let r = Journal::read(&dir.path().join("none.journal"), u64::MAX).unwrap();
         assert!(r.records.is_empty() && r.torn.is_none());
     }
 
@@ -275,7 +298,7 @@ mod tests {
         assert_eq!(j.end(), end);
         let later = j.append(&payloads(2)[1..]).unwrap();
         assert!(later > end);
-        let r = Journal::read(&path).unwrap();
+        let r = Journal::read(&path, u64::MAX).unwrap();
         assert_eq!(
             r.records,
             vec![payloads(1)[0].clone(), payloads(2)[1].clone()]

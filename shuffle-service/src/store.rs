@@ -381,6 +381,10 @@ struct Progress {
     committed: AtomicU64,
     /// Whether the last commit failed (then nobody waits for the committer to catch up).
     failing: AtomicBool,
+    /// The journal offset after the last append.
+    appended: AtomicU64,
+    /// Commits that failed (after one reopen-and-retry), whoever was waiting for them.
+    commit_failures: AtomicU64,
 }
 
 /// A handle on the store; cheap to clone (its threads own the database and the journal).
@@ -388,6 +392,7 @@ struct Progress {
 pub struct Store {
     path: PathBuf,
     tx: mpsc::Sender<Commit>,
+    progress: Arc<Progress>,
 }
 
 impl std::fmt::Debug for Store {
@@ -480,15 +485,28 @@ impl Store {
         };
         drop(to_commit);
         let thread_path = path.clone();
+        let progress = committed.clone();
         std::thread::Builder::new()
             .name("croupier-store".into())
             .spawn(move || committer(db, commits, &thread_path, committed))
             .map_err(|e| cannot_start("committer thread", e))?;
-        Ok((Store { path, tx }, restored, opened))
+        Ok((Store { path, tx, progress }, restored, opened))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Commits that failed (after one reopen-and-retry) since the store was opened, including
+    /// those of operations already answered from the journal (kept and retried).
+    pub fn commit_failures(&self) -> u64 {
+        self.progress.commit_failures.load(Ordering::Relaxed)
+    }
+
+    /// Journal bytes answered but not yet committed (0 with `croupier.state.sync=always`).
+    pub fn uncommitted_bytes(&self) -> u64 {
+        let appended = self.progress.appended.load(Ordering::Acquire);
+        appended.saturating_sub(self.progress.committed.load(Ordering::Acquire))
     }
 
     /// Blocking: returns once the record is stored (see [`SyncPolicy`]).
@@ -691,7 +709,7 @@ fn open_and_read_inner(path: &Path, journal: &Path) -> Result<(Database, Restore
 /// one again changes nothing). A journal that cannot be read, or whose end is torn, loses only
 /// what it cannot give, and says so.
 fn replay(db: &Database, path: &Path) -> Result<(), redb::Error> {
-    let read = match Journal::read(path) {
+    let read = match Journal::read(path, 2 * MAX_JOURNAL) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(
@@ -775,6 +793,7 @@ fn journaler(
         };
         let (ops, journal_end) = match appended {
             Ok(end) => {
+                committed.appended.store(end, Ordering::Release);
                 // In the journal: answered now; Close waits for its commit (below).
                 let ops = batch
                     .into_iter()
@@ -986,6 +1005,9 @@ fn committer(db: Database, rx: mpsc::Receiver<Commit>, path: &Path, progress: Ar
             }
         }
         progress.failing.store(result.is_err(), Ordering::Release);
+        if result.is_err() {
+            progress.commit_failures.fetch_add(1, Ordering::Relaxed);
+        }
         for (op, done) in batch {
             match done {
                 Some(d) => answers.push(d),
@@ -1321,6 +1343,15 @@ mod tests {
             std::fs::metadata(journal_of(dir.path())).unwrap().len() > 0,
             "the answers are in the journal"
         );
+        assert!(s.uncommitted_bytes() > 0);
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while s.commit_failures() == 0 {
+            assert!(
+                std::time::Instant::now() < until,
+                "no failed commit counted"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         // Stop without a clean close (a crash leaves the same files behind).
         drop(s);
         wait_released(dir.path());
@@ -1361,6 +1392,8 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        assert_eq!(s.uncommitted_bytes(), 0);
+        assert!(s.commit_failures() >= 1);
         s.close().unwrap();
         fail::remove("store_file::write");
         assert_eq!(std::fs::metadata(journal_of(dir.path())).unwrap().len(), 0);
