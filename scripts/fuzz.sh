@@ -6,9 +6,12 @@
 #   scripts/fuzz.sh build                 build the instrumented binary (target/fuzz)
 #   scripts/fuzz.sh run TARGET SECONDS    fuzz one target (after build), growing target/fuzz/corpus/TARGET
 #   scripts/fuzz.sh all SECONDS           every target in turn, SECONDS each (nice)
+#   scripts/fuzz.sh merge [TARGET...]     add to fuzz/corpus/TARGET/ (all targets by default) the
+#                                         inputs of target/fuzz/corpus/TARGET/ that reach coverage
+#                                         the tree's corpus does not (libFuzzer -merge=1)
 #   scripts/fuzz.sh list                  the targets
 # Crashes land in target/fuzz/artifacts/TARGET/; new inputs in target/fuzz/corpus/TARGET/
-# (copy the interesting ones into fuzz/corpus/TARGET/ by hand: the tree keeps a small corpus).
+# (`merge` keeps the ones that add coverage in fuzz/corpus/TARGET/: the tree keeps a small corpus).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -38,10 +41,25 @@ run() {
     "$out/corpus/$t" "$root/fuzz/corpus/$t"
 }
 
+merge() {
+  local t=$1
+  [ -x "$bin" ] || { echo "no $bin: run scripts/fuzz.sh build first" >&2; exit 1; }
+  [ -d "$out/corpus/$t" ] || { echo "== $t: no $out/corpus/$t (run it first); skipped"; return; }
+  local before; before=$(find "$root/fuzz/corpus/$t" -type f | wc -l)
+  CROUPIER_FUZZ_TARGET=$t nice "$bin" -merge=1 -max_len=65536 -timeout=10 -rss_limit_mb=1024 \
+    "$root/fuzz/corpus/$t" "$out/corpus/$t" 2>"$out/merge-$t.log" ||
+    { echo "== $t: merge failed, see $out/merge-$t.log" >&2; exit 1; }
+  echo "== $t: $before -> $(find "$root/fuzz/corpus/$t" -type f | wc -l) inputs in fuzz/corpus/$t"
+}
+
 case "${1:-}" in
   build) build ;;
   list) printf '%s\n' "${targets[@]}" ;;
   run) run "$2" "$3" ;;
   all) build; for t in "${targets[@]}"; do run "$t" "$2"; done ;;
-  *) sed -n '2,13p' "$0" >&2; exit 2 ;;
+  merge)
+    shift
+    [ $# -gt 0 ] || set -- "${targets[@]}"
+    for t in "$@"; do merge "$t"; done ;;
+  *) sed -n '2,16p' "$0" >&2; exit 2 ;;
 esac

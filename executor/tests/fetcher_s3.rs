@@ -44,11 +44,7 @@ impl Drop for Moto {
 fn spawn_moto(env: &[(&str, &str)]) -> Moto {
     let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let bin = venv().join("bin/moto_server");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = croupier_testkit::ports::loopback_port();
     let child = Command::new(bin)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .envs(env.iter().copied())

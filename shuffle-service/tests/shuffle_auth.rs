@@ -751,20 +751,15 @@ async fn one_host_flooding_does_not_close_another_hosts_handshake() {
         .expect("served once authenticated");
 }
 
-/// Under spark.authenticate a RegisterExecutor whose registration cannot be stored (ENOSPC
-/// through the `store_file::sync` failpoint) is answered with a failure and leaves nothing
+/// Under spark.authenticate a RegisterExecutor whose registration cannot be stored (a full
+/// disk: ENOSPC through the `store_file::sync` and `journal::write` failpoints) is answered with a failure and leaves nothing
 /// behind: the executor is not served and its dirs are not claimed, so another application
 /// may register them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registration_that_cannot_be_stored_claims_no_dirs() {
     let state = tempfile::tempdir().unwrap();
     // A fixed port: with an ephemeral one the service keeps registrations in memory only.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let port = croupier_testkit::ports::loopback_port().to_string();
     let args = |extra: &[&str]| {
         let mut a: Vec<String> = [
             "--host",
@@ -789,7 +784,10 @@ async fn a_registration_that_cannot_be_stored_claims_no_dirs() {
     ess.wait_log("restored ", Duration::from_secs(10))
         .unwrap_or_else(|| panic!("no `restored` line in {:?}", ess.log()));
     assert!(ess.stop().is_some_and(|st| st.success()));
-    let fault = format!("store_file::sync=return(ENOSPC:{})", state.path().display());
+    let fault = format!(
+        "store_file::sync=return(ENOSPC:{0});journal::write=return(ENOSPC:{0})",
+        state.path().display()
+    );
     let ess = Ess::start_with(
         &args(&[]),
         &[

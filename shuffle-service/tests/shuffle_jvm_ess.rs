@@ -25,11 +25,7 @@ struct JvmEss {
 impl JvmEss {
     fn start(work: &Path) -> JvmEss {
         let spark_home = croupier_testkit::env::spark_home();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = croupier_testkit::ports::loopback_port();
         let log = work.join("jvm-ess.log");
         let out = std::fs::File::create(&log).unwrap();
         let opts = format!(

@@ -977,11 +977,7 @@ async fn mesos_cleaner_removes_only_silent_apps() {
 #[test]
 fn cli_and_environment_configuration() {
     // Port from SPARK_SHUFFLE_OPTS, settings from a properties file, --conf wins over both.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = croupier_testkit::ports::loopback_port();
     let tmp = tempfile::tempdir().unwrap();
     let props = tmp.path().join("spark-defaults.conf");
     std::fs::write(&props, "spark.shuffle.cleaner.interval  7s\nspark.shuffle.service.port 1\nspark.made.up.key true\n").unwrap();
