@@ -56,8 +56,10 @@ pub fn configure_from_env() {
 #[cfg(not(any(debug_assertions, feature = "failpoints")))]
 pub fn configure_from_env() {}
 
-/// Unit tests that configure failpoints take this first: a failpoint is one process-wide
-/// setting, and two tests configuring the same one would overwrite each other's.
+/// Unit tests that configure failpoints, or write through them, take this first: a failpoint
+/// is one process-wide setting (two tests configuring it would overwrite each other's), and
+/// every evaluation uses up a count (`2*return(...)`) whatever path it is for, so another
+/// test's writes would spend the faults one test meant for its own file.
 #[cfg(test)]
 pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());

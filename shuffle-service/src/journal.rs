@@ -212,6 +212,8 @@ mod tests {
 
     #[test]
     fn records_read_back_in_order_and_the_file_empties_once_committed() {
+        // Writes evaluate the failpoints, using up the counts another test configured.
+        let _serial = crate::faults::serial();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(file_name(7337));
         let mut j = Journal::create(&path).unwrap();
@@ -236,6 +238,8 @@ mod tests {
 
     #[test]
     fn a_torn_or_corrupt_tail_stops_reading_and_is_reported() {
+        // Writes evaluate the failpoints, using up the counts another test configured.
+        let _serial = crate::faults::serial();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(file_name(7337));
         let mut j = Journal::create(&path).unwrap();
@@ -265,6 +269,8 @@ mod tests {
 
     #[test]
     fn a_journal_over_the_limit_is_read_that_far() {
+        // Writes evaluate the failpoints, using up the counts another test configured.
+        let _serial = crate::faults::serial();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(file_name(7337));
         let mut j = Journal::create(&path).unwrap();

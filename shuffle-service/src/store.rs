@@ -1376,11 +1376,23 @@ mod tests {
         let part = dir.path().to_string_lossy().into_owned();
         let _serial = crate::faults::serial();
         let (s, _, _) = Store::open(dir.path(), 7337).unwrap();
-        // One batch's commit and its retry after reopening fail.
-        fault("store_file::write", &format!("2*return(EIO:{part})"));
+        // Commits of this store fail until the failpoint is removed. (Not a count such as
+        // `2*return`: other tests' stores, committing in the background after their test has
+        // ended, would use it up.)
+        fault("store_file::write", &format!("return(EIO:{part})"));
         for i in 0..5 {
             s.put_executor("app", &i.to_string(), &info("/x")).unwrap();
         }
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while s.commit_failures() == 0 {
+            assert!(
+                std::time::Instant::now() < until,
+                "no failed commit counted"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(s.uncommitted_bytes() > 0);
+        fail::remove("store_file::write");
         // With nothing more arriving, the committer retries by itself and the journal thread
         // then empties the journal.
         let journal = journal_of(dir.path());
@@ -1393,9 +1405,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(s.uncommitted_bytes(), 0);
-        assert!(s.commit_failures() >= 1);
         s.close().unwrap();
-        fail::remove("store_file::write");
         assert_eq!(std::fs::metadata(journal_of(dir.path())).unwrap().len(), 0);
         drop(s);
         let (_s, r) = reopen_until_free(dir.path());
@@ -1406,6 +1416,8 @@ mod tests {
     /// still emptied once it passes EMPTY_AT, so it does not grow with the stream.
     #[test]
     fn the_journal_stays_small_under_a_steady_stream() {
+        // Writes evaluate the failpoints, using up the counts another test configured.
+        let _serial = crate::faults::serial();
         let dir = tempfile::tempdir().unwrap();
         let (s, _, _) = Store::open(dir.path(), 7337).unwrap();
         let journal = journal_of(dir.path());
@@ -1513,6 +1525,8 @@ mod tests {
 
     #[test]
     fn round_trip_and_remove() {
+        // Writes evaluate the failpoints, using up the counts another test configured.
+        let _serial = crate::faults::serial();
         let beat = || Stamp {
             wall: UNIX_EPOCH + Duration::from_millis(1_700_000_005_123),
             boot: Some(BootTime {
@@ -1575,6 +1589,8 @@ mod tests {
 
     #[test]
     fn damaged_pages_are_moved_aside_or_read_cleanly() {
+        // Writes evaluate the failpoints, using up the counts another test configured.
+        let _serial = crate::faults::serial();
         let dir = tempfile::tempdir().unwrap();
         {
             let (s, _, _) = Store::open(dir.path(), 2).unwrap();
@@ -1618,6 +1634,8 @@ mod tests {
 
     #[test]
     fn garbage_file_is_moved_aside() {
+        // Writes evaluate the failpoints, using up the counts another test configured.
+        let _serial = crate::faults::serial();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(file_name(1));
         std::fs::write(&path, vec![0x5au8; 64 * 1024]).unwrap();
