@@ -117,10 +117,10 @@ impl Journal {
     pub fn append(&mut self, payloads: &[Vec<u8>]) -> Result<u64, AppendError> {
         let mut buf = Vec::with_capacity(payloads.iter().map(|p| p.len() + HEADER).sum());
         for p in payloads {
-            if p.len() > MAX_RECORD {
+            if p.is_empty() || p.len() > MAX_RECORD {
                 return Err(AppendError::Failed(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!("a record of {} bytes is over {MAX_RECORD}", p.len()),
+                    format!("a record of {} bytes (1 to {MAX_RECORD} allowed)", p.len()),
                 )));
             }
             buf.extend_from_slice(&(p.len() as u32).to_le_bytes());
@@ -183,6 +183,12 @@ fn decode(mut bytes: &[u8]) -> Replay {
         }
         let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
         let crc = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+        if len == 0 {
+            // No record is empty; zeros are what a file extended but never written reads as
+            // (after a power loss), and crc32 of nothing is 0.
+            out.torn = stop("an empty record (zeroed bytes)", bytes.len());
+            break;
+        }
         if len > MAX_RECORD {
             out.torn = stop(&format!("a record length of {len} bytes"), bytes.len());
             break;
@@ -279,6 +285,32 @@ mod tests {
         let r = Journal::read(&path, one).unwrap();
         assert_eq!(r.records, payloads(1));
         assert!(r.torn.unwrap().contains("over the"));
+    }
+
+    #[test]
+    fn zeroed_bytes_end_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(file_name(7337));
+        let _serial = crate::faults::serial();
+        let mut j = Journal::create(&path).unwrap();
+        j.append(&payloads(1)).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&[0; 4096]);
+        let tail = bytes.len();
+        std::fs::write(&path, &bytes).unwrap();
+        let mut j = Journal {
+            file: std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap(),
+            path: path.clone(),
+            base: 0,
+            len: tail as u64,
+        };
+        j.append(&payloads(2)[1..]).unwrap();
+        let r = Journal::read(&path, u64::MAX).unwrap();
+        assert_eq!(r.records, payloads(1));
+        assert!(r.torn.unwrap().contains("empty record"));
     }
 
     #[test]

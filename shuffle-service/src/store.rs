@@ -319,10 +319,13 @@ impl Logged {
     }
 }
 
+/// Operations in order, each with the caller waiting for it (if any).
+type Queued = Vec<(Op, Option<Done>)>;
+
 /// Operations on their way to the committer, in order, each with the caller still waiting for
 /// it (`None`: answered already, from the journal), and how far the journal held them.
 struct Commit {
-    ops: Vec<(Op, Option<Done>)>,
+    ops: Queued,
     journal_end: Option<u64>,
 }
 
@@ -425,6 +428,12 @@ impl Store {
         let (db, restored, opened) = match open_and_read(&path, &journal_path) {
             Ok((db, r)) => (db, r, Opened::Clean),
             Err(OpenFailure::InUse) => return Err(StoreError::InUse { path }),
+            Err(OpenFailure::Replay(reason)) => {
+                return Err(StoreError::Write {
+                    path: journal_path,
+                    reason,
+                })
+            }
             Err(OpenFailure::Bad(reason)) => {
                 let moved_to = aside_name(&path);
                 std::fs::rename(&path, &moved_to).map_err(|e| StoreError::Unreadable {
@@ -439,7 +448,9 @@ impl Store {
                         path: path.clone(),
                         reason: match e {
                             OpenFailure::InUse => "in use after moving the bad file aside".into(),
-                            OpenFailure::Bad(r) => format!("a new store cannot be created: {r}"),
+                            OpenFailure::Bad(r) | OpenFailure::Replay(r) => {
+                                format!("a new store cannot be created: {r}")
+                            }
                         },
                     })?;
                 (db, r, Opened::MovedAside { reason, moved_to })
@@ -597,6 +608,9 @@ impl Store {
 enum OpenFailure {
     InUse,
     Bad(String),
+    /// The journal could not be read or applied: the store file itself is fine and is left
+    /// as it is, and so is the journal (the next start tries again).
+    Replay(String),
 }
 
 fn aside_name(path: &Path) -> PathBuf {
@@ -668,7 +682,7 @@ fn open_and_read_inner(path: &Path, journal: &Path) -> Result<(Database, Restore
         }
         w.commit().map_err(|e| bad(&e))?;
     }
-    replay(&db, journal).map_err(|e| bad(&e))?;
+    replay(&db, journal).map_err(OpenFailure::Replay)?;
     let mut restored = Restored::default();
     let r = db.begin_read().map_err(|e| bad(&e))?;
     let execs = r.open_table(EXECUTORS).map_err(|e| bad(&e))?;
@@ -706,19 +720,12 @@ fn open_and_read_inner(path: &Path, journal: &Path) -> Result<(Database, Restore
 
 /// Applies, in one durable commit, the operations the journal at `path` holds: what was
 /// answered before the service stopped and may not have been committed (applying a committed
-/// one again changes nothing). A journal that cannot be read, or whose end is torn, loses only
-/// what it cannot give, and says so.
-fn replay(db: &Database, path: &Path) -> Result<(), redb::Error> {
-    let read = match Journal::read(path, 2 * MAX_JOURNAL) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(
-                "registration store journal {}: cannot be read ({e}); registrations answered just before the last stop may be missing",
-                path.display()
-            );
-            return Ok(());
-        }
-    };
+/// one again changes nothing). A torn end loses only what it cannot give, and says so; a
+/// journal that cannot be read or applied fails the open, leaving the store file and the
+/// journal as they are (never moved aside or emptied for it).
+fn replay(db: &Database, path: &Path) -> Result<(), String> {
+    let read = Journal::read(path, 2 * MAX_JOURNAL)
+        .map_err(|e| format!("the journal cannot be read ({e}); it is kept for the next start"))?;
     if let Some(torn) = &read.torn {
         tracing::warn!(
             "registration store journal {}: {torn} (a write cut short by the stop; it was never answered)",
@@ -738,7 +745,12 @@ fn replay(db: &Database, path: &Path) -> Result<(), redb::Error> {
     if ops.is_empty() {
         return Ok(());
     }
-    apply(db, ops.iter())?;
+    apply(db, ops.iter()).map_err(|e| {
+        format!(
+            "applying its {} operation(s) to the store failed ({e}); both are kept for the next start",
+            ops.len()
+        )
+    })?;
     tracing::info!(
         "registration store journal {}: {} operation(s) applied",
         path.display(),
@@ -766,7 +778,7 @@ fn journaler(
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
-        let batch = gather(first, &rx);
+        let (batch, payloads) = encode(gather(first, &rx), journal.path());
         if journal.len() >= EMPTY_AT {
             catch_up(&journal, &committed);
         }
@@ -783,7 +795,7 @@ fn journaler(
                 journal.path().display(),
                 journal.len()
             )),
-            None => append(&mut journal, &batch).map_err(|e| {
+            None => append(&mut journal, &payloads).map_err(|e| {
                 let why = format!("journal {}: {e}", journal.path().display());
                 if matches!(e, AppendError::Broken { .. }) {
                     broken = Some(why.clone());
@@ -873,7 +885,7 @@ fn to_commit_close(to_commit: &mpsc::Sender<Commit>, done: Done) {
 }
 
 /// Everything queued behind `first`, up to [`MAX_BATCH`] operations, in order.
-fn gather(first: Commit, rx: &mpsc::Receiver<Commit>) -> Vec<(Op, Option<Done>)> {
+fn gather(first: Commit, rx: &mpsc::Receiver<Commit>) -> Queued {
     let mut batch = first.ops;
     while batch.len() < MAX_BATCH {
         match rx.try_recv() {
@@ -884,17 +896,44 @@ fn gather(first: Commit, rx: &mpsc::Receiver<Commit>) -> Vec<(Op, Option<Done>)>
     batch
 }
 
-fn append(journal: &mut Journal, batch: &[(Op, Option<Done>)]) -> Result<u64, AppendError> {
+/// The journal records of `batch`, in order. An operation that cannot be one (over
+/// [`crate::journal::MAX_RECORD`] once encoded) is refused to its own caller alone and left
+/// out; the rest of the batch goes on.
+fn encode(batch: Queued, journal: &Path) -> (Queued, Vec<Vec<u8>>) {
+    let mut kept = Vec::with_capacity(batch.len());
     let mut payloads = Vec::with_capacity(batch.len());
-    for logged in batch.iter().filter_map(|(op, _)| op.logged()) {
-        let bytes = serde_json::to_vec(&logged)
-            .map_err(|e| AppendError::Failed(std::io::Error::other(e.to_string())))?;
-        payloads.push(bytes);
+    for (op, done) in batch {
+        let Some(logged) = op.logged() else {
+            kept.push((op, done));
+            continue;
+        };
+        let refused = match serde_json::to_vec(&logged) {
+            Ok(bytes) if bytes.len() <= crate::journal::MAX_RECORD => {
+                payloads.push(bytes);
+                kept.push((op, done));
+                continue;
+            }
+            Ok(bytes) => format!(
+                "journal {}: this registration is {} bytes as a record, over the {} a record may hold",
+                journal.display(),
+                bytes.len(),
+                crate::journal::MAX_RECORD
+            ),
+            Err(e) => format!("journal {}: cannot encode it: {e}", journal.display()),
+        };
+        tracing::error!("registration store: {refused}");
+        if let Some(d) = done {
+            d.send(Err(refused));
+        }
     }
+    (kept, payloads)
+}
+
+fn append(journal: &mut Journal, payloads: &[Vec<u8>]) -> Result<u64, AppendError> {
     if payloads.is_empty() {
         return Ok(journal.end());
     }
-    journal.append(&payloads)
+    journal.append(payloads)
 }
 
 /// Waits (bounded) until the committer has committed all the journal holds, unless its commits
@@ -1366,6 +1405,74 @@ mod tests {
             0,
             "replayed, committed and emptied"
         );
+    }
+
+    /// A journal that cannot be applied at start-up (a passing EIO on the store file) fails the
+    /// open and leaves both files as they are: the store is not taken for corrupt and moved
+    /// aside, the journal is not emptied; the next open applies it.
+    #[test]
+    fn a_replay_that_fails_leaves_the_store_and_the_journal_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().to_string_lossy().into_owned();
+        let _serial = crate::faults::serial();
+        let (s, _, _) = Store::open(dir.path(), 7337).unwrap();
+        s.put_executor("old", "0", &info("/o/0")).unwrap();
+        s.put_executor("old", "1", &info("/o/1")).unwrap();
+        s.close().unwrap();
+        drop(s);
+        let (s, _) = reopen_until_free(dir.path());
+        fault("store_file::write", &format!("return(EIO:{part})"));
+        s.put_executor("new", "0", &info("/n/0")).unwrap();
+        drop(s);
+        wait_released(dir.path());
+        let journal = std::fs::read(journal_of(dir.path())).unwrap();
+        assert!(!journal.is_empty());
+        let e = Store::open(dir.path(), 7337).unwrap_err();
+        fail::remove("store_file::write");
+        let msg = e.to_string();
+        assert!(e.is_retryable(), "{msg}");
+        assert!(msg.contains("registrations-7337.journal"), "{msg}");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.contains("corrupt")), "{names:?}");
+        assert_eq!(std::fs::read(journal_of(dir.path())).unwrap(), journal);
+        let (_s, r) = reopen_until_free(dir.path());
+        assert_eq!(stored_execs(&r), ["new/0", "old/0", "old/1"]);
+    }
+
+    /// A registration too large for a journal record is refused to its caller alone; the
+    /// others queued with it are journaled and answered.
+    #[test]
+    fn an_oversized_registration_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let _serial = crate::faults::serial();
+        let (s, _, _) = Store::open(dir.path(), 7337).unwrap();
+        let big = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let huge = "d".repeat(crate::journal::MAX_RECORD + 1);
+                (0..3)
+                    .map(|i| s.put_executor("big", &i.to_string(), &info(&huge)))
+                    .collect::<Vec<_>>()
+            })
+        };
+        for i in 0..200 {
+            s.put_executor("small", &i.to_string(), &info("/s"))
+                .unwrap();
+        }
+        for r in big.join().unwrap() {
+            let msg = r.unwrap_err().to_string();
+            assert!(
+                msg.contains("registrations-7337.journal") && msg.contains("over the"),
+                "{msg}"
+            );
+        }
+        s.close().unwrap();
+        drop(s);
+        let (_s, r) = reopen_until_free(dir.path());
+        assert_eq!(r.executors.len(), 200);
     }
 
     /// A commit that fails a few times does not lose what was answered: the committer keeps
