@@ -1687,6 +1687,9 @@ mod tests {
             1_700_000_005_123
         );
         s.remove_app("a").unwrap();
+        // Closed, not just dropped: nothing of this test is still committing once it ends
+        // (a background commit would evaluate failpoints another test has set).
+        s.close().unwrap();
         drop(s);
         let (_s, r, _) = reopen();
         assert_eq!(r.executors.len(), 1);
@@ -1737,6 +1740,7 @@ mod tests {
                 .all(|(a, _, i)| a == "app" && i.local_dirs[0].starts_with("/d/"))),
         }
         s.put_executor("app", "new", &info("/d/new")).unwrap();
+        s.close().unwrap();
     }
 
     #[test]
@@ -1755,5 +1759,6 @@ mod tests {
             Opened::Clean => panic!("a garbage file was read as a store"),
         }
         s.put_executor("a", "1", &info("/x")).unwrap();
+        s.close().unwrap();
     }
 }
