@@ -115,6 +115,9 @@ impl Journal {
     /// cut back to where it was, so a failed append leaves no torn record in front of later
     /// ones; if even that fails the error says so and the journal must not be used again.
     pub fn append(&mut self, payloads: &[Vec<u8>]) -> Result<u64, AppendError> {
+        if payloads.is_empty() {
+            return Ok(self.end());
+        }
         let mut buf = Vec::with_capacity(payloads.iter().map(|p| p.len() + HEADER).sum());
         for p in payloads {
             if p.is_empty() || p.len() > MAX_RECORD {

@@ -760,32 +760,32 @@ fn replay(db: &Database, path: &Path) -> Result<(), String> {
 }
 
 /// The journal thread (`croupier.state.sync=background`): appends what callers queue, answers
-/// them, and hands the operations to the committer. `committed` is the journal offset up to
-/// which the committer has committed.
+/// them, and hands the operations to the committer, whose `progress` says how far the journal
+/// is committed.
 fn journaler(
     mut journal: Journal,
     rx: mpsc::Receiver<Commit>,
     to_commit: mpsc::Sender<Commit>,
-    committed: Arc<Progress>,
+    progress: Arc<Progress>,
 ) {
     let mut broken: Option<String> = None;
     loop {
         let first = match rx.recv_timeout(RETRY_AFTER) {
             Ok(c) => c,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                forget_committed(&mut journal, &committed);
+                forget_committed(&mut journal, &progress);
                 continue;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
-        let (batch, payloads) = encode(gather(first, &rx), journal.path());
+        let (batch, payloads) = encode(gather(first, &rx).ops, journal.path());
         if journal.len() >= EMPTY_AT {
-            catch_up(&journal, &committed);
+            catch_up(&journal, &progress);
         }
-        forget_committed(&mut journal, &committed);
+        forget_committed(&mut journal, &progress);
         if broken.is_some() {
             // A torn record may end the file: start a new one once all before it is committed.
-            broken = restart_journal(&mut journal, &committed);
+            broken = restart_journal(&mut journal, &progress);
         }
         let closing = batch.iter().any(|(op, _)| matches!(op, Op::Close));
         let appended = match &broken {
@@ -795,7 +795,7 @@ fn journaler(
                 journal.path().display(),
                 journal.len()
             )),
-            None => append(&mut journal, &payloads).map_err(|e| {
+            None => journal.append(&payloads).map_err(|e| {
                 let why = format!("journal {}: {e}", journal.path().display());
                 if matches!(e, AppendError::Broken { .. }) {
                     broken = Some(why.clone());
@@ -805,7 +805,7 @@ fn journaler(
         };
         let (ops, journal_end) = match appended {
             Ok(end) => {
-                committed.appended.store(end, Ordering::Release);
+                progress.appended.store(end, Ordering::Release);
                 // In the journal: answered now; Close waits for its commit (below).
                 let ops = batch
                     .into_iter()
@@ -848,14 +848,11 @@ fn journaler(
         }
         // Close: wait for the commit, empty the journal if all of it is in, then answer.
         let mut ops = ops;
+        let (tx, rx_close) = mpsc::sync_channel(1);
         let caller = ops
             .iter_mut()
             .find(|(op, _)| matches!(op, Op::Close))
-            .and_then(|(_, d)| d.take());
-        let (tx, rx_close) = mpsc::sync_channel(1);
-        if let Some((_, d)) = ops.iter_mut().find(|(op, _)| matches!(op, Op::Close)) {
-            *d = Some(Done::Blocking(tx));
-        }
+            .and_then(|(_, d)| d.replace(Done::Blocking(tx)));
         let result = match to_commit.send(Commit { ops, journal_end }) {
             Ok(()) => rx_close
                 .recv()
@@ -863,7 +860,7 @@ fn journaler(
             Err(_) => Err("the committer stopped".into()),
         };
         if result.is_ok() {
-            forget_committed(&mut journal, &committed);
+            forget_committed(&mut journal, &progress);
         }
         if let Some(d) = caller {
             d.send(result);
@@ -884,12 +881,16 @@ fn to_commit_close(to_commit: &mpsc::Sender<Commit>, done: Done) {
     }
 }
 
-/// Everything queued behind `first`, up to [`MAX_BATCH`] operations, in order.
-fn gather(first: Commit, rx: &mpsc::Receiver<Commit>) -> Queued {
-    let mut batch = first.ops;
-    while batch.len() < MAX_BATCH {
+/// Everything queued behind `first`, up to [`MAX_BATCH`] operations, in order, with the
+/// furthest journal end among them.
+fn gather(first: Commit, rx: &mpsc::Receiver<Commit>) -> Commit {
+    let mut batch = first;
+    while batch.ops.len() < MAX_BATCH {
         match rx.try_recv() {
-            Ok(c) => batch.extend(c.ops),
+            Ok(c) => {
+                batch.journal_end = batch.journal_end.max(c.journal_end);
+                batch.ops.extend(c.ops);
+            }
             Err(_) => break,
         }
     }
@@ -927,13 +928,6 @@ fn encode(batch: Queued, journal: &Path) -> (Queued, Vec<Vec<u8>>) {
         }
     }
     (kept, payloads)
-}
-
-fn append(journal: &mut Journal, payloads: &[Vec<u8>]) -> Result<u64, AppendError> {
-    if payloads.is_empty() {
-        return Ok(journal.end());
-    }
-    journal.append(payloads)
 }
 
 /// Waits (bounded) until the committer has committed all the journal holds, unless its commits
@@ -1014,21 +1008,13 @@ fn committer(db: Database, rx: mpsc::Receiver<Commit>, path: &Path, progress: Ar
                 }
             }
         };
-        let mut batch = Vec::new();
-        let mut end = kept_end;
-        if let Some(c) = first {
-            end = end.max(c.journal_end);
-            batch.extend(c.ops);
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(c) => {
-                        end = end.max(c.journal_end);
-                        batch.extend(c.ops);
-                    }
-                    Err(_) => break,
-                }
+        let (batch, end) = match first {
+            Some(c) => {
+                let c = gather(c, &rx);
+                (c.ops, kept_end.max(c.journal_end))
             }
-        }
+            None => (Vec::new(), kept_end),
+        };
         let closing = batch.iter().any(|(op, _)| matches!(op, Op::Close));
         let result = write_batch(
             &mut db,
@@ -1060,14 +1046,13 @@ fn committer(db: Database, rx: mpsc::Receiver<Commit>, path: &Path, progress: Ar
         }
         if closing {
             // Dropping the database marks the file clean before anyone is told it is closed.
-            drop(db);
-            for d in answers {
-                d.send(result.clone());
-            }
-            return;
+            db = None;
         }
         for d in answers {
             d.send(result.clone());
+        }
+        if closing {
+            return;
         }
     }
 }
@@ -1247,6 +1232,13 @@ mod tests {
         }
     }
 
+    /// Closes `s` cleanly and reads back what the next open restores.
+    fn close_and_reopen(s: Store, dir: &Path) -> Restored {
+        s.close().unwrap();
+        drop(s);
+        reopen_until_free(dir).1
+    }
+
     fn stored_execs(r: &Restored) -> Vec<String> {
         let mut v: Vec<String> = r
             .executors
@@ -1273,9 +1265,7 @@ mod tests {
             s.put_executor("app", &i.to_string(), &info("/x/i"))
                 .unwrap();
         }
-        s.close().unwrap();
-        drop(s);
-        let (_s, r) = reopen_until_free(dir.path());
+        let r = close_and_reopen(s, dir.path());
         assert_eq!(
             stored_execs(&r),
             ["app/0", "app/1", "app/2", "app/3", "app/4"]
@@ -1305,9 +1295,7 @@ mod tests {
         }
         fail::remove("store_file::sync");
         s.put_executor("app", "after", &info("/x/a")).unwrap();
-        s.close().unwrap();
-        drop(s);
-        let (_s, r) = reopen_until_free(dir.path());
+        let r = close_and_reopen(s, dir.path());
         let got = stored_execs(&r);
         assert!(
             got.contains(&"app/before".to_string()) && got.contains(&"app/after".to_string()),
@@ -1332,9 +1320,7 @@ mod tests {
             let dirs = info(&format!("/{}", "d".repeat(200 + i)));
             s.put_executor("big", &i.to_string(), &dirs).unwrap();
         }
-        s.close().unwrap();
-        drop(s);
-        let (_s, r) = reopen_until_free(dir.path());
+        let r = close_and_reopen(s, dir.path());
         assert_eq!(r.executors.len(), 200);
     }
 
@@ -1469,9 +1455,7 @@ mod tests {
                 "{msg}"
             );
         }
-        s.close().unwrap();
-        drop(s);
-        let (_s, r) = reopen_until_free(dir.path());
+        let r = close_and_reopen(s, dir.path());
         assert_eq!(r.executors.len(), 200);
     }
 
@@ -1561,9 +1545,7 @@ mod tests {
             largest < EMPTY_AT + (MAX_BATCH as u64) * 300,
             "the journal reached {largest} bytes"
         );
-        s.close().unwrap();
-        drop(s);
-        let (_s, r) = reopen_until_free(dir.path());
+        let r = close_and_reopen(s, dir.path());
         assert_eq!(r.executors.len(), 10_000);
     }
 
@@ -1584,9 +1566,7 @@ mod tests {
             "{msg}"
         );
         s.put_executor("app", "kept", &info("/x")).unwrap();
-        s.close().unwrap();
-        drop(s);
-        let (_s, r) = reopen_until_free(dir.path());
+        let r = close_and_reopen(s, dir.path());
         assert_eq!(stored_execs(&r), ["app/kept"]);
     }
 

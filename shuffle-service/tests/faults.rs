@@ -37,6 +37,15 @@ fn start_with_conf(port: u16, state: &Path, conf: &[&str], env: &[(&str, &str)])
     Ess::start_with(&args, env)
 }
 
+/// Makes the store and closes it cleanly first (so the faulty run opens it without writing),
+/// then starts the service again with the failpoints `faults` (`CROUPIER_FAILPOINTS`).
+fn start_on_a_clean_store(port: u16, state: &Path, conf: &[&str], faults: &str) -> Ess {
+    let mut ess = start_with_conf(port, state, conf, &[]);
+    ess.wait_log("restored ", Duration::from_secs(10));
+    assert!(ess.stop().is_some_and(|st| st.success()));
+    start_with_conf(port, state, conf, &[("CROUPIER_FAILPOINTS", faults)])
+}
+
 fn assert_no_panic(ess: &Ess) {
     let log = ess.log();
     assert!(
@@ -55,15 +64,11 @@ async fn store_write_failure_reaches_the_client_and_the_store_recovers() {
     let state = tempfile::tempdir().unwrap();
     let files = tempfile::tempdir().unwrap();
     let port = free_port();
-    // A store made and closed cleanly first, so the faulty run opens it without writing.
-    let mut ess = start(port, state.path(), &[]);
-    ess.wait_log("restored ", Duration::from_secs(10));
-    assert!(ess.stop().is_some_and(|st| st.success()));
     let fault = format!(
         "store_file::sync=return(ENOSPC:{0});journal::write=return(ENOSPC:{0})",
         state.path().display()
     );
-    let mut ess = start(port, state.path(), &[("CROUPIER_FAILPOINTS", &fault)]);
+    let mut ess = start_on_a_clean_store(port, state.path(), &[], &fault);
     let dirs = ExecutorDirs::create(files.path(), "exec-1", 2);
     dirs.write_map_output(0, 1, &[b"block zero", b"block one"]);
     let c = Client::connect(ess.addr).await.unwrap();
@@ -278,16 +283,8 @@ async fn eio_writing_the_store_fails_the_registration_not_the_service() {
     let files = tempfile::tempdir().unwrap();
     let port = free_port();
     let always = ["croupier.state.sync=always"];
-    let mut ess = start_with_conf(port, state.path(), &always, &[]);
-    ess.wait_log("restored ", Duration::from_secs(10));
-    assert!(ess.stop().is_some_and(|st| st.success()));
     let fault = format!("store_file::write=return(EIO:{})", state.path().display());
-    let mut ess = start_with_conf(
-        port,
-        state.path(),
-        &always,
-        &[("CROUPIER_FAILPOINTS", &fault)],
-    );
+    let mut ess = start_on_a_clean_store(port, state.path(), &always, &fault);
     let dirs = ExecutorDirs::create(files.path(), "exec-5", 1);
     dirs.write_map_output(1, 2, &[b"kept"]);
     let c = Client::connect(ess.addr).await.unwrap();
@@ -324,11 +321,8 @@ async fn a_registration_answered_from_the_journal_survives_a_kill() {
     let state = tempfile::tempdir().unwrap();
     let files = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut ess = start(port, state.path(), &[]);
-    ess.wait_log("restored ", Duration::from_secs(10));
-    assert!(ess.stop().is_some_and(|st| st.success()));
     let fault = format!("store_file::write=return(EIO:{})", state.path().display());
-    let mut ess = start(port, state.path(), &[("CROUPIER_FAILPOINTS", &fault)]);
+    let mut ess = start_on_a_clean_store(port, state.path(), &[], &fault);
     let dirs = ExecutorDirs::create(files.path(), "exec-6", 1);
     dirs.write_map_output(2, 3, &[b"journaled"]);
     let c = Client::connect(ess.addr).await.unwrap();
