@@ -2,9 +2,12 @@
 //! compiled into debug builds only: the tests' builds. The `failpoints` feature adds them to a
 //! release build; release builds, which the packages ship, otherwise have none.
 //!
-//! A failpoint's action is `return(ERRNO:PATH_PART)`, e.g. `1*return(ENOSPC:/tmp/.tmpX)`:
+//! A failpoint's action is `return(ERRNO:PATH_PART[:N])`, e.g. `return(ENOSPC:/tmp/.tmpX:1)`:
 //! the error (EIO or ENOSPC) is injected only for a file whose path contains `PATH_PART`
-//! (tests run in parallel in one process, each with its own directory). Configured in-process
+//! (tests run in parallel in one process, each with its own directory), and with `:N` only the
+//! first N times such a file is reached. (The `fail` crate's own `N*return(..)` counts every
+//! evaluation, for any file, so another test's writes could spend it.) `fired` says how many
+//! times an action was injected. Configured in-process
 //! with `fail::cfg`, or in a spawned service binary with `CROUPIER_FAILPOINTS`.
 //! Failpoints: `store_file::{write,sync,set_len}` ([`crate::store_file`]), `index::read`
 //! ([`crate::index_cache`]) and `data::open` (opening a data or RDD block file to send it,
@@ -17,15 +20,46 @@ use std::path::Path;
 #[cfg(any(debug_assertions, feature = "failpoints"))]
 pub fn injected(point: &str, path: &Path) -> Option<io::Error> {
     let arg = fail::eval(point, |arg| arg)??;
-    let (errno, part) = arg.split_once(':')?;
+    let (errno, scope) = arg.split_once(':')?;
+    let (part, limit) = match scope.rsplit_once(':') {
+        Some((part, n)) => match n.parse::<u64>() {
+            Ok(n) => (part, Some(n)),
+            Err(_) => (scope, None),
+        },
+        None => (scope, None),
+    };
     if !path.to_string_lossy().contains(part) {
         return None;
+    }
+    {
+        let mut fired = FIRED.lock().unwrap_or_else(|p| p.into_inner());
+        let count = fired.entry((point.to_owned(), arg.clone())).or_insert(0);
+        if limit.is_some_and(|n| *count >= n) {
+            return None;
+        }
+        *count += 1;
     }
     let code = match errno {
         "ENOSPC" => libc::ENOSPC,
         _ => libc::EIO,
     };
     Some(io::Error::from_raw_os_error(code))
+}
+
+/// How many times each (failpoint, action argument) was injected.
+#[cfg(any(debug_assertions, feature = "failpoints"))]
+static FIRED: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// How many times failpoint `point` injected the action whose argument is `arg` (e.g.
+/// `EIO:/tmp/.tmpX:1`): a test asserts its fault really happened.
+#[cfg(test)]
+pub(crate) fn fired(point: &str, arg: &str) -> u64 {
+    let fired = FIRED.lock().unwrap_or_else(|p| p.into_inner());
+    fired
+        .get(&(point.to_owned(), arg.to_owned()))
+        .copied()
+        .unwrap_or(0)
 }
 
 /// Release builds: no failpoints.
@@ -58,8 +92,9 @@ pub fn configure_from_env() {}
 
 /// Unit tests that configure failpoints, or write through them, take this first: a failpoint
 /// is one process-wide setting (two tests configuring it would overwrite each other's), and
-/// every evaluation uses up a count (`2*return(...)`) whatever path it is for, so another
-/// test's writes would spend the faults one test meant for its own file.
+/// every evaluation uses up a `fail` count (`2*return(...)`) whatever path it is for, so
+/// another test's writes would spend the faults one test meant for its own file: counts go in
+/// the argument (`return(EIO:PART:2)`).
 #[cfg(test)]
 pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());

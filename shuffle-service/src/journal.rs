@@ -131,7 +131,8 @@ impl Journal {
             buf.extend_from_slice(p);
         }
         let written = match crate::faults::injected("journal::write", &self.path) {
-            Some(e) => Err(e),
+            // A write that fails part-way: half of it reached the file.
+            Some(e) => self.file.write_all(&buf[..buf.len() / 2]).and(Err(e)),
             None => self.file.write_all(&buf),
         };
         match written {
@@ -139,7 +140,9 @@ impl Journal {
                 self.len += buf.len() as u64;
                 Ok(self.end())
             }
-            Err(e) => match self.file.set_len(self.len) {
+            Err(e) => match crate::faults::injected("journal::truncate", &self.path)
+                .map_or_else(|| self.file.set_len(self.len), Err)
+            {
                 Ok(()) => Err(AppendError::Failed(e)),
                 Err(cut) => Err(AppendError::Broken {
                     write: e,
@@ -331,12 +334,20 @@ mod tests {
         let end = j.append(&payloads(1)).unwrap();
         let part = dir.path().to_string_lossy().into_owned();
         let _serial = crate::faults::serial();
-        fail::cfg("journal::write", &format!("1*return(EIO:{part})")).unwrap();
+        let arg = format!("EIO:{part}:1");
+        fail::cfg("journal::write", &format!("return({arg})")).unwrap();
         assert!(matches!(
             j.append(&payloads(2)),
             Err(AppendError::Failed(_))
         ));
+        assert_eq!(crate::faults::fired("journal::write", &arg), 1);
+        fail::remove("journal::write");
         assert_eq!(j.end(), end);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            end,
+            "the half written was cut off"
+        );
         let later = j.append(&payloads(2)[1..]).unwrap();
         assert!(later > end);
         let r = Journal::read(&path, u64::MAX).unwrap();
@@ -344,5 +355,34 @@ mod tests {
             r.records,
             vec![payloads(1)[0].clone(), payloads(2)[1].clone()]
         );
+    }
+    /// A failed write whose bytes cannot be cut off: the error says both, and a reader stops at
+    /// the torn record, keeping every whole record before it (the store then starts a new
+    /// journal once those are committed).
+    #[test]
+    fn a_failed_append_that_cannot_be_undone_is_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(file_name(7337));
+        let mut j = Journal::create(&path).unwrap();
+        let end = j.append(&payloads(1)).unwrap();
+        let part = dir.path().to_string_lossy().into_owned();
+        let _serial = crate::faults::serial();
+        let arg = format!("EIO:{part}:1");
+        fail::cfg("journal::write", &format!("return({arg})")).unwrap();
+        fail::cfg("journal::truncate", &format!("return({arg})")).unwrap();
+        // Three records of 16 bytes: the half written is one whole record and a header.
+        let e = j.append(&payloads(3)).unwrap_err();
+        fail::remove("journal::write");
+        fail::remove("journal::truncate");
+        assert_eq!(crate::faults::fired("journal::truncate", &arg), 1);
+        assert!(matches!(e, AppendError::Broken { .. }), "{e}");
+        assert!(
+            e.to_string().contains("cutting the file back failed"),
+            "{e}"
+        );
+        assert!(std::fs::metadata(&path).unwrap().len() > end);
+        let r = Journal::read(&path, u64::MAX).unwrap();
+        assert_eq!(r.records, [payloads(1)[0].clone(), payloads(3)[0].clone()]);
+        assert!(r.torn.is_some());
     }
 }

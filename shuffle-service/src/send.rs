@@ -146,7 +146,7 @@ impl<'a> Sender<'a> {
         Ok(e)
     }
 
-    /// Resolves `chunk` and leaves its data file open for [`Sender::send`]. Blocking.
+    /// Resolves `chunk` and leaves its data file open for [`Batch::send`]. Blocking.
     pub fn resolve(&mut self, chunk: &ChunkRef) -> Result<Seg, ChunkError> {
         let exec = self.executor(chunk)?;
         match chunk.what {

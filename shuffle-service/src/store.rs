@@ -13,9 +13,11 @@
 //! When a caller is answered is [`SyncPolicy`] (`croupier.state.sync`):
 //! - `background` (the default): a journal thread first appends the queued operations to
 //!   `registrations-<port>.journal` ([`crate::journal`]) with one `write` and answers; the
-//!   committer then commits them. What was answered survives a crash or kill of the service
-//!   (the kernel holds it; the journal is replayed at the next start), as Spark's own LevelDB
-//!   store does; a power loss in the milliseconds before the commit can lose it. The journal
+//!   committer then commits them, at most one commit per `COMMIT_SPACING` (50 ms), so a
+//!   stream of registrations shares a few fsyncs instead of taking one after another. What
+//!   was answered survives a crash or kill of the service (the kernel holds it; the journal
+//!   is replayed at the next start), as Spark's own LevelDB store does; a power loss in the
+//!   milliseconds before the commit can lose it. The journal
 //!   is emptied whenever everything in it is committed. A failed append is reported to the
 //!   callers (nothing is answered that is not at least in the journal); a commit that fails
 //!   is retried, its operations kept, and the journal is not emptied until it succeeds; if it
@@ -366,6 +368,13 @@ pub const MAX_JOURNAL: u64 = 64 << 20;
 /// new arrives; and how often an idle journal thread empties a committed journal.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
+/// Least time between the starts of two commits of operations already answered from the
+/// journal. Each commit is a redb transaction and an fsync; under a stream of registrations
+/// committing as fast as possible takes CPU and disk time from the connections it serves, for
+/// nothing: the journal already has what it commits. Operations someone waits on (`always`,
+/// Close) are committed at once.
+const COMMIT_SPACING: Duration = Duration::from_millis(50);
+
 /// Journal bytes past which the journal thread, before its next append, waits for the
 /// committer to catch up and empties the file: under a steady stream of registrations the
 /// committer is always a little behind, so the file would otherwise never be empty.
@@ -388,6 +397,13 @@ struct Progress {
     appended: AtomicU64,
     /// Commits that failed (after one reopen-and-retry), whoever was waiting for them.
     commit_failures: AtomicU64,
+    /// Commits that succeeded.
+    commits: AtomicU64,
+    /// Set while the journal thread waits for the committer to catch up: commit without
+    /// waiting out [`COMMIT_SPACING`].
+    hurry: AtomicBool,
+    /// The committer thread, to wake it when `hurry` is set.
+    committer: std::sync::OnceLock<std::thread::Thread>,
 }
 
 /// A handle on the store; cheap to clone (its threads own the database and the journal).
@@ -512,6 +528,11 @@ impl Store {
     /// those of operations already answered from the journal (kept and retried).
     pub fn commit_failures(&self) -> u64 {
         self.progress.commit_failures.load(Ordering::Relaxed)
+    }
+
+    /// Commits that succeeded since the store was opened (each a transaction and an fsync).
+    pub fn commits(&self) -> u64 {
+        self.progress.commits.load(Ordering::Relaxed)
     }
 
     /// Journal bytes answered but not yet committed (0 with `croupier.state.sync=always`).
@@ -785,6 +806,7 @@ fn journaler(
         forget_committed(&mut journal, &progress);
         if broken.is_some() {
             // A torn record may end the file: start a new one once all before it is committed.
+            catch_up(&journal, &progress);
             broken = restart_journal(&mut journal, &progress);
         }
         let closing = batch.iter().any(|(op, _)| matches!(op, Op::Close));
@@ -934,12 +956,17 @@ fn encode(batch: Queued, journal: &Path) -> (Queued, Vec<Vec<u8>>) {
 /// are failing.
 fn catch_up(journal: &Journal, progress: &Progress) {
     let until = std::time::Instant::now() + CATCH_UP_WAIT;
+    progress.hurry.store(true, Ordering::Release);
+    if let Some(committer) = progress.committer.get() {
+        committer.unpark();
+    }
     while progress.committed.load(Ordering::Acquire) < journal.end()
         && !progress.failing.load(Ordering::Acquire)
         && std::time::Instant::now() < until
     {
         std::thread::sleep(Duration::from_millis(1));
     }
+    progress.hurry.store(false, Ordering::Release);
 }
 
 fn forget_committed(journal: &mut Journal, progress: &Progress) {
@@ -987,6 +1014,8 @@ fn committer(db: Database, rx: mpsc::Receiver<Commit>, path: &Path, progress: Ar
     let mut db = Some(db);
     let mut kept: Vec<Op> = Vec::new();
     let mut kept_end: Option<u64> = None;
+    let mut last_commit = std::time::Instant::now();
+    let _ = progress.committer.set(std::thread::current());
     loop {
         let first = if kept.is_empty() {
             match rx.recv() {
@@ -1010,12 +1039,23 @@ fn committer(db: Database, rx: mpsc::Receiver<Commit>, path: &Path, progress: Ar
         };
         let (batch, end) = match first {
             Some(c) => {
+                if c.ops.iter().all(|(_, done)| done.is_none()) {
+                    // Only operations already answered: let more gather behind them.
+                    loop {
+                        let since = last_commit.elapsed();
+                        if since >= COMMIT_SPACING || progress.hurry.load(Ordering::Acquire) {
+                            break;
+                        }
+                        std::thread::park_timeout(COMMIT_SPACING - since);
+                    }
+                }
                 let c = gather(c, &rx);
                 (c.ops, kept_end.max(c.journal_end))
             }
             None => (Vec::new(), kept_end),
         };
         let closing = batch.iter().any(|(op, _)| matches!(op, Op::Close));
+        last_commit = std::time::Instant::now();
         let result = write_batch(
             &mut db,
             kept.iter().chain(batch.iter().map(|(op, _)| op)),
@@ -1023,6 +1063,7 @@ fn committer(db: Database, rx: mpsc::Receiver<Commit>, path: &Path, progress: Ar
         );
         let mut answers = Vec::new();
         if result.is_ok() {
+            progress.commits.fetch_add(1, Ordering::Relaxed);
             kept.clear();
             kept_end = None;
             if let Some(e) = end {
@@ -1259,12 +1300,19 @@ mod tests {
         let _serial = crate::faults::serial();
         let (s, _, _) = Store::open_with(dir.path(), 7337, SyncPolicy::Always).unwrap();
         s.put_executor("app", "0", &info("/x/0")).unwrap();
-        fault("store_file::write", &format!("1*return(EIO:{part})"));
+        let arg = format!("EIO:{part}:1");
+        fault("store_file::write", &format!("return({arg})"));
         s.put_executor("app", "1", &info("/x/1")).unwrap();
         for i in 2..5 {
             s.put_executor("app", &i.to_string(), &info("/x/i"))
                 .unwrap();
         }
+        assert_eq!(
+            crate::faults::fired("store_file::write", &arg),
+            1,
+            "the fault happened"
+        );
+        fail::remove("store_file::write");
         let r = close_and_reopen(s, dir.path());
         assert_eq!(
             stored_execs(&r),
@@ -1314,12 +1362,19 @@ mod tests {
         let part = dir.path().to_string_lossy().into_owned();
         let _serial = crate::faults::serial();
         let (s, _, _) = Store::open_with(dir.path(), 7337, SyncPolicy::Always).unwrap();
-        fault("store_file::set_len", &format!("1*return(EIO:{part})"));
+        let arg = format!("EIO:{part}:1");
+        fault("store_file::set_len", &format!("return({arg})"));
         // Enough data to make the file grow.
         for i in 0..200 {
             let dirs = info(&format!("/{}", "d".repeat(200 + i)));
             s.put_executor("big", &i.to_string(), &dirs).unwrap();
         }
+        assert_eq!(
+            crate::faults::fired("store_file::set_len", &arg),
+            1,
+            "the fault happened"
+        );
+        fail::remove("store_file::set_len");
         let r = close_and_reopen(s, dir.path());
         assert_eq!(r.executors.len(), 200);
     }
@@ -1549,6 +1604,44 @@ mod tests {
         assert_eq!(r.executors.len(), 10_000);
     }
 
+    /// Registrations answered from the journal are committed in batches at most one per
+    /// COMMIT_SPACING, not one transaction and fsync each; with `always`, where each caller
+    /// waits for its commit, every one is committed at once.
+    #[test]
+    fn answered_registrations_are_committed_in_spaced_batches() {
+        let _serial = crate::faults::serial();
+        for (sync, puts) in [(SyncPolicy::Background, 200u64), (SyncPolicy::Always, 20)] {
+            let dir = tempfile::tempdir().unwrap();
+            let (s, _, _) = Store::open_with(dir.path(), 7337, sync).unwrap();
+            let started = std::time::Instant::now();
+            for i in 0..puts {
+                s.put_executor("app", &i.to_string(), &info("/x")).unwrap();
+                // Paced: committing each one as it comes would be one commit per put.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let took = started.elapsed();
+            // Wait until everything is committed.
+            let until = std::time::Instant::now() + Duration::from_secs(10);
+            while s.uncommitted_bytes() > 0 && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(s.uncommitted_bytes(), 0, "{sync:?}: still uncommitted");
+            let commits = s.commits();
+            match sync {
+                SyncPolicy::Background => {
+                    let spaced = took.as_millis() / COMMIT_SPACING.as_millis() + 2;
+                    assert!(
+                        (1..=spaced as u64).contains(&commits),
+                        "{commits} commits for {puts} answered puts in {took:?}"
+                    );
+                }
+                SyncPolicy::Always => assert_eq!(commits, puts),
+            }
+            let r = close_and_reopen(s, dir.path());
+            assert_eq!(r.executors.len() as u64, puts, "{sync:?}");
+        }
+    }
+
     /// An append that fails is an error for its callers, naming the journal; nothing of it is
     /// stored, and the next write is journaled and answered as usual.
     #[test]
@@ -1557,7 +1650,7 @@ mod tests {
         let part = dir.path().to_string_lossy().into_owned();
         let _serial = crate::faults::serial();
         let (s, _, _) = Store::open(dir.path(), 7337).unwrap();
-        fault("journal::write", &format!("1*return(ENOSPC:{part})"));
+        fault("journal::write", &format!("return(ENOSPC:{part}:1)"));
         let e = s.put_executor("app", "refused", &info("/x")).unwrap_err();
         assert!(e.is_retryable(), "{e}");
         let msg = e.to_string();
@@ -1565,9 +1658,56 @@ mod tests {
             msg.contains("registrations-7337.journal") && msg.contains("No space left on device"),
             "{msg}"
         );
+        fail::remove("journal::write");
         s.put_executor("app", "kept", &info("/x")).unwrap();
         let r = close_and_reopen(s, dir.path());
         assert_eq!(stored_execs(&r), ["app/kept"]);
+    }
+
+    /// An append that fails and cannot be cut back (a torn record may end the journal): that
+    /// caller gets an error saying so; the next write starts a new journal once what was before
+    /// is committed, and what is answered from the new one survives a crash.
+    #[test]
+    fn an_append_that_cannot_be_undone_starts_a_new_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().to_string_lossy().into_owned();
+        let _serial = crate::faults::serial();
+        let (s, _, _) = Store::open(dir.path(), 7337).unwrap();
+        s.put_executor("app", "before", &info("/x")).unwrap();
+        let arg = format!("EIO:{part}:1");
+        fault("journal::write", &format!("return({arg})"));
+        fault("journal::truncate", &format!("return({arg})"));
+        let e = s.put_executor("app", "torn", &info("/x")).unwrap_err();
+        fail::remove("journal::write");
+        fail::remove("journal::truncate");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("registrations-7337.journal")
+                && msg.contains("cutting the file back failed"),
+            "{msg}"
+        );
+        s.put_executor("app", "after", &info("/x")).unwrap();
+        // The new journal's offsets follow on from the old one's: were they to start again
+        // at 0, what is committed would make it look committed and it would be emptied.
+        fault("store_file::write", &format!("return(EIO:{part})"));
+        s.put_executor("app", "uncommitted", &info("/x")).unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while s.commit_failures() == 0 {
+            assert!(
+                std::time::Instant::now() < until,
+                "no failed commit counted"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Stop without a clean close (a crash leaves the same files behind).
+        drop(s);
+        wait_released(dir.path());
+        fail::remove("store_file::write");
+        let (_s, r, o) = Store::open(dir.path(), 7337).unwrap();
+        assert!(matches!(o, Opened::Clean), "{o:?}");
+        let mut got = stored_execs(&r);
+        got.sort();
+        assert_eq!(got, ["app/after", "app/before", "app/uncommitted"]);
     }
 
     /// `always` applies a journal left by `background` once, then removes it: a removal made
