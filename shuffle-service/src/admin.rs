@@ -337,6 +337,12 @@ impl Collector for ServiceCollector {
             "Start-ups that found the registration store unreadable (it is moved aside).",
             m.store_corrupt.load(Relaxed),
         )?;
+        gauge(
+            &mut enc,
+            "croupier_shuffle_store_unavailable",
+            "1 while registrations are kept in memory only although croupier.state.dir is set: the store could not be opened at start-up (in use by another process, or unusable; see the log). A restart then loses them.",
+            as_i64(m.store_unavailable.load(Relaxed)),
+        )?;
         counter(
             &mut enc,
             "croupier_shuffle_store_write_errors",

@@ -87,13 +87,22 @@ fn start() -> anyhow::Result<()> {
     // Registrations are read back before the port is bound: the first request after a restart
     // already finds them.
     let started = std::time::Instant::now();
-    let (store, restored, corrupt) = open_store(&config)?;
+    let (store, restored, start) = open_store(&config)?;
     let shared = Shared::new(config, store, agent);
-    if corrupt {
-        shared
-            .metrics
-            .store_corrupt
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    match start {
+        StoreStart::Opened | StoreStart::NotConfigured => {}
+        StoreStart::MovedAside => {
+            shared
+                .metrics
+                .store_corrupt
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        StoreStart::Unavailable => {
+            shared
+                .metrics
+                .store_unavailable
+                .store(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
     if let Some(r) = restored {
         let (execs, drivers) = shared.restore(r);
@@ -173,20 +182,31 @@ fn start() -> anyhow::Result<()> {
 /// Opens the registration store named by `croupier.state.dir`. An unreadable store never stops
 /// the service (it is moved aside, and the service starts empty); only a store held by another
 /// process does. Returns the store, what it held, and whether it had to be moved aside.
-fn open_store(config: &Config) -> anyhow::Result<(Option<Store>, Option<Restored>, bool)> {
+/// How the registration store came up.
+enum StoreStart {
+    Opened,
+    /// In memory by configuration (`croupier.state.dir=none`, or `--port 0`).
+    NotConfigured,
+    /// Opened after moving an unreadable file aside: counted as corrupt.
+    MovedAside,
+    /// Configured but not opened (in use, or unusable): in memory only until a restart.
+    Unavailable,
+}
+
+fn open_store(config: &Config) -> anyhow::Result<(Option<Store>, Option<Restored>, StoreStart)> {
     let xdg = std::env::var_os("XDG_STATE_HOME");
     let home = std::env::var_os("HOME");
     let Some(dir) = config.state_dir.resolve(xdg.as_deref(), home.as_deref()) else {
         tracing::info!(
             "registrations are kept in memory only (croupier.state.dir is none, or unset with neither $XDG_STATE_HOME nor $HOME)"
         );
-        return Ok((None, None, false));
+        return Ok((None, None, StoreStart::NotConfigured));
     };
     if config.port == 0 {
         tracing::info!(
             "registrations are kept in memory only: with an ephemeral port (--port 0) a restarted service could not be reached at the same port"
         );
-        return Ok((None, None, false));
+        return Ok((None, None, StoreStart::NotConfigured));
     }
     match Store::open_with(&dir, config.port, config.state_sync) {
         Ok((store, restored, Opened::Clean)) => {
@@ -195,7 +215,7 @@ fn open_store(config: &Config) -> anyhow::Result<(Option<Store>, Option<Restored
                 store.path().display(),
                 config.state_sync.as_str()
             );
-            Ok((Some(store), Some(restored), false))
+            Ok((Some(store), Some(restored), StoreStart::Opened))
         }
         Ok((store, restored, Opened::MovedAside { reason, moved_to })) => {
             tracing::error!(
@@ -203,7 +223,7 @@ fn open_store(config: &Config) -> anyhow::Result<(Option<Store>, Option<Restored
                 store.path().display(),
                 moved_to.display()
             );
-            Ok((Some(store), Some(restored), true))
+            Ok((Some(store), Some(restored), StoreStart::MovedAside))
         }
         Err(e @ croupier_shuffle_service::store::StoreError::InUse { .. }) => {
             // Another process holds it (an old instance still stopping, a second service with
@@ -212,13 +232,13 @@ fn open_store(config: &Config) -> anyhow::Result<(Option<Store>, Option<Restored
             tracing::error!(
                 "REGISTRATION STORE IN USE: {e}; this service keeps its registrations in memory only until restarted"
             );
-            Ok((None, None, false))
+            Ok((None, None, StoreStart::Unavailable))
         }
         Err(e) => {
             tracing::error!(
                 "REGISTRATION STORE UNUSABLE: {e}; registrations are kept in memory only"
             );
-            Ok((None, None, true))
+            Ok((None, None, StoreStart::Unavailable))
         }
     }
 }

@@ -144,6 +144,9 @@ pub struct Metrics {
     pub agent_unreachable: AtomicU64,
     /// Start-ups that found the registration store unreadable and moved it aside.
     pub store_corrupt: AtomicU64,
+    /// 1 while registrations are kept in memory only although `croupier.state.dir` is set: the
+    /// store could not be opened at start-up (held by another process, or unusable).
+    pub store_unavailable: AtomicU64,
     /// Registration-store writes that failed after one reopen-and-retry (the registration is
     /// refused with an RPC failure the client may retry).
     pub store_write_errors: AtomicU64,

@@ -221,7 +221,10 @@ async fn a_store_locked_by_another_process_does_not_stop_the_service() {
     let state = tempfile::tempdir().unwrap();
     let files = tempfile::tempdir().unwrap();
     let port = free_port();
-    let conf = [("croupier.mesos.agent.address", "none")];
+    let conf = [
+        ("croupier.mesos.agent.address", "none"),
+        ("croupier.admin.address", "127.0.0.1:0"),
+    ];
     // Make the store file, then have another process hold its lock (util-linux flock(1)).
     let mut ess = start(port, state.path(), &conf);
     restored_line(&ess);
@@ -243,9 +246,28 @@ async fn a_store_locked_by_another_process_does_not_stop_the_service() {
     let c = Client::connect(ess.addr).await.unwrap();
     let served = c.register_executor(APP, "3", dirs.info.clone()).await;
     let got = c.fetch_blocks(APP, "3", &["shuffle_0_2_0"]).await;
+    // Shown in the metrics: not persisting, and not counted as a corrupt store.
+    let metrics = ess
+        .wait_log("admin endpoint listening on ", Duration::from_secs(10))
+        .map(|l| {
+            http_get(
+                l[l.find("listening on ").unwrap() + 13..].trim(),
+                "/metrics",
+            )
+        });
     let _ = holder.kill();
     let _ = holder.wait();
     assert!(loud.is_some(), "no IN USE report in {:?}", ess.log());
+    let metrics = metrics.expect("no admin endpoint line");
+    for want in [
+        "croupier_shuffle_store_unavailable 1",
+        "croupier_shuffle_store_corrupt_total 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == want),
+            "no {want:?} in {metrics}"
+        );
+    }
     served.unwrap();
     assert_eq!(
         got.unwrap()[0].1.as_ref().unwrap(),
