@@ -49,7 +49,7 @@ then --host/--port)
   croupier.state.sync                      background  when a registration is answered:
                                   background = once written to a journal (survives a crash or
                                   kill of the service, as Spark's own store; a power loss in
-                                  the 50 ms before the fsync can lose it); always = once
+                                  the ~50 ms before the fsync can lose it); always = once
                                   fsynced (also survives a power loss; each answer waits for it)
   croupier.mesos.agent.address             127.0.0.1:5051  the Mesos agent asked whether a
                                   framework (= Spark appId) is still active before its files are

@@ -1,32 +1,32 @@
 //! Test failpoints for disk I/O (the `fail` crate's registry, as TiKV and raft-rs use it),
-//! compiled into debug builds only: the tests' builds. The `failpoints` feature adds them to a
+//! compiled into debug builds and unit tests only. The `failpoints` feature adds them to a
 //! release build; release builds, which the packages ship, otherwise have none.
 //!
-//! A failpoint's action is `return(ERRNO:PATH_PART[:N])`, e.g. `return(ENOSPC:/tmp/.tmpX:1)`:
+//! A failpoint's action is `return(ERRNO[*N]:PATH_PART)`, e.g. `return(ENOSPC*1:/tmp/.tmpX)`:
 //! the error (EIO or ENOSPC) is injected only for a file whose path contains `PATH_PART`
-//! (tests run in parallel in one process, each with its own directory), and with `:N` only the
-//! first N times such a file is reached. (The `fail` crate's own `N*return(..)` counts every
-//! evaluation, for any file, so another test's writes could spend it.) `fired` says how many
-//! times an action was injected. Configured in-process
-//! with `fail::cfg`, or in a spawned service binary with `CROUPIER_FAILPOINTS`.
-//! Failpoints: `store_file::{write,sync,set_len}` ([`crate::store_file`]), `index::read`
-//! ([`crate::index_cache`]) and `data::open` (opening a data or RDD block file to send it,
-//! [`crate::send`]).
+//! (tests run in parallel in one process, each with its own directory; the part is everything
+//! after the first `:`, colons included), and with `*N` only the first N times such a file is
+//! reached. (The `fail` crate's own `N*return(..)` counts every evaluation, for any file, so
+//! another test's writes could spend it.) `fired` says how many times an action was injected.
+//! Configured in-process with `fail::cfg` (unit tests: `set`, which also resets the count), or
+//! in a spawned service binary with `CROUPIER_FAILPOINTS`.
+//!
+//! Failpoints: `store_file::{write,sync,set_len}` ([`crate::store_file`]), `journal::write`
+//! (an append, which then writes half its bytes and fails) and `journal::truncate` (cutting a
+//! failed append back) ([`crate::journal`]), `index::read` ([`crate::index_cache`]) and
+//! `data::open` (opening a data or RDD block file to send it, [`crate::send`]).
 
 use std::io;
 use std::path::Path;
 
 /// The error failpoint `point` injects for `path`, if one is configured for it.
-#[cfg(any(debug_assertions, feature = "failpoints"))]
+#[cfg(any(test, debug_assertions, feature = "failpoints"))]
 pub fn injected(point: &str, path: &Path) -> Option<io::Error> {
     let arg = fail::eval(point, |arg| arg)??;
-    let (errno, scope) = arg.split_once(':')?;
-    let (part, limit) = match scope.rsplit_once(':') {
-        Some((part, n)) => match n.parse::<u64>() {
-            Ok(n) => (part, Some(n)),
-            Err(_) => (scope, None),
-        },
-        None => (scope, None),
+    let (error, part) = arg.split_once(':')?;
+    let (errno, limit) = match error.split_once('*') {
+        Some((errno, n)) => (errno, Some(n.parse::<u64>().ok()?)),
+        None => (error, None),
     };
     if !path.to_string_lossy().contains(part) {
         return None;
@@ -47,12 +47,25 @@ pub fn injected(point: &str, path: &Path) -> Option<io::Error> {
 }
 
 /// How many times each (failpoint, action argument) was injected.
-#[cfg(any(debug_assertions, feature = "failpoints"))]
+#[cfg(any(test, debug_assertions, feature = "failpoints"))]
 static FIRED: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());
 
+/// Sets failpoint `point` to `actions` and forgets how often it fired before, so `fired`
+/// counts this test's injections alone.
+#[cfg(test)]
+pub(crate) fn set(point: &str, actions: &str) {
+    FIRED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|(p, _), _| p != point);
+    if let Err(e) = fail::cfg(point, actions) {
+        panic!("failpoint {point}={actions}: {e}");
+    }
+}
+
 /// How many times failpoint `point` injected the action whose argument is `arg` (e.g.
-/// `EIO:/tmp/.tmpX:1`): a test asserts its fault really happened.
+/// `EIO*1:/tmp/.tmpX`) since it was last `set`: a test asserts its fault really happened.
 #[cfg(test)]
 pub(crate) fn fired(point: &str, arg: &str) -> u64 {
     let fired = FIRED.lock().unwrap_or_else(|p| p.into_inner());
@@ -63,14 +76,14 @@ pub(crate) fn fired(point: &str, arg: &str) -> u64 {
 }
 
 /// Release builds: no failpoints.
-#[cfg(not(any(debug_assertions, feature = "failpoints")))]
+#[cfg(not(any(test, debug_assertions, feature = "failpoints")))]
 pub fn injected(_point: &str, _path: &Path) -> Option<io::Error> {
     None
 }
 
 /// Test hook: `CROUPIER_FAILPOINTS="name=actions;name=actions"` configures failpoints in a
 /// spawned debug-build service binary. A malformed entry is logged and skipped, never fatal.
-#[cfg(any(debug_assertions, feature = "failpoints"))]
+#[cfg(any(test, debug_assertions, feature = "failpoints"))]
 pub fn configure_from_env() {
     let Ok(spec) = std::env::var("CROUPIER_FAILPOINTS") else {
         return;
@@ -87,16 +100,48 @@ pub fn configure_from_env() {
 }
 
 /// Release builds ignore `CROUPIER_FAILPOINTS`.
-#[cfg(not(any(debug_assertions, feature = "failpoints")))]
+#[cfg(not(any(test, debug_assertions, feature = "failpoints")))]
 pub fn configure_from_env() {}
 
 /// Unit tests that configure failpoints, or write through them, take this first: a failpoint
 /// is one process-wide setting (two tests configuring it would overwrite each other's), and
 /// every evaluation uses up a `fail` count (`2*return(...)`) whatever path it is for, so
 /// another test's writes would spend the faults one test meant for its own file: counts go in
-/// the argument (`return(EIO:PART:2)`).
+/// the argument (`return(EIO*2:PART)`).
 #[cfg(test)]
 pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A count is `*N` after the error; a path part ending in `:<digits>` is a path, not a
+    /// count.
+    #[test]
+    fn counts_and_path_parts_are_told_apart() {
+        let _serial = serial();
+        let point = "faults::self_test";
+        let check = |path: &str| injected(point, Path::new(path));
+        set(point, "return(EIO*2:/d/a:5)");
+        assert!(check("/d/b:5/f").is_none(), "another path");
+        assert!(check("/d/a:5/f").is_some());
+        assert!(check("/d/a:5/g").is_some());
+        assert!(check("/d/a:5/h").is_none(), "only twice");
+        assert_eq!(fired(point, "EIO*2:/d/a:5"), 2);
+        set(point, "return(ENOSPC:/d/a:5)");
+        for _ in 0..3 {
+            let e = check("/d/a:5/f").expect("every time");
+            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        }
+        assert!(
+            check("/d/a/f").is_none(),
+            "the part is the whole rest, colon included"
+        );
+        set(point, "return(EIO*x:/d)");
+        assert!(check("/d/f").is_none(), "a malformed count injects nothing");
+        fail::remove(point);
+    }
 }

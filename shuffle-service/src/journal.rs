@@ -334,8 +334,8 @@ mod tests {
         let end = j.append(&payloads(1)).unwrap();
         let part = dir.path().to_string_lossy().into_owned();
         let _serial = crate::faults::serial();
-        let arg = format!("EIO:{part}:1");
-        fail::cfg("journal::write", &format!("return({arg})")).unwrap();
+        let arg = format!("EIO*1:{part}");
+        crate::faults::set("journal::write", &format!("return({arg})"));
         assert!(matches!(
             j.append(&payloads(2)),
             Err(AppendError::Failed(_))
@@ -357,8 +357,10 @@ mod tests {
         );
     }
     /// A failed write whose bytes cannot be cut off: the error says both, and a reader stops at
-    /// the torn record, keeping every whole record before it (the store then starts a new
-    /// journal once those are committed).
+    /// the torn record. The whole records before it include those of the refused append
+    /// itself: were the service to stop before the store starts a new journal, they would be
+    /// applied at the next start though their callers were told they failed (each is a put or
+    /// removal, which applying again or the caller's retry leaves as it would be).
     #[test]
     fn a_failed_append_that_cannot_be_undone_is_broken() {
         let dir = tempfile::tempdir().unwrap();
@@ -367,9 +369,9 @@ mod tests {
         let end = j.append(&payloads(1)).unwrap();
         let part = dir.path().to_string_lossy().into_owned();
         let _serial = crate::faults::serial();
-        let arg = format!("EIO:{part}:1");
-        fail::cfg("journal::write", &format!("return({arg})")).unwrap();
-        fail::cfg("journal::truncate", &format!("return({arg})")).unwrap();
+        let arg = format!("EIO*1:{part}");
+        crate::faults::set("journal::write", &format!("return({arg})"));
+        crate::faults::set("journal::truncate", &format!("return({arg})"));
         // Three records of 16 bytes: the half written is one whole record and a header.
         let e = j.append(&payloads(3)).unwrap_err();
         fail::remove("journal::write");

@@ -13,11 +13,12 @@
 //! When a caller is answered is [`SyncPolicy`] (`croupier.state.sync`):
 //! - `background` (the default): a journal thread first appends the queued operations to
 //!   `registrations-<port>.journal` ([`crate::journal`]) with one `write` and answers; the
-//!   committer then commits them, at most one commit per `COMMIT_SPACING` (50 ms), so a
-//!   stream of registrations shares a few fsyncs instead of taking one after another. What
-//!   was answered survives a crash or kill of the service (the kernel holds it; the journal
-//!   is replayed at the next start), as Spark's own LevelDB store does; a power loss in the
-//!   milliseconds before the commit can lose it. The journal
+//!   committer then commits them, commits starting at least `COMMIT_SPACING` (50 ms) apart
+//!   (at once for a Close, or when the journal thread needs the journal committed to empty
+//!   it), so a stream of registrations shares a few fsyncs instead of taking one after
+//!   another. What was answered survives a crash or kill of the service (the kernel holds it;
+//!   the journal is replayed at the next start), as Spark's own LevelDB store does; a power
+//!   loss before the commit can lose it. The journal
 //!   is emptied whenever everything in it is committed. A failed append is reported to the
 //!   callers (nothing is answered that is not at least in the journal); a commit that fails
 //!   is retried, its operations kept, and the journal is not emptied until it succeeds; if it
@@ -332,6 +333,20 @@ struct Commit {
 }
 
 impl Commit {
+    /// No operation: tells a committer waiting out [`COMMIT_SPACING`] to commit now.
+    fn wake() -> Commit {
+        Commit {
+            ops: Vec::new(),
+            journal_end: None,
+        }
+    }
+
+    /// Whether the committer should commit without waiting out the spacing: a wake-up, or an
+    /// operation someone waits on.
+    fn urgent(&self) -> bool {
+        self.ops.is_empty() || self.ops.iter().any(|(_, done)| done.is_some())
+    }
+
     /// One caller's operation, as [`Store`] hands it to the first thread.
     fn one(op: Op, done: Done) -> Commit {
         Commit {
@@ -372,7 +387,8 @@ const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// journal. Each commit is a redb transaction and an fsync; under a stream of registrations
 /// committing as fast as possible takes CPU and disk time from the connections it serves, for
 /// nothing: the journal already has what it commits. Operations someone waits on (`always`,
-/// Close) are committed at once.
+/// Close) and a wake-up from the journal thread waiting to empty the journal are committed at
+/// once.
 const COMMIT_SPACING: Duration = Duration::from_millis(50);
 
 /// Journal bytes past which the journal thread, before its next append, waits for the
@@ -399,11 +415,6 @@ struct Progress {
     commit_failures: AtomicU64,
     /// Commits that succeeded.
     commits: AtomicU64,
-    /// Set while the journal thread waits for the committer to catch up: commit without
-    /// waiting out [`COMMIT_SPACING`].
-    hurry: AtomicBool,
-    /// The committer thread, to wake it when `hurry` is set.
-    committer: std::sync::OnceLock<std::thread::Thread>,
 }
 
 /// A handle on the store; cheap to clone (its threads own the database and the journal).
@@ -434,6 +445,16 @@ impl Store {
         dir: &Path,
         port: u16,
         sync: SyncPolicy,
+    ) -> Result<(Store, Restored, Opened), StoreError> {
+        Store::open_spaced(dir, port, sync, COMMIT_SPACING)
+    }
+
+    /// [`Store::open_with`], committing answered operations at most once per `spacing`.
+    fn open_spaced(
+        dir: &Path,
+        port: u16,
+        sync: SyncPolicy,
+        spacing: Duration,
     ) -> Result<(Store, Restored, Opened), StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             dir: dir.to_owned(),
@@ -515,7 +536,7 @@ impl Store {
         let progress = committed.clone();
         std::thread::Builder::new()
             .name("croupier-store".into())
-            .spawn(move || committer(db, commits, &thread_path, committed))
+            .spawn(move || committer(db, commits, &thread_path, committed, spacing))
             .map_err(|e| cannot_start("committer thread", e))?;
         Ok((Store { path, tx, progress }, restored, opened))
     }
@@ -749,7 +770,7 @@ fn replay(db: &Database, path: &Path) -> Result<(), String> {
         .map_err(|e| format!("the journal cannot be read ({e}); it is kept for the next start"))?;
     if let Some(torn) = &read.torn {
         tracing::warn!(
-            "registration store journal {}: {torn} (a write cut short by the stop; it was never answered)",
+            "registration store journal {}: {torn} (a write cut short by the stop, or a failed append that could not be cut back; what it held was never answered as stored)",
             path.display()
         );
     }
@@ -801,12 +822,12 @@ fn journaler(
         };
         let (batch, payloads) = encode(gather(first, &rx).ops, journal.path());
         if journal.len() >= EMPTY_AT {
-            catch_up(&journal, &progress);
+            catch_up(&journal, &progress, &to_commit);
         }
         forget_committed(&mut journal, &progress);
         if broken.is_some() {
             // A torn record may end the file: start a new one once all before it is committed.
-            catch_up(&journal, &progress);
+            catch_up(&journal, &progress, &to_commit);
             broken = restart_journal(&mut journal, &progress);
         }
         let closing = batch.iter().any(|(op, _)| matches!(op, Op::Close));
@@ -952,13 +973,16 @@ fn encode(batch: Queued, journal: &Path) -> (Queued, Vec<Vec<u8>>) {
     (kept, payloads)
 }
 
-/// Waits (bounded) until the committer has committed all the journal holds, unless its commits
-/// are failing.
-fn catch_up(journal: &Journal, progress: &Progress) {
+/// Wakes the committer and waits (bounded) until it has committed all the journal holds,
+/// unless its commits are failing.
+fn catch_up(journal: &Journal, progress: &Progress, to_commit: &mpsc::Sender<Commit>) {
+    if progress.committed.load(Ordering::Acquire) >= journal.end() {
+        return;
+    }
     let until = std::time::Instant::now() + CATCH_UP_WAIT;
-    progress.hurry.store(true, Ordering::Release);
-    if let Some(committer) = progress.committer.get() {
-        committer.unpark();
+    // Nothing new reaches the committer while this thread waits: one wake-up is enough.
+    if to_commit.send(Commit::wake()).is_err() {
+        return;
     }
     while progress.committed.load(Ordering::Acquire) < journal.end()
         && !progress.failing.load(Ordering::Acquire)
@@ -966,7 +990,35 @@ fn catch_up(journal: &Journal, progress: &Progress) {
     {
         std::thread::sleep(Duration::from_millis(1));
     }
-    progress.hurry.store(false, Ordering::Release);
+}
+
+/// `first` (operations already answered) and whatever arrives behind it until `spacing` has
+/// passed since the start of the last commit; sooner for an operation someone waits on, a
+/// wake-up, or a full batch.
+fn gather_spaced(
+    first: Commit,
+    rx: &mpsc::Receiver<Commit>,
+    last_commit: std::time::Instant,
+    spacing: Duration,
+) -> Commit {
+    let mut batch = first;
+    loop {
+        let since = last_commit.elapsed();
+        if since >= spacing || batch.ops.len() >= MAX_BATCH {
+            return batch;
+        }
+        match rx.recv_timeout(spacing - since) {
+            Ok(c) => {
+                let urgent = c.urgent();
+                batch.journal_end = batch.journal_end.max(c.journal_end);
+                batch.ops.extend(c.ops);
+                if urgent {
+                    return batch;
+                }
+            }
+            Err(_) => return batch,
+        }
+    }
 }
 
 fn forget_committed(journal: &mut Journal, progress: &Progress) {
@@ -1010,12 +1062,17 @@ fn restart_journal(journal: &mut Journal, progress: &Progress) -> Option<String>
 /// The committer thread: commits whatever is queued in one transaction, answers the callers
 /// still waiting, and (journal mode) records how far the journal is committed. Operations
 /// answered from the journal whose commit failed are kept and committed first next time.
-fn committer(db: Database, rx: mpsc::Receiver<Commit>, path: &Path, progress: Arc<Progress>) {
+fn committer(
+    db: Database,
+    rx: mpsc::Receiver<Commit>,
+    path: &Path,
+    progress: Arc<Progress>,
+    spacing: Duration,
+) {
     let mut db = Some(db);
     let mut kept: Vec<Op> = Vec::new();
     let mut kept_end: Option<u64> = None;
     let mut last_commit = std::time::Instant::now();
-    let _ = progress.committer.set(std::thread::current());
     loop {
         let first = if kept.is_empty() {
             match rx.recv() {
@@ -1039,21 +1096,21 @@ fn committer(db: Database, rx: mpsc::Receiver<Commit>, path: &Path, progress: Ar
         };
         let (batch, end) = match first {
             Some(c) => {
-                if c.ops.iter().all(|(_, done)| done.is_none()) {
+                let c = if c.urgent() {
+                    c
+                } else {
                     // Only operations already answered: let more gather behind them.
-                    loop {
-                        let since = last_commit.elapsed();
-                        if since >= COMMIT_SPACING || progress.hurry.load(Ordering::Acquire) {
-                            break;
-                        }
-                        std::thread::park_timeout(COMMIT_SPACING - since);
-                    }
-                }
+                    gather_spaced(c, &rx, last_commit, spacing)
+                };
                 let c = gather(c, &rx);
                 (c.ops, kept_end.max(c.journal_end))
             }
             None => (Vec::new(), kept_end),
         };
+        if batch.is_empty() && kept.is_empty() {
+            // A wake-up with nothing queued: nothing to commit.
+            continue;
+        }
         let closing = batch.iter().any(|(op, _)| matches!(op, Op::Close));
         last_commit = std::time::Instant::now();
         let result = write_batch(
@@ -1258,7 +1315,7 @@ mod tests {
 
     /// Failpoints are process-wide; each test scopes its faults to its own directory.
     fn fault(point: &str, spec: &str) {
-        fail::cfg(point, spec).unwrap();
+        crate::faults::set(point, spec);
     }
 
     fn reopen_until_free(dir: &Path) -> (Store, Restored) {
@@ -1300,7 +1357,7 @@ mod tests {
         let _serial = crate::faults::serial();
         let (s, _, _) = Store::open_with(dir.path(), 7337, SyncPolicy::Always).unwrap();
         s.put_executor("app", "0", &info("/x/0")).unwrap();
-        let arg = format!("EIO:{part}:1");
+        let arg = format!("EIO*1:{part}");
         fault("store_file::write", &format!("return({arg})"));
         s.put_executor("app", "1", &info("/x/1")).unwrap();
         for i in 2..5 {
@@ -1362,7 +1419,7 @@ mod tests {
         let part = dir.path().to_string_lossy().into_owned();
         let _serial = crate::faults::serial();
         let (s, _, _) = Store::open_with(dir.path(), 7337, SyncPolicy::Always).unwrap();
-        let arg = format!("EIO:{part}:1");
+        let arg = format!("EIO*1:{part}");
         fault("store_file::set_len", &format!("return({arg})"));
         // Enough data to make the file grow.
         for i in 0..200 {
@@ -1642,6 +1699,56 @@ mod tests {
         }
     }
 
+    /// A Close (someone waits on it) is committed at once, not after the spacing that the
+    /// answered operations before it would otherwise wait out.
+    #[test]
+    fn a_close_does_not_wait_out_the_commit_spacing() {
+        let _serial = crate::faults::serial();
+        let dir = tempfile::tempdir().unwrap();
+        let spacing = Duration::from_secs(30);
+        let (s, _, _) =
+            Store::open_spaced(dir.path(), 7337, SyncPolicy::Background, spacing).unwrap();
+        let started = std::time::Instant::now();
+        for i in 0..3 {
+            s.put_executor("app", &i.to_string(), &info("/x")).unwrap();
+        }
+        s.close().unwrap();
+        let took = started.elapsed();
+        assert!(took < spacing / 3, "close took {took:?}");
+        assert_eq!(s.uncommitted_bytes(), 0);
+        drop(s);
+        let (_s, r) = reopen_until_free(dir.path());
+        assert_eq!(stored_execs(&r).len(), 3);
+    }
+
+    /// A journal past EMPTY_AT wakes a committer that is waiting out its spacing, so the
+    /// journal is emptied at once instead of after a catch-up that times out.
+    #[test]
+    fn a_full_journal_wakes_a_spaced_committer() {
+        let _serial = crate::faults::serial();
+        let dir = tempfile::tempdir().unwrap();
+        let spacing = Duration::from_secs(30);
+        let (s, _, _) =
+            Store::open_spaced(dir.path(), 7337, SyncPolicy::Background, spacing).unwrap();
+        let started = std::time::Instant::now();
+        // About 200 bytes a record: well past EMPTY_AT (64 KiB in tests) several times over.
+        let puts = 2_000u64;
+        let dirs = "/x".repeat(40);
+        // Each catch-up that went unheeded would cost CATCH_UP_WAIT and leave the file full,
+        // so every later put would wait that long again.
+        let deadline = 10 * CATCH_UP_WAIT;
+        for i in 0..puts {
+            s.put_executor("app", &i.to_string(), &info(&dirs)).unwrap();
+            let took = started.elapsed();
+            assert!(took < deadline, "{i} puts took {took:?}");
+        }
+        let len = std::fs::metadata(journal_of(dir.path())).unwrap().len();
+        assert!(len < 2 * EMPTY_AT, "the journal holds {len} bytes");
+        assert!(s.commits() >= 1);
+        let r = close_and_reopen(s, dir.path());
+        assert_eq!(r.executors.len() as u64, puts);
+    }
+
     /// An append that fails is an error for its callers, naming the journal; nothing of it is
     /// stored, and the next write is journaled and answered as usual.
     #[test]
@@ -1650,7 +1757,7 @@ mod tests {
         let part = dir.path().to_string_lossy().into_owned();
         let _serial = crate::faults::serial();
         let (s, _, _) = Store::open(dir.path(), 7337).unwrap();
-        fault("journal::write", &format!("return(ENOSPC:{part}:1)"));
+        fault("journal::write", &format!("return(ENOSPC*1:{part})"));
         let e = s.put_executor("app", "refused", &info("/x")).unwrap_err();
         assert!(e.is_retryable(), "{e}");
         let msg = e.to_string();
@@ -1674,7 +1781,7 @@ mod tests {
         let _serial = crate::faults::serial();
         let (s, _, _) = Store::open(dir.path(), 7337).unwrap();
         s.put_executor("app", "before", &info("/x")).unwrap();
-        let arg = format!("EIO:{part}:1");
+        let arg = format!("EIO*1:{part}");
         fault("journal::write", &format!("return({arg})"));
         fault("journal::truncate", &format!("return({arg})"));
         let e = s.put_executor("app", "torn", &info("/x")).unwrap_err();
