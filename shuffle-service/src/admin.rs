@@ -359,7 +359,7 @@ impl Collector for ServiceCollector {
         counter(
             &mut enc,
             "croupier_shuffle_store_commits",
-            "Registration-store commits that succeeded (each one transaction and one fsync; with croupier.state.sync=background, starting at least 50 ms apart under a stream of registrations).",
+            "Registration-store commits that succeeded (each one transaction and one fsync; with croupier.state.sync=background, at most about one per 50 ms under a stream of registrations).",
             store.map_or(0, |s| s.commits()),
         )?;
         gauge(

@@ -19,18 +19,57 @@
 use std::io;
 use std::path::Path;
 
-/// The error failpoint `point` injects for `path`, if one is configured for it.
+/// An action's argument, `ERRNO[*N]:PATH_PART`, read.
 #[cfg(any(test, debug_assertions, feature = "failpoints"))]
-pub fn injected(point: &str, path: &Path) -> Option<io::Error> {
-    let arg = fail::eval(point, |arg| arg)??;
-    let (error, part) = arg.split_once(':')?;
-    let (errno, limit) = match error.split_once('*') {
-        Some((errno, n)) => (errno, Some(n.parse::<u64>().ok()?)),
+struct Action<'a> {
+    errno: i32,
+    limit: Option<u64>,
+    part: &'a str,
+}
+
+#[cfg(any(test, debug_assertions, feature = "failpoints"))]
+fn parse(arg: &str) -> Result<Action<'_>, String> {
+    let (error, part) = arg
+        .split_once(':')
+        .ok_or_else(|| format!("{arg:?}: expected ERRNO[*N]:PATH_PART"))?;
+    let (name, limit) = match error.split_once('*') {
+        Some((name, n)) => (
+            name,
+            Some(
+                n.parse::<u64>()
+                    .map_err(|_| format!("{arg:?}: the count {n:?} is not a number"))?,
+            ),
+        ),
         None => (error, None),
     };
-    if !path.to_string_lossy().contains(part) {
+    let errno = match name {
+        "EIO" => libc::EIO,
+        "ENOSPC" => libc::ENOSPC,
+        _ => return Err(format!("{arg:?}: the error {name:?} is not EIO or ENOSPC")),
+    };
+    if part.is_empty() {
+        return Err(format!(
+            "{arg:?}: the path part is empty (it would match every file)"
+        ));
+    }
+    Ok(Action { errno, limit, part })
+}
+
+/// The error failpoint `point` injects for `path`, if one is configured for it. A malformed
+/// action is a panic: failpoints exist only in test builds, and a fault that silently never
+/// happens would let a test pass without testing anything (`CROUPIER_FAILPOINTS` entries are
+/// checked, and skipped with an error, before they are set).
+#[cfg(any(test, debug_assertions, feature = "failpoints"))]
+pub fn injected(point: &str, path: &Path) -> Option<io::Error> {
+    let arg = match fail::eval(point, |arg| arg)? {
+        Some(arg) => arg,
+        None => panic!("failpoint {point}: `return` needs an argument, ERRNO[*N]:PATH_PART"),
+    };
+    let action = parse(&arg).unwrap_or_else(|e| panic!("failpoint {point}: {e}"));
+    if !path.to_string_lossy().contains(action.part) {
         return None;
     }
+    let limit = action.limit;
     {
         let mut fired = FIRED.lock().unwrap_or_else(|p| p.into_inner());
         let count = fired.entry((point.to_owned(), arg.clone())).or_insert(0);
@@ -39,11 +78,7 @@ pub fn injected(point: &str, path: &Path) -> Option<io::Error> {
         }
         *count += 1;
     }
-    let code = match errno {
-        "ENOSPC" => libc::ENOSPC,
-        _ => libc::EIO,
-    };
-    Some(io::Error::from_raw_os_error(code))
+    Some(io::Error::from_raw_os_error(action.errno))
 }
 
 /// How many times each (failpoint, action argument) was injected.
@@ -59,7 +94,7 @@ pub(crate) fn set(point: &str, actions: &str) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .retain(|(p, _), _| p != point);
-    if let Err(e) = fail::cfg(point, actions) {
+    if let Err(e) = check(actions).and_then(|()| fail::cfg(point, actions)) {
         panic!("failpoint {point}={actions}: {e}");
     }
 }
@@ -90,13 +125,35 @@ pub fn configure_from_env() {
     };
     for item in spec.split(';').filter(|s| !s.trim().is_empty()) {
         match item.split_once('=') {
-            Some((name, actions)) => match fail::cfg(name.trim(), actions.trim()) {
+            Some((name, actions)) => match check(actions.trim())
+                .and_then(|()| fail::cfg(name.trim(), actions.trim()))
+            {
                 Ok(()) => tracing::warn!("CROUPIER_FAILPOINTS: failpoint {name} set to {actions}"),
                 Err(e) => tracing::error!("CROUPIER_FAILPOINTS: {item:?} ignored: {e}"),
             },
             None => tracing::error!("CROUPIER_FAILPOINTS: {item:?} ignored: expected name=actions"),
         }
     }
+}
+
+/// Checks the argument of every `return` in a `fail` action list (`A->B->...`, each
+/// `[P%][N*]task[(arg)]`).
+#[cfg(any(test, debug_assertions, feature = "failpoints"))]
+fn check(actions: &str) -> Result<(), String> {
+    for action in actions.split("->") {
+        let Some(at) = action.find("return") else {
+            continue;
+        };
+        let rest = &action[at + "return".len()..];
+        let arg = rest
+            .strip_prefix('(')
+            .and_then(|r| r.strip_suffix(')'))
+            .ok_or_else(|| {
+                format!("{action:?}: `return` needs an argument, ERRNO[*N]:PATH_PART")
+            })?;
+        parse(arg)?;
+    }
+    Ok(())
 }
 
 /// Release builds ignore `CROUPIER_FAILPOINTS`.
@@ -124,24 +181,34 @@ mod tests {
     fn counts_and_path_parts_are_told_apart() {
         let _serial = serial();
         let point = "faults::self_test";
-        let check = |path: &str| injected(point, Path::new(path));
+        let inject = |path: &str| injected(point, Path::new(path));
         set(point, "return(EIO*2:/d/a:5)");
-        assert!(check("/d/b:5/f").is_none(), "another path");
-        assert!(check("/d/a:5/f").is_some());
-        assert!(check("/d/a:5/g").is_some());
-        assert!(check("/d/a:5/h").is_none(), "only twice");
+        assert!(inject("/d/b:5/f").is_none(), "another path");
+        assert!(inject("/d/a:5/f").is_some());
+        assert!(inject("/d/a:5/g").is_some());
+        assert!(inject("/d/a:5/h").is_none(), "only twice");
         assert_eq!(fired(point, "EIO*2:/d/a:5"), 2);
         set(point, "return(ENOSPC:/d/a:5)");
         for _ in 0..3 {
-            let e = check("/d/a:5/f").expect("every time");
+            let e = inject("/d/a:5/f").expect("every time");
             assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
         }
         assert!(
-            check("/d/a/f").is_none(),
+            inject("/d/a/f").is_none(),
             "the part is the whole rest, colon included"
         );
-        set(point, "return(EIO*x:/d)");
-        assert!(check("/d/f").is_none(), "a malformed count injects nothing");
         fail::remove(point);
+        for bad in [
+            "return(EIO*x:/d)",
+            "return(EACCES:/d)",
+            "return(EIO:)",
+            "return(/d)",
+            "return",
+            "1*return(EIO:/d)->return(EIO* 1:/d)",
+        ] {
+            assert!(check(bad).is_err(), "{bad} accepted");
+        }
+        assert!(check("1*return(EIO:/d)->2*return(ENOSPC*1:/d:5)").is_ok());
+        assert!(check("off").is_ok());
     }
 }

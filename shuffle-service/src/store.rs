@@ -330,29 +330,46 @@ type Queued = Vec<(Op, Option<Done>)>;
 struct Commit {
     ops: Queued,
     journal_end: Option<u64>,
+    /// Commit now, without waiting out [`COMMIT_SPACING`]: the journal thread waits for the
+    /// committer to catch up.
+    wake: bool,
 }
 
 impl Commit {
+    /// Operations the journal holds up to `journal_end`.
+    fn journaled(ops: Queued, journal_end: Option<u64>) -> Commit {
+        Commit {
+            ops,
+            journal_end,
+            wake: false,
+        }
+    }
+
     /// No operation: tells a committer waiting out [`COMMIT_SPACING`] to commit now.
     fn wake() -> Commit {
         Commit {
             ops: Vec::new(),
             journal_end: None,
+            wake: true,
         }
     }
 
     /// Whether the committer should commit without waiting out the spacing: a wake-up, or an
     /// operation someone waits on.
     fn urgent(&self) -> bool {
-        self.ops.is_empty() || self.ops.iter().any(|(_, done)| done.is_some())
+        self.wake || self.ops.iter().any(|(_, done)| done.is_some())
+    }
+
+    /// Adds `later` (queued behind these operations) to this batch.
+    fn merge(&mut self, later: Commit) {
+        self.journal_end = self.journal_end.max(later.journal_end);
+        self.wake |= later.wake;
+        self.ops.extend(later.ops);
     }
 
     /// One caller's operation, as [`Store`] hands it to the first thread.
     fn one(op: Op, done: Done) -> Commit {
-        Commit {
-            ops: vec![(op, Some(done))],
-            journal_end: None,
-        }
+        Commit::journaled(vec![(op, Some(done))], None)
     }
 }
 
@@ -884,7 +901,7 @@ fn journaler(
             }
         };
         if !closing {
-            if to_commit.send(Commit { ops, journal_end }).is_err() {
+            if to_commit.send(Commit::journaled(ops, journal_end)).is_err() {
                 return;
             }
             continue;
@@ -896,7 +913,7 @@ fn journaler(
             .iter_mut()
             .find(|(op, _)| matches!(op, Op::Close))
             .and_then(|(_, d)| d.replace(Done::Blocking(tx)));
-        let result = match to_commit.send(Commit { ops, journal_end }) {
+        let result = match to_commit.send(Commit::journaled(ops, journal_end)) {
             Ok(()) => rx_close
                 .recv()
                 .unwrap_or_else(|_| Err("the committer stopped".into())),
@@ -930,10 +947,7 @@ fn gather(first: Commit, rx: &mpsc::Receiver<Commit>) -> Commit {
     let mut batch = first;
     while batch.ops.len() < MAX_BATCH {
         match rx.try_recv() {
-            Ok(c) => {
-                batch.journal_end = batch.journal_end.max(c.journal_end);
-                batch.ops.extend(c.ops);
-            }
+            Ok(c) => batch.merge(c),
             Err(_) => break,
         }
     }
@@ -974,9 +988,12 @@ fn encode(batch: Queued, journal: &Path) -> (Queued, Vec<Vec<u8>>) {
 }
 
 /// Wakes the committer and waits (bounded) until it has committed all the journal holds,
-/// unless its commits are failing.
+/// unless its commits are failing (then it retries on its own schedule: a wake-up per batch
+/// would make it retry a failing transaction for every batch).
 fn catch_up(journal: &Journal, progress: &Progress, to_commit: &mpsc::Sender<Commit>) {
-    if progress.committed.load(Ordering::Acquire) >= journal.end() {
+    if progress.committed.load(Ordering::Acquire) >= journal.end()
+        || progress.failing.load(Ordering::Acquire)
+    {
         return;
     }
     let until = std::time::Instant::now() + CATCH_UP_WAIT;
@@ -994,7 +1011,7 @@ fn catch_up(journal: &Journal, progress: &Progress, to_commit: &mpsc::Sender<Com
 
 /// `first` (operations already answered) and whatever arrives behind it until `spacing` has
 /// passed since the start of the last commit; sooner for an operation someone waits on, a
-/// wake-up, or a full batch.
+/// wake-up, or a full batch ([`MAX_BATCH`]).
 fn gather_spaced(
     first: Commit,
     rx: &mpsc::Receiver<Commit>,
@@ -1010,8 +1027,7 @@ fn gather_spaced(
         match rx.recv_timeout(spacing - since) {
             Ok(c) => {
                 let urgent = c.urgent();
-                batch.journal_end = batch.journal_end.max(c.journal_end);
-                batch.ops.extend(c.ops);
+                batch.merge(c);
                 if urgent {
                     return batch;
                 }
@@ -1745,6 +1761,37 @@ mod tests {
         let len = std::fs::metadata(journal_of(dir.path())).unwrap().len();
         assert!(len < 2 * EMPTY_AT, "the journal holds {len} bytes");
         assert!(s.commits() >= 1);
+        let r = close_and_reopen(s, dir.path());
+        assert_eq!(r.executors.len() as u64, puts);
+    }
+
+    /// While commits fail, a journal past EMPTY_AT does not wake the committer for every batch
+    /// (each wake-up would be one more failing transaction): it retries at most once per
+    /// spacing, and everything is committed once the disk recovers.
+    #[test]
+    fn failing_commits_are_retried_once_per_spacing_not_per_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().to_string_lossy().into_owned();
+        let _serial = crate::faults::serial();
+        let (s, _, _) = Store::open(dir.path(), 7337).unwrap();
+        fault("store_file::write", &format!("return(EIO:{part})"));
+        let started = std::time::Instant::now();
+        // About 500 bytes a record: past EMPTY_AT (64 KiB in tests) after some 130, then a
+        // stream of batches each of which would wake the committer.
+        let puts = 600u64;
+        let dirs = "/x".repeat(200);
+        for i in 0..puts {
+            s.put_executor("app", &i.to_string(), &info(&dirs)).unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let took = started.elapsed();
+        let failures = s.commit_failures();
+        fail::remove("store_file::write");
+        let bound = (took.as_millis() / COMMIT_SPACING.as_millis()) as u64 + 3;
+        assert!(
+            (1..=bound).contains(&failures),
+            "{failures} failed commits in {took:?} ({puts} puts)"
+        );
         let r = close_and_reopen(s, dir.path());
         assert_eq!(r.executors.len() as u64, puts);
     }
