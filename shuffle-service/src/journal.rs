@@ -326,15 +326,20 @@ mod tests {
         assert!(r.records.is_empty() && r.torn.is_none());
     }
 
-    #[test]
-    fn a_failed_append_leaves_the_file_as_it_was() {
+    /// A new journal in a directory of its own holding one record, and its end.
+    fn journal_of_one_record() -> (tempfile::TempDir, PathBuf, Journal, u64) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(file_name(7337));
         let mut j = Journal::create(&path).unwrap();
         let end = j.append(&payloads(1)).unwrap();
-        let part = dir.path().to_string_lossy().into_owned();
+        (dir, path, j, end)
+    }
+
+    #[test]
+    fn a_failed_append_leaves_the_file_as_it_was() {
+        let (dir, path, mut j, end) = journal_of_one_record();
         let _serial = crate::faults::serial();
-        let arg = format!("EIO*1:{part}");
+        let arg = format!("EIO*1:{}", dir.path().display());
         crate::faults::set("journal::write", &format!("return({arg})"));
         assert!(matches!(
             j.append(&payloads(2)),
@@ -363,13 +368,9 @@ mod tests {
     /// removal, which applying again or the caller's retry leaves as it would be).
     #[test]
     fn a_failed_append_that_cannot_be_undone_is_broken() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(file_name(7337));
-        let mut j = Journal::create(&path).unwrap();
-        let end = j.append(&payloads(1)).unwrap();
-        let part = dir.path().to_string_lossy().into_owned();
+        let (dir, path, mut j, end) = journal_of_one_record();
         let _serial = crate::faults::serial();
-        let arg = format!("EIO*1:{part}");
+        let arg = format!("EIO*1:{}", dir.path().display());
         crate::faults::set("journal::write", &format!("return({arg})"));
         crate::faults::set("journal::truncate", &format!("return({arg})"));
         // Three records of 16 bytes: the half written is one whole record and a header.

@@ -1454,6 +1454,29 @@ mod tests {
 
     /// Waits until the store's threads have let go of the file, without writing to it through
     /// the failpoints (redb's own file backend).
+    /// Waits (bounded) until `s` has counted a failed commit.
+    fn wait_for_a_failed_commit(s: &Store) {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while s.commit_failures() == 0 {
+            assert!(
+                std::time::Instant::now() < until,
+                "no failed commit counted"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops `s` without a clean close (a crash leaves the same files behind), removes the
+    /// failpoint `fault`, and reads back what the next open restores (without repair).
+    fn crash_and_reopen(s: Store, dir: &Path, fault: &str) -> Restored {
+        drop(s);
+        wait_released(dir);
+        fail::remove(fault);
+        let (_s, r, o) = Store::open(dir, 7337).unwrap();
+        assert!(matches!(o, Opened::Clean), "{o:?}");
+        r
+    }
+
     fn wait_released(dir: &Path) {
         let path = dir.join(file_name(7337));
         loop {
@@ -1497,20 +1520,8 @@ mod tests {
             "the answers are in the journal"
         );
         assert!(s.uncommitted_bytes() > 0);
-        let until = std::time::Instant::now() + Duration::from_secs(10);
-        while s.commit_failures() == 0 {
-            assert!(
-                std::time::Instant::now() < until,
-                "no failed commit counted"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        // Stop without a clean close (a crash leaves the same files behind).
-        drop(s);
-        wait_released(dir.path());
-        fail::remove("store_file::write");
-        let (_s, r, o) = Store::open(dir.path(), 7337).unwrap();
-        assert!(matches!(o, Opened::Clean), "{o:?}");
+        wait_for_a_failed_commit(&s);
+        let r = crash_and_reopen(s, dir.path(), "store_file::write");
         assert_eq!(stored_execs(&r), ["a/1", "a/2", "b/1"]);
         assert_eq!(r.drivers.len(), 1);
         assert_eq!(r.drivers[0].heartbeat_timeout, Duration::from_secs(90));
@@ -1602,14 +1613,7 @@ mod tests {
         for i in 0..5 {
             s.put_executor("app", &i.to_string(), &info("/x")).unwrap();
         }
-        let until = std::time::Instant::now() + Duration::from_secs(10);
-        while s.commit_failures() == 0 {
-            assert!(
-                std::time::Instant::now() < until,
-                "no failed commit counted"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for_a_failed_commit(&s);
         assert!(s.uncommitted_bytes() > 0);
         fail::remove("store_file::write");
         // With nothing more arriving, the committer retries by itself and the journal thread
@@ -1845,20 +1849,8 @@ mod tests {
         // at 0, what is committed would make it look committed and it would be emptied.
         fault("store_file::write", &format!("return(EIO:{part})"));
         s.put_executor("app", "uncommitted", &info("/x")).unwrap();
-        let until = std::time::Instant::now() + Duration::from_secs(10);
-        while s.commit_failures() == 0 {
-            assert!(
-                std::time::Instant::now() < until,
-                "no failed commit counted"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        // Stop without a clean close (a crash leaves the same files behind).
-        drop(s);
-        wait_released(dir.path());
-        fail::remove("store_file::write");
-        let (_s, r, o) = Store::open(dir.path(), 7337).unwrap();
-        assert!(matches!(o, Opened::Clean), "{o:?}");
+        wait_for_a_failed_commit(&s);
+        let r = crash_and_reopen(s, dir.path(), "store_file::write");
         let mut got = stored_execs(&r);
         got.sort();
         assert_eq!(got, ["app/after", "app/before", "app/uncommitted"]);
