@@ -11,6 +11,9 @@
 # under valgrind and the agent stand-in; the build is then linked again with that list:
 # executor/build.rs, CROUPIER_EXECUTOR_LINK_ORDER). LINK_ORDER=0 measures the plain release
 # build. The driver (croupier-mesos-bench) only reads timestamps and is built in the dev profile.
+# FRAMEWORK_NODELAY=1 (a diagnostic, not the benchmark): mesos-execute runs with TCP_NODELAY on
+# the sockets it connects (bench/nodelay.c, preloaded; the other processes are untouched), to
+# show what Nagle on the framework's connection to the master costs; write it elsewhere (OUT=).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${MESOS_PREFIX:-}" ]; then
@@ -27,7 +30,13 @@ if [ "${LINK_ORDER:-1}" != 0 ]; then
   CROUPIER_EXECUTOR_LINK_ORDER="$order" cargo build --release -q -p croupier-executor --bin croupier-executor
   build="release, linked with the $(wc -l <"$order") functions one command task runs first in the text"
 fi
-table=$("$target/debug/croupier-mesos-bench" --executor "$target/release/croupier-executor" --tasks "${TASKS:-30}")
+preload=()
+if [ "${FRAMEWORK_NODELAY:-0}" = 1 ]; then
+  cc -shared -fPIC -O2 -o "$target/nodelay.so" bench/nodelay.c -ldl
+  preload=(env LD_PRELOAD="$(realpath "$target/nodelay.so")" NODELAY_ONLY=mesos-execute)
+  build="$build; mesos-execute with TCP_NODELAY on its connections (FRAMEWORK_NODELAY=1, bench/nodelay.c)"
+fi
+table=$("${preload[@]}" "$target/debug/croupier-mesos-bench" --executor "$target/release/croupier-executor" --tasks "${TASKS:-30}")
 echo "$table"
 {
   echo "# Executor under a real Mesos 1.11 agent: croupier-executor vs mesos-executor"
