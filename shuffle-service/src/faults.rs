@@ -69,11 +69,10 @@ pub fn injected(point: &str, path: &Path) -> Option<io::Error> {
     if !path.to_string_lossy().contains(action.part) {
         return None;
     }
-    let limit = action.limit;
     {
         let mut fired = FIRED.lock().unwrap_or_else(|p| p.into_inner());
         let count = fired.entry((point.to_owned(), arg.clone())).or_insert(0);
-        if limit.is_some_and(|n| *count >= n) {
+        if action.limit.is_some_and(|n| *count >= n) {
             return None;
         }
         *count += 1;

@@ -1452,8 +1452,6 @@ mod tests {
         assert_eq!(r.executors.len(), 200);
     }
 
-    /// Waits until the store's threads have let go of the file, without writing to it through
-    /// the failpoints (redb's own file backend).
     /// Waits (bounded) until `s` has counted a failed commit.
     fn wait_for_a_failed_commit(s: &Store) {
         let until = std::time::Instant::now() + Duration::from_secs(10);
@@ -1477,6 +1475,8 @@ mod tests {
         r
     }
 
+    /// Waits until the store's threads have let go of the file, without writing to it through
+    /// the failpoints (redb's own file backend).
     fn wait_released(dir: &Path) {
         let path = dir.join(file_name(7337));
         loop {
