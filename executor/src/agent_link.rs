@@ -353,9 +353,14 @@ impl AgentLink {
             } if g == gen => {
                 if call == "HEARTBEAT" {
                     tracing::debug!("HEARTBEAT call failed (ignored): {error}");
-                } else if breaks_link(call, &error) && self.conn == Conn::Subscribed {
+                } else if breaks_link(call, &error)
+                    && self.conn == Conn::Subscribed
+                    && self.resubscribes.load(Ordering::SeqCst)
+                {
                     return Happened::Lost(error);
                 } else {
+                    // Shutting down without checkpointing nothing re-subscribes: the link stays
+                    // up and the updates queued behind the refused one still go out.
                     tracing::error!("{call} call failed: {error}");
                 }
                 Happened::Nothing

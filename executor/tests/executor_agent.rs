@@ -313,12 +313,17 @@ async fn wall_clock_jumps_neither_fire_nor_delay_the_kill_grace() {
     let day = 86_400.0;
     for (id, jump, shift) in [("fwd", "+1d", day), ("back", "-1d", -day)] {
         agent
-            .launch(agent.command_task(id, "trap '' TERM; while :; do sleep 1; done"))
+            .launch(agent.command_task(
+                id,
+                "trap '' TERM; echo $$ > trapped.pid; while :; do sleep 1; done",
+            ))
             .unwrap();
         agent
             .wait_update(id, TaskState::TaskRunning, T)
             .await
             .unwrap();
+        // TASK_RUNNING comes as soon as the shell is spawned; kill only once it ignores SIGTERM.
+        read_pid(&task_dir(&agent, id).join("trapped.pid"), T).await;
         std::fs::write(&offset, format!("{jump}\n")).unwrap();
         let started = std::time::Instant::now();
         agent.kill(id, Some(Duration::from_secs(2))).unwrap();
@@ -330,7 +335,8 @@ async fn wall_clock_jumps_neither_fire_nor_delay_the_kill_grace() {
         assert_eq!(done.state, TaskState::TaskKilled as i32, "{id}");
         assert!(
             took >= Duration::from_millis(1500),
-            "{id}: killed after {took:?}, before its 2 s grace"
+            "{id}: killed after {took:?}, before its 2 s grace\n{}",
+            agent.executor_stderr()
         );
         // The update is stamped with the jumped wall clock: the jump reached the executor.
         let real = std::time::SystemTime::now()
@@ -350,7 +356,8 @@ async fn wall_clock_jumps_neither_fire_nor_delay_the_kill_grace() {
 /// Shutting down without checkpointing, nothing re-subscribes: an UPDATE the agent answers
 /// with a `500` must not hold back the updates queued behind it. Here TASK_KILLING (sent first
 /// on shutdown, the framework being TASK_KILLING_STATE-capable) is refused, and TASK_KILLED
-/// must still reach the agent before the executor exits.
+/// must still reach the agent before the executor exits. The task takes a second to die, so
+/// the 500 is always in before TASK_KILLED is made.
 #[tokio::test]
 async fn shutting_down_without_checkpoint_a_refused_update_holds_nothing_back() {
     use croupier_proto::v1::framework_info::capability;
@@ -360,12 +367,16 @@ async fn shutting_down_without_checkpoint_a_refused_update_holds_nothing_back() 
     c.framework_capabilities = vec![capability::Type::TaskKillingState];
     let agent = start(c).await;
     agent
-        .launch(agent.command_task("t", "exec sleep 1000"))
+        .launch(agent.command_task(
+            "t",
+            "trap 'sleep 1; exit 0' TERM; echo $$ > trapped.pid; while :; do sleep 0.1; done",
+        ))
         .unwrap();
     agent
         .wait_update("t", TaskState::TaskRunning, T)
         .await
         .unwrap();
+    read_pid(&task_dir(&agent, "t").join("trapped.pid"), T).await;
     agent.fail_next_updates(&[UpdateFault::Status(500)]);
     agent.shutdown().unwrap();
     let rec = agent

@@ -53,6 +53,12 @@ struct HttpScript {
 
 impl HttpScript {
     async fn start(codes: &[u16]) -> HttpScript {
+        Self::gated(codes, None).await
+    }
+
+    /// As [`HttpScript::start`], but until the file `gate` exists every request gets the
+    /// script's first code and the script does not move on.
+    async fn gated(codes: &[u16], gate: Option<std::path::PathBuf>) -> HttpScript {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let codes = Arc::new(Mutex::new(codes.iter().copied().collect::<VecDeque<u16>>()));
@@ -63,9 +69,10 @@ impl HttpScript {
                 let Ok((mut sock, _)) = listener.accept().await else {
                     return;
                 };
+                let open = gate.as_ref().is_none_or(|g| g.exists());
                 let code = {
                     let mut q = codes.lock().unwrap();
-                    if q.len() > 1 {
+                    if q.len() > 1 && open {
                         q.pop_front().unwrap()
                     } else {
                         q[0]
@@ -342,10 +349,18 @@ async fn https_health_check_accepts_a_self_signed_certificate() {
 #[tokio::test]
 async fn http_399_is_healthy_400_is_not_and_consecutive_failures_kill() {
     // 399 healthy; then 400s: three failures in a row kill the task with its kill policy's
-    // grace (the task ignores SIGTERM, so it dies of SIGKILL after 0.5 s).
-    let server = HttpScript::start(&[399, 399, 400]).await;
+    // grace (the task ignores SIGTERM, so it dies of SIGKILL after 0.5 s). The 400s start
+    // only once the task ignores SIGTERM.
     let agent = start(drop_in()).await;
-    let mut task = agent.command_task("web", "trap '' TERM; while :; do sleep 0.1; done");
+    let trapped = agent.sandbox().join("trapped");
+    let server = HttpScript::gated(&[399, 399, 400], Some(trapped.clone())).await;
+    let mut task = agent.command_task(
+        "web",
+        &format!(
+            "trap '' TERM; touch {}; while :; do sleep 0.1; done",
+            trapped.display()
+        ),
+    );
     task.health_check = Some(http_health(server.port, "/"));
     task.kill_policy = grace(Duration::from_millis(500));
     agent.launch(task).unwrap();
