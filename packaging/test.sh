@@ -6,6 +6,8 @@
 #    in the ELF header, each is stripped and <= 10 MB, `--version` names glibc 2.17, and its
 #    build-id names the .debug file of the -dbgsym .deb and the -debuginfo .rpm, which holds
 #    its debug info; gdb symbolises an address of the stripped binary through that build-id;
+#  - the x86_64 executor's link order: at least 90% of the functions it runs for a command task
+#    (recorded now, bench/executor-link-order.sh) lie together at the start of its .text;
 #  - the Marathon app and the systemd unit.
 # The aarch64 packages are checked the same way when they were built from this revision
 # (`packaging/build.sh aarch64`, or `packaging/build.sh` for both: the release command, too
@@ -171,6 +173,41 @@ for a in "${arches[@]}"; do
   done
   grep -qw "$(build_id "$x/deb/usr/bin/croupier-executor")" <<<"$(dpkg-deb -f "$dbgdeb" Build-Ids)" && ok "$da dbgsym Build-Ids field" || bad "$da dbgsym Build-Ids: $(dpkg-deb -f "$dbgdeb" Build-Ids)"
 done
+
+# --- the executor's link order (executor/build.rs, executor/link-order.txt): the functions the
+# packaged x86_64 executor runs for a command task, recorded now from its unstripped build,
+# must lie together at the start of its .text: within twice their own size of its start.
+unstripped="$tdir/x86_64-unknown-linux-gnu/dist/croupier-executor"
+if [ "$(build_id "$unstripped")" != "$(build_id "$scratch/x86_64/deb/usr/bin/croupier-executor")" ]; then
+  bad "the executor's link order: $unstripped is not the build in the package (build-ids differ): run packaging/build.sh x86_64"
+elif ! command -v valgrind >/dev/null 2>&1; then
+  notrun+=("NOT RUN: the executor's link order (recording what it runs for a command task needs valgrind: apt-get install valgrind)")
+elif ! bash bench/executor-link-order.sh "$scratch/ran.txt" "$unstripped" >"$scratch/record.log" 2>&1; then
+  bad "recording the functions $unstripped runs for a command task: $(tail -n 5 "$scratch/record.log")"
+elif o="$("$py" - "$scratch/ran.txt" <(nm -S --defined-only "$unstripped") \
+  <(readelf -SW "$unstripped") <<'PY' 2>&1
+import re, sys
+ran = [l.strip() for l in open(sys.argv[1]) if l.strip() and not l.startswith("#") and "*" not in l]
+text = next(l.split() for l in open(sys.argv[3]) if " .text " in l)
+start = int(text[text.index(".text") + 2], 16)
+sym = {}
+for l in open(sys.argv[2]):
+    p = l.split()
+    if len(p) == 4 and p[2] in "tTW":
+        sym.setdefault(re.sub(r"\.llvm\.[0-9]+$", "", p[3]), (int(p[0], 16), int(p[1], 16)))
+found = [sym[n] for n in ran if n in sym]
+size = sum(s for _, s in found)
+limit = 2 * size + 65536
+near = [a for a, s in found if a >= start and a + s - start <= limit]
+print(f"{len(near)} of the {len(ran)} functions it runs for a command task ({size // 1024} KiB) "
+      f"lie in the first {limit // 1024} KiB of its .text")
+sys.exit(0 if len(ran) >= 20 and len(near) * 10 >= len(ran) * 9 else 1)
+PY
+)"; then
+  ok "x86_64 croupier-executor is linked command-task-first: $o"
+else
+  bad "x86_64 croupier-executor is not linked command-task-first: $o: refresh executor/link-order.txt (bench/executor-link-order.sh says how)"
+fi
 
 # A crash in a stripped binary can still be symbolised: take the address of
 # croupier_shuffle_service::main (the .debug file's symbol table knows it; the stripped binary

@@ -54,6 +54,8 @@ elif [ "$is_root" -eq 1 ]; then
   command -v aarch64-linux-gnu-objcopy >/dev/null 2>&1 || need+=(binutils-aarch64-linux-gnu)
   command -v cpio >/dev/null 2>&1 || need+=(cpio)
   command -v gdb >/dev/null 2>&1 || need+=(gdb)
+  # recording what one command task runs, to check the executor's link order
+  command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
   command -v promtool >/dev/null 2>&1 || need+=(prometheus)
   # the container-image test's root filesystem (a static busybox)
   dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' || need+=(busybox-static)
