@@ -291,21 +291,16 @@ pub const BATCH_BYTES: usize = 256 << 10;
 /// Consecutive small chunks of a plaintext connection, gathered into one buffer: each frame
 /// header followed by its body, read with one `pread` per chunk, then written with one `send`
 /// for the whole batch (about one system call per chunk instead of two or more).
+#[derive(Default)]
 pub struct Batch {
     buf: Vec<u8>,
-    /// What this batch may grow to: [`BATCH_BYTES`], or less when the socket has less room
-    /// ([`Batch::fit_to`]), so that a connection whose peer stopped reading holds about one
-    /// chunk while it waits, not a whole batch.
-    limit: usize,
-}
-
-impl Default for Batch {
-    fn default() -> Self {
-        Batch {
-            buf: Vec::new(),
-            limit: BATCH_BYTES,
-        }
-    }
+    /// What this batch may grow to, measured on the socket ([`Batch::fit_to`]): the room left
+    /// in its buffer, so that a connection whose peer stopped reading holds about one chunk
+    /// while it waits, not a whole batch. `None` until measured for the chunks now gathered
+    /// ([`BATCH_BYTES`] then): the room (two system calls) is measured only when a second
+    /// item is considered, since a lone chunk always fits and a chunk too large to gather goes
+    /// to `sendfile` without it.
+    limit: Option<usize>,
 }
 
 /// Why a chunk was not added to a [`Batch`].
@@ -334,9 +329,10 @@ impl Batch {
         // the valid, exclusively borrowed `queued`.
         let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) };
         let queued = if rc == 0 { queued.max(0) as usize } else { 0 };
-        self.limit = size
-            .saturating_sub(queued)
-            .clamp(SMALL_CHUNK as usize, BATCH_BYTES);
+        self.limit = Some(
+            size.saturating_sub(queued)
+                .clamp(SMALL_CHUNK as usize, BATCH_BYTES),
+        );
     }
 
     pub fn is_empty(&self) -> bool {
@@ -355,7 +351,16 @@ impl Batch {
             || (self.buf.len() as u64)
                 .saturating_add(header_len as u64)
                 .saturating_add(body_len)
-                <= self.limit as u64
+                <= self.limit.unwrap_or(BATCH_BYTES) as u64
+    }
+
+    /// [`Batch::fits`], the limit measured on `sock` ([`Batch::fit_to`]) the first time it is
+    /// asked with chunks gathered.
+    pub fn fits_on(&mut self, sock: &TcpStream, header_len: usize, body_len: u64) -> bool {
+        if !self.buf.is_empty() && self.limit.is_none() {
+            self.fit_to(sock);
+        }
+        self.fits(header_len, body_len)
     }
 
     /// Appends `header` and the `seg` bytes of `file` (named `path` in errors). Blocking (disk).
@@ -416,6 +421,7 @@ impl Batch {
                 Some(n) => at += n,
                 None => {
                     // Only the rest is kept while the peer is not reading.
+                    self.limit = None;
                     let mut out = std::mem::take(&mut self.buf);
                     out.drain(..at);
                     out.shrink_to_fit();
@@ -429,6 +435,7 @@ impl Batch {
             }
         }
         self.buf.clear();
+        self.limit = None;
         Ok(None)
     }
 }
@@ -652,13 +659,31 @@ mod tests {
     /// A connected loopback pair whose sending side has tiny socket buffers, so a batch fills
     /// them long before it is all sent.
     async fn tight_pair() -> (TcpStream, TcpStream) {
+        pair_with_buffers(4096, 4096).await
+    }
+
+    /// Writes to `sock` until its send buffer takes no more.
+    fn fill(sock: &TcpStream) {
+        let junk = vec![0u8; 65_536];
+        loop {
+            match sock.try_write(&junk) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// A connected loopback pair, the sender's send buffer set to `send` bytes and the
+    /// receiver's receive buffer to `recv` (the kernel doubles both).
+    async fn pair_with_buffers(send: usize, recv: usize) -> (TcpStream, TcpStream) {
         use nix::sys::socket::{setsockopt, sockopt};
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let (c, a) = tokio::join!(TcpStream::connect(addr), l.accept());
         let (server, client) = (a.unwrap().0, c.unwrap());
-        setsockopt(&server, sockopt::SndBuf, &4096).unwrap();
-        setsockopt(&client, sockopt::RcvBuf, &4096).unwrap();
+        setsockopt(&server, sockopt::SndBuf, &send).unwrap();
+        setsockopt(&client, sockopt::RcvBuf, &recv).unwrap();
         (server, client)
     }
 
@@ -737,18 +762,54 @@ mod tests {
             let (server, _client) = tight_pair().await;
             let mut b = Batch::new();
             b.fit_to(&server);
-            assert!(b.limit >= SMALL_CHUNK as usize && b.limit <= BATCH_BYTES);
-            let junk = vec![0u8; 65_536];
-            loop {
-                match server.try_write(&junk) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => panic!("{e}"),
-                }
-            }
+            let limit = b.limit.unwrap();
+            assert!(limit >= SMALL_CHUNK as usize && limit <= BATCH_BYTES);
+            fill(&server);
             b.fit_to(&server);
-            assert_eq!(b.limit, SMALL_CHUNK as usize);
+            assert_eq!(b.limit, Some(SMALL_CHUNK as usize));
             assert!(b.fits(21, SMALL_CHUNK), "an empty batch takes a chunk");
+        });
+    }
+
+    /// The room is measured when a batch holding a chunk is asked for another, not before:
+    /// with the socket full, a batch that was sized while the socket was empty takes no
+    /// second chunk once it has sent its first and gathered anew.
+    #[test]
+    fn a_batch_is_sized_when_it_holds_a_chunk_and_again_after_each_send() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // Room for several small chunks while empty, for one when full; the receiver's
+            // small buffer takes little of what is queued once the sender is full.
+            let (server, _client) = pair_with_buffers(64 << 10, 4096).await;
+            let mut b = Batch::new();
+            assert!(
+                b.fits_on(&server, 21, 100),
+                "an empty batch takes a chunk, unsized"
+            );
+            assert!(
+                b.limit.is_none(),
+                "nothing gathered: the socket is not asked"
+            );
+            b.push_bytes(&[0u8; 121]);
+            assert!(
+                b.fits_on(&server, 21, 3 * SMALL_CHUNK),
+                "an empty socket has room for more"
+            );
+            assert!(b.limit.is_some());
+            assert!(b.send(&server).unwrap().is_none());
+            assert!(
+                b.limit.is_none(),
+                "a sent batch is measured again for the next one"
+            );
+            fill(&server);
+            b.push_bytes(&[0u8; 121]);
+            assert!(
+                !b.fits_on(&server, 21, 3 * SMALL_CHUNK),
+                "a full socket: one small chunk's worth, measured anew"
+            );
         });
     }
 

@@ -1248,7 +1248,9 @@ struct Gathered {
 /// that cannot be resolved is answered in the batch with its failure frame. A chunk that is
 /// not small, or whose data file cannot be read as indexed (it shrank), ends the batch and
 /// comes back in `then`, marked slow: [`send_chunk`] then sends it with `sendfile`, or closes
-/// the connection as it did before batching.
+/// the connection as it did before batching. A chunk that does not fit the batch (the
+/// socket's room, measured once a second chunk is queued) or is not in the page cache also
+/// ends it and comes back in `then` unmarked, to start the next batch.
 fn send_gathered(
     shared: &Shared,
     sender: &mut send::Sender<'_>,
@@ -1262,7 +1264,6 @@ fn send_gathered(
     let mut failed = 0;
     let mut then = None;
     let mut item = Some(first);
-    batch.fit_to(sock);
     while let Some(f) = item.take() {
         let slow = |f| {
             Some(Next {
@@ -1286,16 +1287,12 @@ fn send_gathered(
                     e.to_string(),
                 ));
                 failed += 1;
-                item = next_fetch(
-                    rx,
-                    &mut then,
-                    done.len() + failed < budget && batch.fits(0, 0),
-                );
+                item = next_fetch(rx, &mut then, done.len() + failed < budget, batch, sock);
                 continue;
             }
         };
         let header = success_header(&f.answer, seg.len);
-        if !batch.fits(header.as_ref().len(), seg.len) {
+        if !batch.fits_on(sock, header.as_ref().len(), seg.len) {
             then = Some(Next::queued(Out::Fetch(f)));
             break;
         }
@@ -1325,11 +1322,7 @@ fn send_gathered(
             received,
             _guard: guard,
         });
-        item = next_fetch(
-            rx,
-            &mut then,
-            done.len() + failed < budget && batch.fits(0, 0),
-        );
+        item = next_fetch(rx, &mut then, done.len() + failed < budget, batch, sock);
     }
     let items = done.len() + failed;
     if batch.is_empty() {
@@ -1359,18 +1352,22 @@ fn send_gathered(
     Ok(Gathered { left, then, items })
 }
 
-/// When `more`, the next queued item: a chunk to gather is returned; anything else is left in
-/// `then`, to be sent after the batch.
+/// When `more` (the job's budget allows another item), the next queued item: a chunk is
+/// returned to be gathered while `batch` is within the room of `sock` (measured only now, when
+/// there is a second item: a lone chunk costs no sizing); anything else, or a chunk once the
+/// batch is full, is left in `then`, to be sent after the batch.
 fn next_fetch(
     rx: &mut mpsc::Receiver<Out>,
     then: &mut Option<Next>,
     more: bool,
+    batch: &mut send::Batch,
+    sock: &TcpStream,
 ) -> Option<Box<Fetch>> {
     if !more {
         return None;
     }
     match rx.try_recv() {
-        Ok(Out::Fetch(f)) => Some(f),
+        Ok(Out::Fetch(f)) if batch.fits_on(sock, 0, 0) => Some(f),
         Ok(other) => {
             *then = Some(Next::queued(other));
             None
