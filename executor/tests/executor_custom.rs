@@ -17,7 +17,12 @@ async fn launch_group_runs_tasks_concurrently_in_their_own_directories() {
         .map(|id| {
             let mut t = agent.command_task(
                 id,
-                "echo \"$MESOS_TASK_ID $MESOS_SANDBOX $GREETING\"; pwd > pwd; sleep 1",
+                // Each marks itself up and finishes only once all three are up at once
+                // (within 20 s): they ran side by side.
+                "echo \"$MESOS_TASK_ID $MESOS_SANDBOX $GREETING\"; pwd > pwd; \
+                 touch ../$MESOS_TASK_ID.up; i=0; \
+                 until [ -e ../g1.up ] && [ -e ../g2.up ] && [ -e ../g3.up ]; do \
+                 i=$((i+1)); [ $i -gt 400 ] && exit 1; sleep 0.05; done",
             );
             if let Some(c) = t.command.as_mut() {
                 c.environment = Some(Environment {
@@ -31,18 +36,18 @@ async fn launch_group_runs_tasks_concurrently_in_their_own_directories() {
             t
         })
         .collect();
-    let started = std::time::Instant::now();
     agent.launch_group(tasks).unwrap();
     for id in ids {
-        let done = agent.wait_terminal(id, T).await.unwrap();
-        assert_eq!(done.state, TaskState::TaskFinished as i32, "{id}");
+        let done = agent
+            .wait_terminal(id, Duration::from_secs(40))
+            .await
+            .unwrap();
+        assert_eq!(
+            done.state,
+            TaskState::TaskFinished as i32,
+            "{id} did not see its siblings running: {done:?}"
+        );
     }
-    // Three 1-second tasks in well under 3 seconds: they ran side by side.
-    assert!(
-        started.elapsed() < Duration::from_millis(2800),
-        "{:?}",
-        started.elapsed()
-    );
     for id in ids {
         let dir = task_dir(&agent, id);
         let out = std::fs::read_to_string(dir.join("stdout")).unwrap();
@@ -100,7 +105,11 @@ async fn a_failed_group_member_kills_its_siblings_only() {
         .await
         .unwrap();
     let group = vec![
-        agent.command_task("fails", "sleep 1; exit 1"),
+        // Fails once both siblings run (their pid files are written).
+        agent.command_task(
+            "fails",
+            "until [ -s ../sib1/pid ] && [ -s ../sib2/pid ]; do sleep 0.05; done; exit 1",
+        ),
         agent.command_task("sib1", "echo $$ > pid; exec sleep 1000"),
         agent.command_task("sib2", "echo $$ > pid; exec sleep 1000"),
     ];

@@ -257,7 +257,7 @@ async fn eight_executors_racing_for_one_uri_download_it_once() {
         Route::Slow {
             body: Arc::new(body.clone()),
             chunk: 512 << 10,
-            delay: Duration::from_millis(40),
+            delay: Duration::from_millis(200),
         },
     );
     let url = srv.url("/race/app.bin");
@@ -284,8 +284,9 @@ async fn eight_executors_racing_for_one_uri_download_it_once() {
         );
     }
     assert_eq!(srv.hits("/race/app.bin"), 1, "8 executors, one download");
-    // They raced: the download takes about 0.5 s, and every executor's fetch took at least a
-    // good part of it (the downloader, and 7 that waited for it), rather than an instant hit
+    // They raced: the download takes about 2.4 s (12 parts, 200 ms apart; long enough that
+    // every executor, however late the loaded machine starts it, joins while it runs), and
+    // every executor's fetch took at least a part of it (the downloader, and 7 that waited for it), rather than an instant hit
     // after the others had finished.
     for a in &agents {
         let lines = fetched_lines(a);
@@ -471,13 +472,13 @@ async fn uris_of_launch_group_tasks_and_of_commands_in_data_are_fetched() {
 async fn a_task_killed_while_fetching_ends_at_once_and_the_uri_stays_fetchable() {
     let srv = Server::start();
     let body = bytes(8 << 20, 11);
-    // About 5 s in total.
+    // About 7.7 s in total.
     srv.route(
         "/big/app.bin",
         Route::Slow {
             body: Arc::new(body.clone()),
             chunk: 128 << 10,
-            delay: Duration::from_millis(80),
+            delay: Duration::from_millis(120),
         },
     );
     let cache = tempfile::tempdir().unwrap();
@@ -497,7 +498,8 @@ async fn a_task_killed_while_fetching_ends_at_once_and_the_uri_stays_fetchable()
     let done = agent.wait_terminal("k", T).await.unwrap();
     assert_eq!(done.state, TaskState::TaskKilled as i32, "{done:?}");
     assert!(
-        killed_at.elapsed() < Duration::from_secs(2),
+        // (well under the download's length, with room for a loaded machine)
+        killed_at.elapsed() < Duration::from_secs(4),
         "the kill waited for the download: {:?}",
         killed_at.elapsed()
     );
@@ -609,7 +611,8 @@ async fn a_task_user_owns_its_fetched_copy_and_cannot_change_the_cache_entry() {
 #[tokio::test]
 async fn executors_waiting_for_a_failing_download_fail_with_it_instead_of_retrying_in_turn() {
     let srv = Server::start();
-    // Sends a little, then nothing: each attempt ends at the stall timeout (1 s here).
+    // Sends a little, then nothing: each attempt ends at the stall timeout (3 s here: every
+    // executor, however late the loaded machine starts it, joins the first attempt).
     srv.route(
         "/stall.bin",
         Route::Stall {
@@ -623,7 +626,7 @@ async fn executors_waiting_for_a_failing_download_fail_with_it_instead_of_retryi
     for i in 0..3 {
         let mut c = with_cache(cache.path(), &format!("stall-{i}"));
         c.extra_env
-            .push(("CROUPIER_FETCHER_STALL_TIMEOUT".into(), "1secs".into()));
+            .push(("CROUPIER_FETCHER_STALL_TIMEOUT".into(), "3secs".into()));
         agents.push(start(c).await);
     }
     let uri = cacheable(url.clone());
@@ -642,9 +645,9 @@ async fn executors_waiting_for_a_failing_download_fail_with_it_instead_of_retryi
         );
         messages.push(done.message.unwrap_or_default());
     }
-    // One stall, shared: not three in a row.
+    // One stall, shared: not two or three in a row.
     assert!(
-        started.elapsed() < Duration::from_millis(2800),
+        started.elapsed() < Duration::from_millis(5500),
         "took {:?}: {messages:?}\n{}",
         started.elapsed(),
         agents

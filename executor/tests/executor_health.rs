@@ -233,6 +233,29 @@ fn updates(agent: &Agent, id: &str) -> Vec<TaskStatus> {
         .collect()
 }
 
+/// Waits (bounded) for the first `healthy=true` update of task `id`.
+async fn wait_healthy(agent: &Agent, id: &str) {
+    agent
+        .wait_until(&format!("a healthy update of {id}"), T, |r| {
+            r.updates
+                .iter()
+                .any(|u| {
+                    !u.duplicate && u.status.task_id.value == id && u.status.healthy == Some(true)
+                })
+                .then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", dump(agent, id)));
+}
+
+/// A task script that waits for the file `go`, then runs a second more and exits `code`.
+fn finish_after(go: &std::path::Path, code: i32) -> String {
+    format!(
+        "until [ -e {} ]; do sleep 0.1; done; sleep 1; exit {code}",
+        go.display()
+    )
+}
+
 /// (state, reason, healthy) of each update: the shape every test compares.
 type Shape = (TaskState, Option<task_status::Reason>, Option<bool>);
 
@@ -438,7 +461,8 @@ async fn grace_period_hides_failures_only_before_the_first_success_and_recovery_
 
 #[tokio::test]
 async fn a_probe_timeout_is_a_failure_and_its_process_is_killed() {
-    // The probe hangs; timeout 0.3 s, one failure kills. The probe process is gone after.
+    // The probe hangs; timeout 2 s (time enough, on a loaded machine, for its shell to start
+    // and write its pid), one failure kills. The probe process is gone after.
     let agent = start(drop_in()).await;
     let pid_file = agent.sandbox().join("probe.pid");
     let mut task = agent.command_task("slow", "exec sleep 1000");
@@ -446,7 +470,7 @@ async fn a_probe_timeout_is_a_failure_and_its_process_is_killed() {
         "echo $$ > {}; exec sleep 1000",
         pid_file.display()
     ));
-    hc.timeout_seconds = Some(0.3);
+    hc.timeout_seconds = Some(2.0);
     hc.consecutive_failures = Some(1);
     task.health_check = Some(hc);
     agent.launch(task).unwrap();
@@ -485,9 +509,13 @@ async fn tcp_health_check_and_probes_that_do_not_disturb_the_task() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut agent = start(drop_in()).await;
-    let mut task = agent.command_task("tcp", "sleep 2; exit 0");
+    // The task ends a second after the test saw it healthy (however slow the machine is).
+    let go = agent.sandbox().join("go");
+    let mut task = agent.command_task("tcp", &finish_after(&go, 0));
     task.health_check = Some(tcp_health(port));
     agent.launch(task).unwrap();
+    wait_healthy(&agent, "tcp").await;
+    std::fs::write(&go, "").unwrap();
     let done = agent.wait_terminal("tcp", T).await.unwrap();
     drop(listener);
     assert_eq!(
@@ -513,9 +541,12 @@ async fn command_probes_are_not_the_tasks_processes() {
     // A COMMAND probe runs most of the time (0.3 s of every 0.4 s): the task ends with its own
     // status, and the drop-in executor never mistakes a probe for the task (or an orphan of it).
     let mut agent = start(drop_in()).await;
-    let mut task = agent.command_task("p", "sleep 2; exit 7");
+    let go = agent.sandbox().join("go");
+    let mut task = agent.command_task("p", &finish_after(&go, 7));
     task.health_check = Some(command_health("sleep 0.3; exit 0"));
     agent.launch(task).unwrap();
+    wait_healthy(&agent, "p").await;
+    std::fs::write(&go, "").unwrap();
     let done = agent.wait_terminal("p", T).await.unwrap();
     assert_eq!(
         shapes(&agent, "p"),

@@ -299,13 +299,20 @@ async fn thousands_of_tasks_with_agent_restarts_leave_nothing_behind() {
         .collect();
     assert!(unacked.is_empty(), "not acknowledged: {unacked:?}");
 
-    // The executor forgot every task once its terminal update was acknowledged.
-    let log = agent.executor_stderr();
-    let forgotten = log
-        .lines()
-        .filter(|l| l.contains("forgotten (terminal update acknowledged)"))
-        .count();
-    assert_eq!(forgotten, tasks, "tasks forgotten by the executor");
+    // The executor forgot every task once its terminal update was acknowledged (it logs that
+    // when it reads the ACK, a moment after the agent sent it: waited for, bounded).
+    let count_forgotten = || {
+        agent
+            .executor_stderr()
+            .lines()
+            .filter(|l| l.contains("forgotten (terminal update acknowledged)"))
+            .count()
+    };
+    let until = Instant::now() + T;
+    while count_forgotten() < tasks && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count_forgotten(), tasks, "tasks forgotten by the executor");
 
     // One directory per task under tasks/, nothing else.
     let dirs: BTreeSet<String> = std::fs::read_dir(agent.sandbox().join("tasks"))

@@ -115,7 +115,8 @@ async fn mesos_dropin_nonzero_exit_fails_like_mesos_executor() {
 async fn mesos_dropin_kill_with_grace_leaves_no_survivors() {
     // The task traps SIGTERM (the grace period lets its handler finish) and leaves two
     // descendants, one ignoring SIGTERM; their pids go to a file. mesos-execute sends KILL
-    // 2 s after TASK_RUNNING; the task's kill policy gives 5 s of grace.
+    // 5 s after TASK_RUNNING (its traps are set by then, however loaded the machine); the
+    // task's kill policy gives 5 s of grace.
     let script = "trap 'echo got-sigterm; sleep 1; echo handler-done; exit 0' TERM; \
                   sh -c 'trap \"\" TERM; sleep 1000' & echo $! > pids; \
                   sleep 1000 & echo $! >> pids; echo started; wait; wait";
@@ -127,7 +128,7 @@ async fn mesos_dropin_kill_with_grace_leaves_no_survivors() {
         let out = MesosExecute::new(&c)
             .task(&task)
             .expect("task file")
-            .arg("--kill_after=2secs")
+            .arg("--kill_after=5secs")
             .timeout(T)
             .run()
             .await

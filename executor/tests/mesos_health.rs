@@ -94,7 +94,8 @@ fn scenarios(http_port: u16, tcp_port: u16) -> Vec<Scenario> {
         t[key] = v;
         t
     };
-    let kill_after = vec!["--kill_after=3secs".to_string()];
+    // Long enough for the first probe results even on a loaded machine.
+    let kill_after = vec!["--kill_after=6secs".to_string()];
     vec![
         Scenario {
             id: "http",

@@ -233,12 +233,13 @@ async fn reference_rules_and_dashboard_match_a_live_metrics_endpoint() {
     dirs.write_map_output(0, 1, &[b"a", b"bb"]);
     let app = "app-20261203090000-0001";
     let c = Client::connect(ess.addr).await.unwrap();
-    c.register_driver(app, 50).await.unwrap();
     c.register_executor(app, "0", dirs.info.clone())
         .await
         .unwrap();
     let got = c.fetch_blocks(app, "0", &["shuffle_0_1_1"]).await.unwrap();
     assert_eq!(got[0].1.as_deref().ok(), Some(&b"bb"[..]));
+    // The driver last: its 50 ms without a heartbeat cannot run out before the fetch.
+    c.register_driver(app, 50).await.unwrap();
     assert!(
         ess.wait_log("deleted local dir", Duration::from_secs(20))
             .is_some(),

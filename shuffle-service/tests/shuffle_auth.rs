@@ -733,8 +733,14 @@ async fn one_host_flooding_does_not_close_another_hosts_handshake() {
             flood = (0..30)
                 .map(|_| connect_from([127, 0, 0, 2], addr))
                 .collect();
-            // Let the service accept them all before the handshake goes on.
-            std::thread::sleep(Duration::from_millis(500));
+            // Let the service admit them all (and evict the 26 beyond the host's 4) before
+            // the handshake goes on.
+            let until = std::time::Instant::now() + Duration::from_secs(20);
+            while ess.metric("croupier_shuffle_unauthenticated_evicted_total") < 26.0
+                && std::time::Instant::now() < until
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }),
     )
     .await

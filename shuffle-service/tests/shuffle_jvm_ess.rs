@@ -116,11 +116,12 @@ async fn scenario(addr: SocketAddr, root: &Path, check_cleanup: bool) -> Vec<Str
     dirs.write_file("rdd_1_1", b"r");
     let live_dirs = ExecutorDirs::create(root, "live", 1);
 
-    // The driver side (Mesos): its own connection, kept for heartbeats.
+    // The driver side (Mesos): its own connection, kept for heartbeats. Timeouts of 8 s: the
+    // transcript below (a cold JVM answers the first calls slowly) ends well inside them.
     let driver = Client::connect(addr).await.unwrap();
-    t.push(outcome(driver.register_driver(app, 2000).await));
+    t.push(outcome(driver.register_driver(app, 8000).await));
     let live_driver = Client::connect(addr).await.unwrap();
-    t.push(outcome(live_driver.register_driver(live_app, 2000).await));
+    t.push(outcome(live_driver.register_driver(live_app, 8000).await));
     // Executors register on short connections, like Spark's.
     for (a, d) in [(app, &dirs), (live_app, &live_dirs)] {
         let c = Client::connect(addr).await.unwrap();
@@ -193,7 +194,7 @@ async fn scenario(addr: SocketAddr, root: &Path, check_cleanup: bool) -> Vec<Str
         outcome(c.get_local_dirs(app, &["0"]).await.map(|m| m.len()))
     ));
 
-    // Heartbeats: the live app keeps beating, the other app stops; its dirs go after 2 s.
+    // Heartbeats: the live app keeps beating, the other app stops; its dirs go after 8 s.
     if !check_cleanup {
         drop(driver);
         return t;

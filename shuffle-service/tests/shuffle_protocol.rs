@@ -874,7 +874,7 @@ async fn chunks_in_flight_cap_closes_the_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_die_with_their_connection() {
-    let ess = Ess::start(&[]);
+    let ess = Ess::start(&[("croupier.admin.address", "127.0.0.1:0")]);
     let tmp = tempfile::tempdir().unwrap();
     let (c, dirs) = registered(&ess, tmp.path(), APP, "0").await;
     dirs.write_map_output(0, 1, &[b"a", b"b"]);
@@ -888,8 +888,15 @@ async fn streams_die_with_their_connection() {
     );
     drop(c);
     let other = Client::connect(ess.addr).await.unwrap();
-    // The server notices the close asynchronously; give it a moment (bounded).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The server notices the close asynchronously: wait until it has closed the stream.
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while ess.metric("croupier_shuffle_open_streams") != 0.0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the stream is still open 20 s after its connection closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let last = server_msg(other.fetch_chunk(h.stream_id, 1).await);
     assert!(last.contains("is closed"), "{last}");
 }
@@ -907,10 +914,11 @@ async fn mesos_cleaner_removes_only_silent_apps() {
     dead.write_map_output(0, 0, &[b"x"]);
     dead_c.register_driver("app-dead", 1000).await.unwrap();
     dead_c.heartbeat("app-dead").await.unwrap();
-    // live: heartbeats every 200 ms on its one connection.
+    // live: heartbeats every 200 ms on its one connection (timeout 5 s: a loaded machine
+    // stalling the test for a second must not make it look silent).
     let (live_c, live) = registered(&ess, tmp.path(), "app-live", "0").await;
     live.write_map_output(0, 0, &[b"y"]);
-    live_c.register_driver("app-live", 1000).await.unwrap();
+    live_c.register_driver("app-live", 5000).await.unwrap();
     // closed: long timeout, closes its TCP connection right away: must NOT be cleaned.
     let (closed_c, closed) = registered(&ess, tmp.path(), "app-closed", "0").await;
     closed_c

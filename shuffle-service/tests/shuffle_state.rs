@@ -231,13 +231,25 @@ async fn a_store_locked_by_another_process_does_not_stop_the_service() {
     ess.stop();
     let store = state.path().join(format!("registrations-{port}.redb"));
     assert!(store.exists(), "no store file at {}", store.display());
+    // flock runs its command once it holds the lock (-o: the command does not inherit the
+    // lock's descriptor, so killing flock releases it); the command marks that moment.
+    let held = state.path().join("held");
     let mut holder = std::process::Command::new("flock")
-        .arg("-x")
+        .args(["-x", "-o"])
         .arg(&store)
-        .args(["sleep", "60"])
+        .args(["sh", "-c", "touch \"$0\"; exec sleep 60"])
+        .arg(&held)
         .spawn()
         .unwrap_or_else(|e| panic!("flock(1) from util-linux: {e}"));
-    std::thread::sleep(Duration::from_millis(300));
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !held.exists() {
+        assert!(
+            std::time::Instant::now() < until,
+            "flock did not take the lock of {} in 20 s",
+            store.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let ess = start(port, state.path(), &conf);
     let loud = ess.wait_log("REGISTRATION STORE IN USE", Duration::from_secs(10));
     // Serves all the same, in memory.
