@@ -418,6 +418,12 @@ impl Collector for ServiceCollector {
         )?;
         counter(
             &mut enc,
+            "croupier_shuffle_reactor_sends",
+            "Bursts of small chunks sent from the reactor thread, without a blocking thread: data in the page cache, files already open.",
+            m.reactor_sends.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
             "croupier_shuffle_accept_errors",
             "Failed accepts on the shuffle port (e.g. out of file descriptors), each followed by a back-off.",
             m.accept_errors.load(Relaxed),

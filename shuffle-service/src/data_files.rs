@@ -12,11 +12,13 @@
 //! [`DataFiles::forget`] and [`DataFiles::clear`] close them at once when blocks or an
 //! application's files are deleted. Files are opened by the executor's own opener
 //! (link-free under `spark.authenticate`), on the caller's thread, which is always a
-//! blocking-pool thread. Failures are never cached.
+//! blocking-pool thread ([`DataFiles::peek`], which never opens, is the reactor's). Failures are
+//! never cached.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::index_cache::MapOutput;
@@ -32,6 +34,33 @@ pub const MAX_AGE: Duration = Duration::from_secs(2);
 pub struct DataFile {
     pub file: Arc<File>,
     pub size: u64,
+    /// When the page cache was last seen holding all of it (shared by every user of this
+    /// open file).
+    pub seen_cached: Arc<SeenCached>,
+}
+
+/// An instant at which the page cache held a whole file: milliseconds since the process
+/// started, plus one (0: never seen).
+#[derive(Default)]
+pub struct SeenCached(AtomicU64);
+
+impl SeenCached {
+    fn now() -> u64 {
+        static START: OnceLock<Instant> = OnceLock::new();
+        let ms = START.get_or_init(Instant::now).elapsed().as_millis();
+        u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// Was it seen within `ago`?
+    pub fn within(&self, ago: Duration) -> bool {
+        let at = self.0.load(Ordering::Relaxed);
+        let ago = u64::try_from(ago.as_millis()).unwrap_or(u64::MAX);
+        at != 0 && Self::now().saturating_sub(at) < ago
+    }
+
+    pub fn set(&self) {
+        self.0.store(Self::now(), Ordering::Relaxed);
+    }
 }
 
 struct Entry {
@@ -54,19 +83,15 @@ impl DataFiles {
         output: &Arc<MapOutput>,
         open: impl FnOnce() -> Result<(File, u64), E>,
     ) -> Result<DataFile, E> {
-        let key = Arc::as_ptr(output) as usize;
-        {
-            let m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(e) = m.get(&key) {
-                if e.opened.elapsed() < MAX_AGE {
-                    return Ok(e.data.clone());
-                }
-            }
+        if let Some(d) = self.peek(output) {
+            return Ok(d);
         }
+        let key = Arc::as_ptr(output) as usize;
         let (file, size) = open()?;
         let data = DataFile {
             file: Arc::new(file),
             size,
+            seen_cached: Arc::default(),
         };
         let now = Instant::now();
         // Files closed by this miss are dropped after the lock is released.
@@ -101,6 +126,15 @@ impl DataFiles {
         }
         drop(closed);
         Ok(data)
+    }
+
+    /// The open data file of `output` if a fresh one is held; never opens one (for the
+    /// reactor thread).
+    pub fn peek(&self, output: &Arc<MapOutput>) -> Option<DataFile> {
+        let m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&(Arc::as_ptr(output) as usize))
+            .filter(|e| e.opened.elapsed() < MAX_AGE)
+            .map(|e| e.data.clone())
     }
 
     /// Closes the file of map output `(shuffle_id, map_id)` of `exec` (its blocks were deleted).

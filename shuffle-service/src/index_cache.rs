@@ -232,19 +232,10 @@ impl IndexCache {
         shuffle_id: i32,
         map_id: i64,
     ) -> Result<Arc<MapOutput>, IndexError> {
-        let k = key(exec, shuffle_id, map_id);
-        {
-            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            s.tick += 1;
-            let tick = s.tick;
-            if let Some(e) = s.map.get_mut(&k) {
-                let old = std::mem::replace(&mut e.tick, tick);
-                let output = e.output.clone();
-                s.lru.remove(&old);
-                s.lru.insert(tick, k);
-                return Ok(output);
-            }
+        if let Some(output) = self.peek(exec, shuffle_id, map_id) {
+            return Ok(output);
         }
+        let k = key(exec, shuffle_id, map_id);
         let index_path = exec.index_path(shuffle_id, map_id);
         let index = load(exec, &index_path)?;
         let output = Arc::new(MapOutput {
@@ -257,6 +248,26 @@ impl IndexCache {
         });
         self.insert(k, output.clone());
         Ok(output)
+    }
+
+    /// Map output `(shuffle_id, map_id)` of `exec` if the cache holds it; never reads a file
+    /// (for the reactor thread).
+    pub fn peek(
+        &self,
+        exec: &Arc<Executor>,
+        shuffle_id: i32,
+        map_id: i64,
+    ) -> Option<Arc<MapOutput>> {
+        let k = key(exec, shuffle_id, map_id);
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.tick += 1;
+        let tick = s.tick;
+        let e = s.map.get_mut(&k)?;
+        let old = std::mem::replace(&mut e.tick, tick);
+        let output = e.output.clone();
+        s.lru.remove(&old);
+        s.lru.insert(tick, k);
+        Some(output)
     }
 
     fn insert(&self, k: Key, output: Arc<MapOutput>) {

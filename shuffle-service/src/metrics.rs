@@ -175,6 +175,8 @@ pub struct Metrics {
     /// Send jobs that held their turn for 10 ms (waiting on the disk) and gave it to the next
     /// connection.
     pub slow_sends: AtomicU64,
+    /// Bursts of small chunks sent from the reactor (all in memory), without a blocking thread.
+    pub reactor_sends: AtomicU64,
     errors: [AtomicU64; ErrorKind::ALL.len()],
 }
 

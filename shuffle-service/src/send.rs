@@ -22,11 +22,12 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::auth::channel::Outbound;
+use crate::data_files::{DataFile, SeenCached};
 use crate::index_cache::{IndexError, MapOutput};
 use crate::metrics::ErrorKind;
 use crate::resolver::{Executor, ResolveError};
 use crate::state::Shared;
-use crate::streams::{ChunkRef, ChunkWhat};
+use crate::streams::{BlockRange, ChunkRef, ChunkWhat};
 
 /// Why a chunk could not be sent before anything was written (answered with a failure frame).
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +99,8 @@ struct Open {
     /// Its size when opened.
     size: u64,
     what: OpenWhat,
+    /// A shuffle data file's memo of the page cache holding all of it.
+    seen_cached: Option<Arc<SeenCached>>,
 }
 
 enum OpenWhat {
@@ -151,19 +154,9 @@ impl<'a> Sender<'a> {
         let exec = self.executor(chunk)?;
         match chunk.what {
             ChunkWhat::Shuffle { shuffle_id, range } => {
-                let (m, size) = match &self.open {
-                    // Same map output as the previous chunk: its file is already open.
-                    Some(Open {
-                        size,
-                        what: OpenWhat::Shuffle(m),
-                        ..
-                    }) if m.map_id == range.map_id
-                        && m.shuffle_id == shuffle_id
-                        && Arc::ptr_eq(&m.exec, &exec) =>
-                    {
-                        (m.clone(), *size)
-                    }
-                    _ => {
+                let (m, size) = match self.still_open(&exec, shuffle_id, range.map_id) {
+                    Some(open) => open,
+                    None => {
                         self.open = None;
                         let m = self
                             .shared
@@ -174,29 +167,10 @@ impl<'a> Sender<'a> {
                             .shared
                             .data_files
                             .get(&m, || open(&m.exec, &m.data_path))?;
-                        self.open = Some(Open {
-                            file: d.file,
-                            size: d.size,
-                            what: OpenWhat::Shuffle(m.clone()),
-                        });
-                        (m, d.size)
+                        self.keep_open(m, d)
                     }
                 };
-                let (offset, len) = m.index.segment(&m.index_path, range.start, range.end)?;
-                if offset.saturating_add(len) > size {
-                    return Err(ChunkError::PastEof {
-                        index: m.index_path.clone(),
-                        data: m.data_path.clone(),
-                        offset,
-                        end: offset + len,
-                        size,
-                    });
-                }
-                Ok(Seg {
-                    offset,
-                    len,
-                    blocks: (range.end - range.start) as u64,
-                })
+                segment(&m, size, range)
             }
             ChunkWhat::Rdd { rdd_id, split } => {
                 self.open = None;
@@ -217,6 +191,7 @@ impl<'a> Sender<'a> {
                     file: Arc::new(file),
                     size,
                     what: OpenWhat::Rdd(path),
+                    seen_cached: None,
                 });
                 Ok(Seg {
                     offset: 0,
@@ -225,6 +200,86 @@ impl<'a> Sender<'a> {
                 })
             }
         }
+    }
+
+    /// Resolves a shuffle chunk from what is in memory (the registration, the index cache, the
+    /// open data files) and leaves its data file open, as [`Sender::resolve`] does, which then
+    /// finds it open; `None`, having read no file, when that is not enough (a miss, an expired
+    /// file, an RDD block, an error: the blocking path resolves it then, and answers a
+    /// failure). For the reactor thread.
+    pub fn resolve_cached(&mut self, chunk: &ChunkRef) -> Option<Seg> {
+        let ChunkWhat::Shuffle { shuffle_id, range } = chunk.what else {
+            return None;
+        };
+        let exec = self.executor(chunk).ok()?;
+        let (m, size) = match self.still_open(&exec, shuffle_id, range.map_id) {
+            Some(open) => open,
+            None => {
+                self.open = None;
+                let m = self
+                    .shared
+                    .index_cache
+                    .peek(&exec, shuffle_id, range.map_id)?;
+                let d = self.shared.data_files.peek(&m)?;
+                self.keep_open(m, d)
+            }
+        };
+        segment(&m, size, range).ok()
+    }
+
+    /// The map output this sender holds open, when it is `(shuffle_id, map_id)` of `exec`:
+    /// consecutive chunks of one map output skip even the shared tables' lookups.
+    fn still_open(
+        &self,
+        exec: &Arc<Executor>,
+        shuffle_id: i32,
+        map_id: i64,
+    ) -> Option<(Arc<MapOutput>, u64)> {
+        match &self.open {
+            Some(Open {
+                size,
+                what: OpenWhat::Shuffle(m),
+                ..
+            }) if m.map_id == map_id
+                && m.shuffle_id == shuffle_id
+                && Arc::ptr_eq(&m.exec, exec) =>
+            {
+                Some((m.clone(), *size))
+            }
+            _ => None,
+        }
+    }
+
+    fn keep_open(&mut self, m: Arc<MapOutput>, d: DataFile) -> (Arc<MapOutput>, u64) {
+        self.open = Some(Open {
+            file: d.file,
+            size: d.size,
+            what: OpenWhat::Shuffle(m.clone()),
+            seen_cached: Some(d.seen_cached),
+        });
+        (m, d.size)
+    }
+
+    /// Does the page cache hold `seg` of the file last resolved, so that sending it waits for
+    /// no disk ([`in_page_cache`])? A shuffle data file of at most [`WHOLE_FILE_CHECK`] bytes
+    /// is checked whole, at most every [`SEEN_CACHED_FOR`] (its chunks are sent one after
+    /// another, by every reducer); a larger one, or one not wholly cached, chunk by chunk.
+    pub fn seg_in_page_cache(&self, seg: &Seg) -> bool {
+        let Some(open) = &self.open else {
+            return false;
+        };
+        if let Some(seen) = &open.seen_cached {
+            if open.size <= WHOLE_FILE_CHECK {
+                if seen.within(SEEN_CACHED_FOR) {
+                    return true;
+                }
+                if in_page_cache(&open.file, 0, open.size) {
+                    seen.set();
+                    return true;
+                }
+            }
+        }
+        in_page_cache(&open.file, seg.offset, seg.len)
     }
 
     /// The file last resolved, if it opened.
@@ -471,6 +526,77 @@ fn read_if_cached(file: &File, buf: &mut [u8], offset: u64) -> bool {
     n >= 0 && n as usize == buf.len()
 }
 
+/// Shuffle data files up to this size are checked whole for being in the page cache (one
+/// `cachestat` walks at most 4,096 pages of 4 KiB).
+pub const WHOLE_FILE_CHECK: u64 = 16 << 20;
+
+/// How long a data file seen wholly in the page cache is taken to still be there, without
+/// asking the kernel again: the data of the chunks sent in that time were just written or
+/// just sent, the last pages memory pressure would evict.
+pub const SEEN_CACHED_FOR: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// `cachestat(2)` (Linux 6.5 and later): 451 on x86_64 and aarch64 alike (the number of every
+/// system call added since 5.1 is the same on all architectures).
+const SYS_CACHESTAT: libc::c_long = 451;
+
+/// `struct cachestat_range` (linux/mman.h).
+#[repr(C)]
+struct CachestatRange {
+    off: u64,
+    len: u64,
+}
+
+/// `struct cachestat` (linux/mman.h): page counts of the range.
+#[repr(C)]
+#[derive(Default)]
+struct Cachestat {
+    nr_cache: u64,
+    nr_dirty: u64,
+    nr_writeback: u64,
+    nr_evicted: u64,
+    nr_recently_evicted: u64,
+}
+
+fn page_size() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no memory effects.
+        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        u64::try_from(p).ok().filter(|p| *p > 0).unwrap_or(4096)
+    })
+}
+
+/// Does the page cache hold every page of the `len` bytes at `offset` of `file`, so that
+/// sending or reading them waits for no disk? One system call that reads nothing; `false`
+/// when the kernel cannot tell (before Linux 6.5, or a file without a page cache). A check,
+/// not a hold: memory pressure may evict a page between the check and the send, which then
+/// reads it from the disk.
+pub fn in_page_cache(file: &File, offset: u64, len: u64) -> bool {
+    if len == 0 {
+        return true;
+    }
+    let page = page_size();
+    let Some(end) = offset.checked_add(len) else {
+        return false;
+    };
+    let pages = end.div_ceil(page) - offset / page;
+    // (`len` 0 would mean "to the end of the file": excluded above.)
+    let range = CachestatRange { off: offset, len };
+    let mut stat = Cachestat::default();
+    // SAFETY: both pointers are to live, properly laid out structs for the call's duration;
+    // the descriptor is open. Arguments: fd, range, stat, flags (0).
+    let r = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const CachestatRange,
+            &mut stat as *mut Cachestat,
+            0 as libc::c_uint,
+        )
+    };
+    r == 0 && stat.nr_cache >= pages
+}
+
 /// Where the rest of an item's body is.
 struct Body {
     file: Arc<File>,
@@ -507,6 +633,14 @@ impl Partial {
             prefix: Vec::new(),
             body: None,
         }
+    }
+
+    /// Is what is left to send in memory: no body, or a body the page cache holds
+    /// ([`in_page_cache`])?
+    pub fn in_memory(&self) -> bool {
+        self.body
+            .as_ref()
+            .is_none_or(|b| in_page_cache(&b.file, b.off, b.end.saturating_sub(b.off)))
     }
 
     /// Sends what the socket takes without waiting. `cipher` must be the connection's cipher
@@ -576,6 +710,25 @@ impl Partial {
             }
         }
     }
+}
+
+/// The segment of map output `m` (its data file `size` bytes) holding `range`'s blocks.
+fn segment(m: &MapOutput, size: u64, range: BlockRange) -> Result<Seg, ChunkError> {
+    let (offset, len) = m.index.segment(&m.index_path, range.start, range.end)?;
+    if offset.saturating_add(len) > size {
+        return Err(ChunkError::PastEof {
+            index: m.index_path.clone(),
+            data: m.data_path.clone(),
+            offset,
+            end: offset + len,
+            size,
+        });
+    }
+    Ok(Seg {
+        offset,
+        len,
+        blocks: (range.end - range.start) as u64,
+    })
 }
 
 /// Opens a data file and reads its size.
@@ -700,6 +853,31 @@ mod tests {
             len,
             blocks: 1,
         }
+    }
+
+    #[test]
+    fn the_page_cache_check_sees_eviction_and_reads() {
+        // (The temporary directory must be on a disk file system: tmpfs keeps its pages.)
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        std::fs::write(&path, vec![7u8; 64 << 10]).unwrap();
+        let f = File::open(&path).unwrap();
+        assert!(in_page_cache(&f, 0, 64 << 10), "just written");
+        assert!(in_page_cache(&f, 5000, 0), "nothing to read");
+        assert!(!in_page_cache(&f, u64::MAX - 1, 10), "a range past u64");
+        f.sync_all().unwrap();
+        let dontneed = nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED;
+        nix::fcntl::posix_fadvise(f.as_raw_fd(), 0, 0, dontneed).unwrap();
+        assert!(
+            !in_page_cache(&f, 0, 64 << 10),
+            "evicted (unless {} is on tmpfs)",
+            dir.path().display()
+        );
+        let mut buf = vec![0u8; 4096];
+        use std::os::unix::fs::FileExt;
+        f.read_exact_at(&mut buf, 8192).unwrap();
+        assert!(in_page_cache(&f, 8192, 4096), "the page just read");
+        assert!(!in_page_cache(&f, 8192, 8192), "and not the next one");
     }
 
     #[test]

@@ -980,7 +980,7 @@ const MAX_ITEMS_PER_JOB: usize = 64;
 async fn writer_loop(
     shared: Arc<Shared>,
     mut wr: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Out>,
+    rx: mpsc::Receiver<Out>,
     peer: SocketAddr,
 ) {
     // Set once the connection's encrypted session starts (spark.authenticate).
@@ -988,11 +988,16 @@ async fn writer_loop(
     let mut cipher: Option<Box<Outbound>> = None;
     // An item the socket did not take whole: sent before anything queued behind it.
     let mut partial: Option<Resume> = None;
+    let mut queue = Queue {
+        rx,
+        front: None,
+        on_reactor: false,
+    };
     let deadline = shared.config.connection_timeout;
     loop {
         let first = match partial {
             Some(_) => None,
-            None => match rx.recv().await {
+            None => match queue.recv().await {
                 Some(o) => Some(o),
                 None => break,
             },
@@ -1018,59 +1023,54 @@ async fn writer_loop(
                         return;
                     }
                 }
-                // One blocking job takes the write half and the queue, and keeps sending while
-                // items are queued (the client pipelines every chunk of a stream), so the
-                // hand-off to the pool is paid per burst, not per chunk. It stops, without
-                // waiting, when the socket is full.
-                // A turn first: at most croupier.shuffle.io.sendThreads connections send at
-                // once; the others wait here, off any thread.
-                let turn = match shared.send_turns.try_acquire() {
-                    Ok(t) => t,
-                    Err(_) => {
-                        shared
-                            .metrics
-                            .send_turn_waits
-                            .fetch_add(1, Ordering::Relaxed);
-                        match shared.send_turns.acquire().await {
-                            Ok(t) => t,
-                            // Never closed; were it, nothing more could be sent.
-                            Err(_) => return,
+                // Plaintext data the page cache holds, from files already open, is sent from
+                // here, on the reactor: nothing in it waits for the disk, and the hand-off to
+                // a blocking thread would cost more than the send. The burst stops at the
+                // first queued item that is not so, which goes to a blocking thread next.
+                let mut sender = send::Sender::new(&shared);
+                let in_memory = cipher.is_none()
+                    && match (&partial, &first) {
+                        (Some(r), _) => {
+                            r.partial.in_memory()
+                                && r.then
+                                    .as_ref()
+                                    .is_none_or(|n| in_memory(&mut sender, &n.out))
                         }
-                    }
-                };
-                let sh = shared.clone();
-                let mut c = cipher.take();
-                let resume = partial.take();
-                let job = move || {
-                    let _sending = Sending::start(&sh);
-                    let r = send_queued(&sh, &wr, resume, first, &mut rx, &mut c);
-                    (wr, rx, c, r)
-                };
-                let mut job = tokio::task::spawn_blocking(job);
-                // A job that keeps its thread this long is waiting (on a slow or hung disk,
-                // not the socket: it never waits for that): it gives its turn to the next
-                // connection, so that a few stuck reads cannot stop every other client's.
-                let done = tokio::select! {
-                    done = &mut job => done,
-                    _ = tokio::time::sleep(TURN_HELD_AT_MOST) => {
-                        drop(turn);
-                        shared.metrics.slow_sends.fetch_add(1, Ordering::Relaxed);
-                        job.await
-                    }
-                };
-                match done {
-                    Ok((w, q, c, r)) => {
-                        wr = w;
-                        rx = q;
-                        cipher = c;
-                        r.map(|left| partial = left)
-                    }
-                    Err(e) => {
+                        (None, Some(o)) => in_memory(&mut sender, o),
+                        (None, None) => false,
+                    };
+                if in_memory {
+                    shared.metrics.reactor_sends.fetch_add(1, Ordering::Relaxed);
+                    queue.on_reactor = true;
+                    let resume = partial.take();
+                    let r = send_queued(
+                        &shared,
+                        &mut sender,
+                        wr.as_ref(),
+                        resume,
+                        first,
+                        &mut queue,
+                        &mut cipher,
+                    );
+                    drop(sender);
+                    // The other connections' writers on this thread go next: a burst is
+                    // bounded (MAX_ITEMS_PER_JOB), and so is every connection's wait.
+                    tokio::task::yield_now().await;
+                    r.map(|left| partial = left)
+                } else {
+                    drop(sender);
+                    queue.on_reactor = false;
+                    let (c, resume) = (cipher.take(), partial.take());
+                    match send_on_pool(&shared, peer, wr, queue, c, resume, first).await {
+                        Some((w, q, c, r)) => {
+                            wr = w;
+                            queue = q;
+                            cipher = c;
+                            r.map(|left| partial = left)
+                        }
                         // The write half and the queue went with the job: the reader sees the
                         // queue closed and stops.
-                        shared.metrics.error(ErrorKind::Io);
-                        tracing::warn!(%peer, "closing connection: send task failed: {e}");
-                        return;
+                        None => return,
                     }
                 }
             }
@@ -1081,6 +1081,130 @@ async fn writer_loop(
         }
     }
     let _ = wr.shutdown().await;
+}
+
+/// What a blocking send job hands back: the write half, the queue and the cipher it took, and
+/// how the burst ended.
+type Returned = (
+    OwnedWriteHalf,
+    Queue,
+    Option<Box<Outbound>>,
+    Result<Option<Resume>, String>,
+);
+
+/// One blocking job takes the write half and the queue, and keeps sending while items are
+/// queued (the client pipelines every chunk of a stream), so the hand-off to the pool is paid
+/// per burst, not per chunk. It stops, without waiting, when the socket is full. `None`: the
+/// job failed (counted and logged here) and took the connection's halves with it.
+async fn send_on_pool(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    wr: OwnedWriteHalf,
+    mut queue: Queue,
+    mut cipher: Option<Box<Outbound>>,
+    resume: Option<Resume>,
+    first: Option<Out>,
+) -> Option<Returned> {
+    // A turn first: at most croupier.shuffle.io.sendThreads connections send at once; the
+    // others wait here, off any thread.
+    let turn = match shared.send_turns.try_acquire() {
+        Ok(t) => t,
+        Err(_) => {
+            shared
+                .metrics
+                .send_turn_waits
+                .fetch_add(1, Ordering::Relaxed);
+            // Never closed; were it, nothing more could be sent.
+            shared.send_turns.acquire().await.ok()?
+        }
+    };
+    let sh = shared.clone();
+    let job = move || {
+        let _sending = Sending::start(&sh);
+        let mut sender = send::Sender::new(&sh);
+        let r = send_queued(
+            &sh,
+            &mut sender,
+            wr.as_ref(),
+            resume,
+            first,
+            &mut queue,
+            &mut cipher,
+        );
+        drop(sender);
+        (wr, queue, cipher, r)
+    };
+    let mut job = tokio::task::spawn_blocking(job);
+    // A job that keeps its thread this long is waiting (on a slow or hung disk, not the
+    // socket: it never waits for that): it gives its turn to the next connection, so that a
+    // few stuck reads cannot stop every other client's.
+    let done = tokio::select! {
+        done = &mut job => done,
+        _ = tokio::time::sleep(TURN_HELD_AT_MOST) => {
+            drop(turn);
+            shared.metrics.slow_sends.fetch_add(1, Ordering::Relaxed);
+            job.await
+        }
+    };
+    match done {
+        Ok(returned) => Some(returned),
+        Err(e) => {
+            shared.metrics.error(ErrorKind::Io);
+            tracing::warn!(%peer, "closing connection: send task failed: {e}");
+            None
+        }
+    }
+}
+
+/// A connection's queue of items to send, as a burst takes them. On the reactor
+/// (`on_reactor`), a burst takes only what [`in_memory`] admits: the first item that is not
+/// stays at the `front`, where the next burst, on a blocking thread, starts.
+struct Queue {
+    rx: mpsc::Receiver<Out>,
+    /// An item taken from `rx` and not sent yet: it goes before anything in `rx`.
+    front: Option<Out>,
+    on_reactor: bool,
+}
+
+impl Queue {
+    /// The next item, waiting for one; `None` once the reader is gone.
+    async fn recv(&mut self) -> Option<Out> {
+        match self.front.take() {
+            Some(o) => Some(o),
+            None => self.rx.recv().await,
+        }
+    }
+
+    /// The next item if one is queued (and, on the reactor, sendable there: `sender` then
+    /// holds its data file open).
+    fn try_recv(&mut self, sender: &mut send::Sender<'_>) -> Option<Out> {
+        let o = match self.front.take() {
+            Some(o) => o,
+            None => self.rx.try_recv().ok()?,
+        };
+        if self.on_reactor && !in_memory(sender, &o) {
+            self.front = Some(o);
+            return None;
+        }
+        Some(o)
+    }
+}
+
+/// Is `out` sent from the reactor: nothing to open or read from the disk, and little to copy?
+/// A frame is. A chunk is when it is small ([`send::SMALL_CHUNK`]: gathered with its
+/// neighbours into one send) and resolves from memory (its registration, index and open data
+/// file: [`send::Sender::resolve_cached`], which leaves the file open in `sender` for the send)
+/// and the page cache holds its bytes. Larger chunks go to `sendfile` on blocking threads:
+/// sent from the reactor too, they cost a little less CPU but the p99 of fetches rose by a
+/// third (`bench/results-shuffle.md`). Encrypted connections seal on blocking threads.
+fn in_memory(sender: &mut send::Sender<'_>, out: &Out) -> bool {
+    match out {
+        Out::Frame(_) => true,
+        Out::Cipher(_) => false,
+        Out::Fetch(f) => sender
+            .resolve_cached(&f.chunk)
+            .is_some_and(|seg| seg.len <= send::SMALL_CHUNK && sender.seg_in_page_cache(&seg)),
+    }
 }
 
 /// Logs why the writer stops and shuts the socket down both ways, so the reader stops too
@@ -1164,13 +1288,13 @@ struct Done {
 /// (never waiting for the socket). An error means the connection is unusable.
 fn send_queued(
     shared: &Shared,
-    wr: &OwnedWriteHalf,
+    sender: &mut send::Sender<'_>,
+    sock: &TcpStream,
     resume: Option<Resume>,
     first: Option<Out>,
-    rx: &mut mpsc::Receiver<Out>,
+    queue: &mut Queue,
     cipher: &mut Option<Box<Outbound>>,
 ) -> Result<Option<Resume>, String> {
-    let sock: &TcpStream = wr.as_ref();
     let mut next = first.map(Next::queued);
     if let Some(r) = resume {
         match drive(shared, sock, r, cipher)? {
@@ -1182,7 +1306,6 @@ fn send_queued(
             }
         }
     }
-    let mut sender = send::Sender::new(shared);
     let mut batch = send::Batch::new();
     let mut sent = 0;
     while let Some(Next { out, slow }) = next.take() {
@@ -1190,7 +1313,7 @@ fn send_queued(
             // Plaintext: this chunk and the small ones queued behind it, in one send.
             Out::Fetch(f) if !slow && cipher.is_none() => {
                 let budget = MAX_ITEMS_PER_JOB.saturating_sub(sent).max(1);
-                let g = send_gathered(shared, &mut sender, &mut batch, sock, f, rx, budget)?;
+                let g = send_gathered(shared, sender, &mut batch, sock, f, queue, budget)?;
                 (g.left, g.then, g.items)
             }
             Out::Cipher(c) => {
@@ -1206,14 +1329,7 @@ fn send_queued(
                     guard,
                 } = *f;
                 let left = send_chunk(
-                    shared,
-                    &mut sender,
-                    sock,
-                    &chunk,
-                    &answer,
-                    received,
-                    guard,
-                    cipher,
+                    shared, sender, sock, &chunk, &answer, received, guard, cipher,
                 )?;
                 (left, None, 1)
             }
@@ -1226,7 +1342,7 @@ fn send_queued(
         // An item already taken from the queue is always sent, whatever the budget.
         next = then.or_else(|| {
             (sent < MAX_ITEMS_PER_JOB)
-                .then(|| rx.try_recv().ok().map(Next::queued))
+                .then(|| queue.try_recv(sender).map(Next::queued))
                 .flatten()
         });
     }
@@ -1257,7 +1373,7 @@ fn send_gathered(
     batch: &mut send::Batch,
     sock: &TcpStream,
     first: Box<Fetch>,
-    rx: &mut mpsc::Receiver<Out>,
+    queue: &mut Queue,
     budget: usize,
 ) -> Result<Gathered, String> {
     let mut done = Vec::new();
@@ -1287,7 +1403,14 @@ fn send_gathered(
                     e.to_string(),
                 ));
                 failed += 1;
-                item = next_fetch(rx, &mut then, done.len() + failed < budget, batch, sock);
+                item = next_fetch(
+                    queue,
+                    sender,
+                    &mut then,
+                    done.len() + failed < budget,
+                    batch,
+                    sock,
+                );
                 continue;
             }
         };
@@ -1322,7 +1445,14 @@ fn send_gathered(
             received,
             _guard: guard,
         });
-        item = next_fetch(rx, &mut then, done.len() + failed < budget, batch, sock);
+        item = next_fetch(
+            queue,
+            sender,
+            &mut then,
+            done.len() + failed < budget,
+            batch,
+            sock,
+        );
     }
     let items = done.len() + failed;
     if batch.is_empty() {
@@ -1357,7 +1487,8 @@ fn send_gathered(
 /// there is a second item: a lone chunk costs no sizing); anything else, or a chunk once the
 /// batch is full, is left in `then`, to be sent after the batch.
 fn next_fetch(
-    rx: &mut mpsc::Receiver<Out>,
+    queue: &mut Queue,
+    sender: &mut send::Sender<'_>,
     then: &mut Option<Next>,
     more: bool,
     batch: &mut send::Batch,
@@ -1366,13 +1497,12 @@ fn next_fetch(
     if !more {
         return None;
     }
-    match rx.try_recv() {
-        Ok(Out::Fetch(f)) if batch.fits_on(sock, 0, 0) => Some(f),
-        Ok(other) => {
+    match queue.try_recv(sender)? {
+        Out::Fetch(f) if batch.fits_on(sock, 0, 0) => Some(f),
+        other => {
             *then = Some(Next::queued(other));
             None
         }
-        Err(_) => None,
     }
 }
 

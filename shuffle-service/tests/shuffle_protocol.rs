@@ -872,6 +872,69 @@ async fn chunks_in_flight_cap_closes_the_connection() {
     assert_eq!(got[0].1.as_ref().unwrap().len(), 16 << 20);
 }
 
+/// Drops `path`'s pages from the page cache (written back first), as memory pressure would.
+fn evict(path: &std::path::Path) {
+    let f = std::fs::File::open(path).unwrap();
+    f.sync_all().unwrap();
+    let dontneed = nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED;
+    nix::fcntl::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&f), 0, 0, dontneed).unwrap();
+}
+
+/// Small chunks whose data is in the page cache, from files already open, are sent from the
+/// reactor (counted in croupier_shuffle_reactor_sends); a chunk whose data is not stops such a
+/// burst and goes to a blocking thread, which reads it from the disk. Either way every chunk
+/// arrives whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_chunks_in_memory_go_from_the_reactor_the_rest_from_the_disk_in_order() {
+    use croupier_shuffle_service::send::in_page_cache;
+    let ess = Ess::start(&[("croupier.admin.address", "127.0.0.1:0")]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (c, dirs) = registered(&ess, tmp.path(), APP, "0").await;
+    let block = |m: i64, r: usize| -> Vec<u8> {
+        (0..1000 + 300 * r + 7 * m as usize)
+            .map(|i| (i as i64 * 31 + m * 7 + r as i64) as u8)
+            .collect()
+    };
+    let mut data_files = Vec::new();
+    for m in 0..8 {
+        let parts: Vec<Vec<u8>> = (0..4).map(|r| block(m, r)).collect();
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        data_files.push(dirs.write_map_output(0, m, &refs).0);
+    }
+    let ids: Vec<String> = (0..8)
+        .flat_map(|m| (0..4).map(move |r| format!("shuffle_0_{m}_{r}")))
+        .collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let check = |got: Vec<(String, Result<Bytes, ClientError>)>| {
+        assert_eq!(got.len(), 32);
+        for (i, (id, b)) in got.into_iter().enumerate() {
+            let (m, r) = (i as i64 / 4, i % 4);
+            assert_eq!(id, format!("shuffle_0_{m}_{r}"));
+            assert!(b.unwrap() == block(m, r), "{id}: wrong bytes");
+        }
+    };
+    // The first fetch opens the files (a blocking thread); the next, within 2 s, finds them
+    // open and their data in the page cache.
+    check(c.fetch_blocks(APP, "0", &ids).await.unwrap());
+    let before = ess.metric("croupier_shuffle_reactor_sends_total");
+    check(c.fetch_blocks(APP, "0", &ids).await.unwrap());
+    let from_reactor = ess.metric("croupier_shuffle_reactor_sends_total") - before;
+    assert!(from_reactor >= 1.0, "no burst from the reactor");
+    // Map output 3's data leaves the page cache: its chunks go to a blocking thread.
+    evict(&data_files[3]);
+    let f3 = std::fs::File::open(&data_files[3]).unwrap();
+    assert!(
+        !in_page_cache(&f3, 0, 4096),
+        "{} is still in the page cache after POSIX_FADV_DONTNEED: this file system keeps it",
+        data_files[3].display()
+    );
+    check(c.fetch_blocks(APP, "0", &ids).await.unwrap());
+    assert!(
+        in_page_cache(&f3, 0, 4096),
+        "read back from the disk by the blocking thread"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_die_with_their_connection() {
     let ess = Ess::start(&[("croupier.admin.address", "127.0.0.1:0")]);
