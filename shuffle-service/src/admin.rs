@@ -424,6 +424,12 @@ impl Collector for ServiceCollector {
         )?;
         counter(
             &mut enc,
+            "croupier_shuffle_reactor_give_backs",
+            "Chunks a burst on the reactor thread found not in the page cache (or unreadable) and gave to a blocking thread.",
+            m.reactor_give_backs.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
             "croupier_shuffle_accept_errors",
             "Failed accepts on the shuffle port (e.g. out of file descriptors), each followed by a back-off.",
             m.accept_errors.load(Relaxed),

@@ -17,8 +17,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::index_cache::MapOutput;
@@ -34,33 +33,6 @@ pub const MAX_AGE: Duration = Duration::from_secs(2);
 pub struct DataFile {
     pub file: Arc<File>,
     pub size: u64,
-    /// When the page cache was last seen holding all of it (shared by every user of this
-    /// open file).
-    pub seen_cached: Arc<SeenCached>,
-}
-
-/// An instant at which the page cache held a whole file: milliseconds since the process
-/// started, plus one (0: never seen).
-#[derive(Default)]
-pub struct SeenCached(AtomicU64);
-
-impl SeenCached {
-    fn now() -> u64 {
-        static START: OnceLock<Instant> = OnceLock::new();
-        let ms = START.get_or_init(Instant::now).elapsed().as_millis();
-        u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1
-    }
-
-    /// Was it seen within `ago`?
-    pub fn within(&self, ago: Duration) -> bool {
-        let at = self.0.load(Ordering::Relaxed);
-        let ago = u64::try_from(ago.as_millis()).unwrap_or(u64::MAX);
-        at != 0 && Self::now().saturating_sub(at) < ago
-    }
-
-    pub fn set(&self) {
-        self.0.store(Self::now(), Ordering::Relaxed);
-    }
 }
 
 struct Entry {
@@ -91,7 +63,6 @@ impl DataFiles {
         let data = DataFile {
             file: Arc::new(file),
             size,
-            seen_cached: Arc::default(),
         };
         let now = Instant::now();
         // Files closed by this miss are dropped after the lock is released.

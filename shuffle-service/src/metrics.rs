@@ -177,6 +177,8 @@ pub struct Metrics {
     pub slow_sends: AtomicU64,
     /// Bursts of small chunks sent from the reactor (all in memory), without a blocking thread.
     pub reactor_sends: AtomicU64,
+    /// Chunks a reactor burst found not (all) in the page cache and gave to a blocking thread.
+    pub reactor_give_backs: AtomicU64,
     errors: [AtomicU64; ErrorKind::ALL.len()],
 }
 

@@ -1,4 +1,4 @@
-//! Chunk transmission on a blocking-pool thread: resolve the chunk (registry, index cache,
+//! Chunk transmission, mostly on a blocking-pool thread: resolve the chunk (registry, index cache,
 //! data file from [`crate::data_files`], opened there at most every couple of seconds per map
 //! output; an RDD block file opened now and closed after it is sent), write the frame header,
 //! then `sendfile` the data-file segment straight from the page cache to the socket. Small
@@ -11,6 +11,11 @@
 //! `spark.shuffle.io.connectionTimeout` as the no-progress deadline) and hands the rest to a
 //! blocking thread again. A client that never reads therefore holds no blocking thread, and
 //! disk reads inside `sendfile` never stall the reactor that serves RPCs.
+//!
+//! One exception to the blocking threads: a burst of small chunks whose registration, index
+//! and open data file are all in memory ([`Sender::resolve_cached`]) is gathered and sent from
+//! the reactor, each body read with `RWF_NOWAIT` (the page cache or nothing); a chunk that
+//! would wait for the disk goes back to a blocking thread (see `server.rs`, `in_memory`).
 
 use std::fs::File;
 use std::io;
@@ -22,7 +27,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::auth::channel::Outbound;
-use crate::data_files::{DataFile, SeenCached};
+use crate::data_files::DataFile;
 use crate::index_cache::{IndexError, MapOutput};
 use crate::metrics::ErrorKind;
 use crate::resolver::{Executor, ResolveError};
@@ -99,8 +104,6 @@ struct Open {
     /// Its size when opened.
     size: u64,
     what: OpenWhat,
-    /// A shuffle data file's memo of the page cache holding all of it.
-    seen_cached: Option<Arc<SeenCached>>,
 }
 
 enum OpenWhat {
@@ -122,6 +125,12 @@ impl Open {
 /// files are shared with [`crate::data_files`], an RDD block file is closed when the next
 /// chunk needs another file, or when the job ends (the sender is dropped). Executor
 /// lookups are reused across the chunks of one stream.
+/// What a [`Sender`] resolved, without its borrow of the shared state.
+pub struct Resolved {
+    exec: Option<(Arc<str>, Arc<str>, Arc<Executor>)>,
+    open: Option<Open>,
+}
+
 pub struct Sender<'a> {
     shared: &'a Shared,
     /// The last `(appId, execId)` looked up (the stream's own `Arc`s) and its registration.
@@ -135,6 +144,24 @@ impl<'a> Sender<'a> {
             shared,
             exec: None,
             open: None,
+        }
+    }
+
+    /// What this sender has looked up and opened, to hand to a sender on another thread
+    /// ([`Sender::resume`]): the work of resolving is not done twice.
+    pub fn into_resolved(self) -> Resolved {
+        Resolved {
+            exec: self.exec,
+            open: self.open,
+        }
+    }
+
+    /// A sender that starts with what another one resolved.
+    pub fn resume(shared: &'a Shared, resolved: Resolved) -> Self {
+        Sender {
+            shared,
+            exec: resolved.exec,
+            open: resolved.open,
         }
     }
 
@@ -191,7 +218,6 @@ impl<'a> Sender<'a> {
                     file: Arc::new(file),
                     size,
                     what: OpenWhat::Rdd(path),
-                    seen_cached: None,
                 });
                 Ok(Seg {
                     offset: 0,
@@ -255,31 +281,8 @@ impl<'a> Sender<'a> {
             file: d.file,
             size: d.size,
             what: OpenWhat::Shuffle(m.clone()),
-            seen_cached: Some(d.seen_cached),
         });
         (m, d.size)
-    }
-
-    /// Does the page cache hold `seg` of the file last resolved, so that sending it waits for
-    /// no disk ([`in_page_cache`])? A shuffle data file of at most [`WHOLE_FILE_CHECK`] bytes
-    /// is checked whole, at most every [`SEEN_CACHED_FOR`] (its chunks are sent one after
-    /// another, by every reducer); a larger one, or one not wholly cached, chunk by chunk.
-    pub fn seg_in_page_cache(&self, seg: &Seg) -> bool {
-        let Some(open) = &self.open else {
-            return false;
-        };
-        if let Some(seen) = &open.seen_cached {
-            if open.size <= WHOLE_FILE_CHECK {
-                if seen.within(SEEN_CACHED_FOR) {
-                    return true;
-                }
-                if in_page_cache(&open.file, 0, open.size) {
-                    seen.set();
-                    return true;
-                }
-            }
-        }
-        in_page_cache(&open.file, seg.offset, seg.len)
     }
 
     /// The file last resolved, if it opened.
@@ -422,15 +425,17 @@ impl Batch {
     /// On an error, a data file that ends before the segment's end included, the batch is left
     /// as it was: the chunk is to be sent some other way (which will report it).
     ///
-    /// When the batch already holds chunks, the bytes are read only if the page cache has
-    /// them all (`preadv2` with `RWF_NOWAIT`); otherwise [`PushError::NotCached`], so that the
-    /// chunks gathered go out before this one waits on the disk.
+    /// When the batch already holds chunks, or with `never_wait` (on the reactor), the bytes
+    /// are read only if the page cache has them all, without waiting for the disk (`preadv2`
+    /// with `RWF_NOWAIT`); otherwise [`PushError::NotCached`], so that the chunks gathered go
+    /// out before this one waits on the disk, on a blocking thread.
     pub fn push(
         &mut self,
         header: &[u8],
         file: &File,
         path: &Path,
         seg: &Seg,
+        never_wait: bool,
     ) -> Result<(), PushError> {
         use std::os::unix::fs::FileExt;
         let at = self.buf.len();
@@ -438,7 +443,7 @@ impl Batch {
         self.buf.extend_from_slice(header);
         let body = self.buf.len();
         self.buf.resize(body + len, 0);
-        let read = if at > 0 && len > 0 {
+        let read = if (at > 0 || never_wait) && len > 0 {
             if !read_if_cached(file, &mut self.buf[body..], seg.offset) {
                 self.buf.truncate(at);
                 return Err(PushError::NotCached);
@@ -526,77 +531,6 @@ fn read_if_cached(file: &File, buf: &mut [u8], offset: u64) -> bool {
     n >= 0 && n as usize == buf.len()
 }
 
-/// Shuffle data files up to this size are checked whole for being in the page cache (one
-/// `cachestat` walks at most 4,096 pages of 4 KiB).
-pub const WHOLE_FILE_CHECK: u64 = 16 << 20;
-
-/// How long a data file seen wholly in the page cache is taken to still be there, without
-/// asking the kernel again: the data of the chunks sent in that time were just written or
-/// just sent, the last pages memory pressure would evict.
-pub const SEEN_CACHED_FOR: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// `cachestat(2)` (Linux 6.5 and later): 451 on x86_64 and aarch64 alike (the number of every
-/// system call added since 5.1 is the same on all architectures).
-const SYS_CACHESTAT: libc::c_long = 451;
-
-/// `struct cachestat_range` (linux/mman.h).
-#[repr(C)]
-struct CachestatRange {
-    off: u64,
-    len: u64,
-}
-
-/// `struct cachestat` (linux/mman.h): page counts of the range.
-#[repr(C)]
-#[derive(Default)]
-struct Cachestat {
-    nr_cache: u64,
-    nr_dirty: u64,
-    nr_writeback: u64,
-    nr_evicted: u64,
-    nr_recently_evicted: u64,
-}
-
-fn page_size() -> u64 {
-    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *PAGE.get_or_init(|| {
-        // SAFETY: sysconf has no memory effects.
-        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        u64::try_from(p).ok().filter(|p| *p > 0).unwrap_or(4096)
-    })
-}
-
-/// Does the page cache hold every page of the `len` bytes at `offset` of `file`, so that
-/// sending or reading them waits for no disk? One system call that reads nothing; `false`
-/// when the kernel cannot tell (before Linux 6.5, or a file without a page cache). A check,
-/// not a hold: memory pressure may evict a page between the check and the send, which then
-/// reads it from the disk.
-pub fn in_page_cache(file: &File, offset: u64, len: u64) -> bool {
-    if len == 0 {
-        return true;
-    }
-    let page = page_size();
-    let Some(end) = offset.checked_add(len) else {
-        return false;
-    };
-    let pages = end.div_ceil(page) - offset / page;
-    // (`len` 0 would mean "to the end of the file": excluded above.)
-    let range = CachestatRange { off: offset, len };
-    let mut stat = Cachestat::default();
-    // SAFETY: both pointers are to live, properly laid out structs for the call's duration;
-    // the descriptor is open. Arguments: fd, range, stat, flags (0).
-    let r = unsafe {
-        libc::syscall(
-            SYS_CACHESTAT,
-            file.as_raw_fd(),
-            &range as *const CachestatRange,
-            &mut stat as *mut Cachestat,
-            0 as libc::c_uint,
-        )
-    };
-    r == 0 && stat.nr_cache >= pages
-}
-
 /// Where the rest of an item's body is.
 struct Body {
     file: Arc<File>,
@@ -635,12 +569,9 @@ impl Partial {
         }
     }
 
-    /// Is what is left to send in memory: no body, or a body the page cache holds
-    /// ([`in_page_cache`])?
-    pub fn in_memory(&self) -> bool {
-        self.body
-            .as_ref()
-            .is_none_or(|b| in_page_cache(&b.file, b.off, b.end.saturating_sub(b.off)))
+    /// Is what is left only bytes in memory (no file body to read)?
+    pub fn is_bytes(&self) -> bool {
+        self.body.is_none()
     }
 
     /// Sends what the socket takes without waiting. `cipher` must be the connection's cipher
@@ -856,28 +787,34 @@ mod tests {
     }
 
     #[test]
-    fn the_page_cache_check_sees_eviction_and_reads() {
-        // (The temporary directory must be on a disk file system: tmpfs keeps its pages.)
-        let dir = tempfile::tempdir().unwrap();
+    fn a_batch_that_must_not_wait_takes_only_what_the_page_cache_holds() {
+        use std::io::Write;
+        // In the checkout's file system, not a tmpfs /tmp (tmpfs pages cannot be evicted).
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
         let path = dir.path().join("data");
-        std::fs::write(&path, vec![7u8; 64 << 10]).unwrap();
-        let f = File::open(&path).unwrap();
-        assert!(in_page_cache(&f, 0, 64 << 10), "just written");
-        assert!(in_page_cache(&f, 5000, 0), "nothing to read");
-        assert!(!in_page_cache(&f, u64::MAX - 1, 10), "a range past u64");
+        let data: Vec<u8> = (0..64 << 10).map(|i| (i % 251) as u8).collect();
+        let mut f = File::create(&path).unwrap();
+        f.write_all(&data).unwrap();
         f.sync_all().unwrap();
+        let f = File::open(&path).unwrap();
         let dontneed = nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED;
         nix::fcntl::posix_fadvise(f.as_raw_fd(), 0, 0, dontneed).unwrap();
-        assert!(
-            !in_page_cache(&f, 0, 64 << 10),
-            "evicted (unless {} is on tmpfs)",
-            dir.path().display()
-        );
-        let mut buf = vec![0u8; 4096];
-        use std::os::unix::fs::FileExt;
-        f.read_exact_at(&mut buf, 8192).unwrap();
-        assert!(in_page_cache(&f, 8192, 4096), "the page just read");
-        assert!(!in_page_cache(&f, 8192, 8192), "and not the next one");
+        let mut b = Batch::new();
+        // Evicted: the first chunk of a batch is refused when it must not wait...
+        assert!(matches!(
+            b.push(b"h", &f, &path, &seg(4096, 4096), true),
+            Err(PushError::NotCached)
+        ));
+        assert!(b.is_empty(), "a refused chunk leaves nothing behind");
+        // ...and read from the disk when it may.
+        b.push(b"h", &f, &path, &seg(4096, 4096), false).unwrap();
+        // In the page cache now: taken without waiting.
+        b.push(b"i", &f, &path, &seg(4096, 4096), true).unwrap();
+        let mut want = b"h".to_vec();
+        want.extend_from_slice(&data[4096..8192]);
+        want.extend_from_slice(b"i");
+        want.extend_from_slice(&data[4096..8192]);
+        assert!(b.buf == want);
     }
 
     #[test]
@@ -890,7 +827,7 @@ mod tests {
         );
         let mut n = 0;
         while b.fits(21, SMALL_CHUNK) {
-            b.push(&[9; 21], f.as_file(), f.path(), &seg(0, SMALL_CHUNK))
+            b.push(&[9; 21], f.as_file(), f.path(), &seg(0, SMALL_CHUNK), false)
                 .unwrap();
             n += 1;
         }
@@ -905,16 +842,16 @@ mod tests {
     fn a_segment_past_the_end_of_its_file_leaves_the_batch_as_it_was() {
         let (f, bytes) = data_file(10_000);
         let mut b = Batch::new();
-        b.push(b"head", f.as_file(), f.path(), &seg(100, 50))
+        b.push(b"head", f.as_file(), f.path(), &seg(100, 50), false)
             .unwrap();
         let e = b
-            .push(b"next", f.as_file(), f.path(), &seg(9_000, 2_000))
+            .push(b"next", f.as_file(), f.path(), &seg(9_000, 2_000), false)
             .unwrap_err();
         assert!(matches!(e, PushError::NotCached), "{e:?}");
         assert_eq!(b.len(), 4 + 50);
         assert_eq!(&b.buf[4..], &bytes[100..150]);
         let mut first = Batch::new();
-        match first.push(b"next", f.as_file(), f.path(), &seg(9_000, 2_000)) {
+        match first.push(b"next", f.as_file(), f.path(), &seg(9_000, 2_000), false) {
             Err(PushError::Read(e)) => {
                 assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
                 assert!(
@@ -1015,7 +952,7 @@ mod tests {
             for (i, &(off, len)) in segs.iter().enumerate() {
                 let header = [i as u8 + 1; 21];
                 assert!(b.fits(header.len(), len));
-                b.push(&header, f.as_file(), f.path(), &seg(off, len))
+                b.push(&header, f.as_file(), f.path(), &seg(off, len), false)
                     .unwrap();
                 want.extend_from_slice(&header);
                 want.extend_from_slice(&bytes[off as usize..(off + len) as usize]);
@@ -1061,7 +998,7 @@ mod tests {
                 "bytes differ from the headers and segments in order"
             );
             // The emptied batch is reused.
-            b.push(b"again", f.as_file(), f.path(), &seg(0, 10))
+            b.push(b"again", f.as_file(), f.path(), &seg(0, 10), false)
                 .unwrap();
             assert_eq!(b.len(), 15);
         });

@@ -995,10 +995,11 @@ async fn writer_loop(
     };
     let deadline = shared.config.connection_timeout;
     loop {
-        let first = match partial {
-            Some(_) => None,
+        // `to_pool`: the item was turned away from the reactor already.
+        let (first, to_pool) = match partial {
+            Some(_) => (None, false),
             None => match queue.recv().await {
-                Some(o) => Some(o),
+                Some(o) => o,
                 None => break,
             },
         };
@@ -1029,12 +1030,13 @@ async fn writer_loop(
                 // first queued item that is not so, which goes to a blocking thread next.
                 let mut sender = send::Sender::new(&shared);
                 let in_memory = cipher.is_none()
+                    && !to_pool
                     && match (&partial, &first) {
                         (Some(r), _) => {
-                            r.partial.in_memory()
+                            r.partial.is_bytes()
                                 && r.then
                                     .as_ref()
-                                    .is_none_or(|n| in_memory(&mut sender, &n.out))
+                                    .is_none_or(|n| !n.slow && in_memory(&mut sender, &n.out))
                         }
                         (None, Some(o)) => in_memory(&mut sender, o),
                         (None, None) => false,
@@ -1058,10 +1060,15 @@ async fn writer_loop(
                     tokio::task::yield_now().await;
                     r.map(|left| partial = left)
                 } else {
-                    drop(sender);
+                    // The blocking thread goes on with what was resolved here.
+                    let resolved = sender.into_resolved();
                     queue.on_reactor = false;
-                    let (c, resume) = (cipher.take(), partial.take());
-                    match send_on_pool(&shared, peer, wr, queue, c, resume, first).await {
+                    let burst = Burst {
+                        resume: partial.take(),
+                        first,
+                        resolved,
+                    };
+                    match send_on_pool(&shared, peer, wr, queue, cipher.take(), burst).await {
                         Some((w, q, c, r)) => {
                             wr = w;
                             queue = q;
@@ -1083,6 +1090,14 @@ async fn writer_loop(
     let _ = wr.shutdown().await;
 }
 
+/// Where a burst starts: the rest of an item the socket did not take, or the item just taken
+/// from the queue; and what the writer already resolved for it.
+struct Burst {
+    resume: Option<Resume>,
+    first: Option<Out>,
+    resolved: send::Resolved,
+}
+
 /// What a blocking send job hands back: the write half, the queue and the cipher it took, and
 /// how the burst ended.
 type Returned = (
@@ -1102,9 +1117,13 @@ async fn send_on_pool(
     wr: OwnedWriteHalf,
     mut queue: Queue,
     mut cipher: Option<Box<Outbound>>,
-    resume: Option<Resume>,
-    first: Option<Out>,
+    burst: Burst,
 ) -> Option<Returned> {
+    let Burst {
+        resume,
+        first,
+        resolved,
+    } = burst;
     // A turn first: at most croupier.shuffle.io.sendThreads connections send at once; the
     // others wait here, off any thread.
     let turn = match shared.send_turns.try_acquire() {
@@ -1121,7 +1140,7 @@ async fn send_on_pool(
     let sh = shared.clone();
     let job = move || {
         let _sending = Sending::start(&sh);
-        let mut sender = send::Sender::new(&sh);
+        let mut sender = send::Sender::resume(&sh, resolved);
         let r = send_queued(
             &sh,
             &mut sender,
@@ -1157,53 +1176,77 @@ async fn send_on_pool(
 }
 
 /// A connection's queue of items to send, as a burst takes them. On the reactor
-/// (`on_reactor`), a burst takes only what [`in_memory`] admits: the first item that is not
-/// stays at the `front`, where the next burst, on a blocking thread, starts.
+/// (`on_reactor`), a burst takes only what [`in_memory`] admits, and gives back what turns out
+/// to need the disk after all ([`Queue::give_back`]): that item stays at the `front`, and the
+/// next burst, on a blocking thread, starts with it.
 struct Queue {
     rx: mpsc::Receiver<Out>,
-    /// An item taken from `rx` and not sent yet: it goes before anything in `rx`.
+    /// An item taken from `rx` and not sent yet: it goes before anything in `rx`. Only the
+    /// reactor turns items away, so it is always one for a blocking thread.
     front: Option<Out>,
     on_reactor: bool,
 }
 
 impl Queue {
-    /// The next item, waiting for one; `None` once the reader is gone.
-    async fn recv(&mut self) -> Option<Out> {
+    /// The next item, waiting for one, and whether the reactor turned it away already;
+    /// `None` once the reader is gone.
+    async fn recv(&mut self) -> Option<(Option<Out>, bool)> {
         match self.front.take() {
-            Some(o) => Some(o),
-            None => self.rx.recv().await,
+            Some(o) => Some((Some(o), true)),
+            None => self.rx.recv().await.map(|o| (Some(o), false)),
         }
     }
 
-    /// The next item if one is queued (and, on the reactor, sendable there: `sender` then
-    /// holds its data file open).
+    /// The next item if one is queued and, on the reactor, sendable there (`sender` then holds
+    /// its data file open). On the reactor, an item turned away ends the burst.
     fn try_recv(&mut self, sender: &mut send::Sender<'_>) -> Option<Out> {
-        let o = match self.front.take() {
-            Some(o) => o,
-            None => self.rx.try_recv().ok()?,
-        };
-        if self.on_reactor && !in_memory(sender, &o) {
-            self.front = Some(o);
-            return None;
+        if self.on_reactor {
+            if self.front.is_some() {
+                return None;
+            }
+            let o = self.rx.try_recv().ok()?;
+            if !in_memory(sender, &o) {
+                self.front = Some(o);
+                return None;
+            }
+            return Some(o);
         }
-        Some(o)
+        match self.front.take() {
+            Some(o) => Some(o),
+            None => self.rx.try_recv().ok(),
+        }
+    }
+
+    /// On the reactor: `f` turned out to need the disk (its bytes are not all in the page cache,
+    /// or reading them failed); it is sent next, by a blocking thread, and the burst ends.
+    fn give_back(&mut self, shared: &Shared, f: Box<Fetch>) {
+        debug_assert!(
+            self.front.is_none(),
+            "an item taken while another was given back"
+        );
+        shared
+            .metrics
+            .reactor_give_backs
+            .fetch_add(1, Ordering::Relaxed);
+        self.front = Some(Out::Fetch(f));
     }
 }
 
 /// Is `out` sent from the reactor: nothing to open or read from the disk, and little to copy?
 /// A frame is. A chunk is when it is small ([`send::SMALL_CHUNK`]: gathered with its
 /// neighbours into one send) and resolves from memory (its registration, index and open data
-/// file: [`send::Sender::resolve_cached`], which leaves the file open in `sender` for the send)
-/// and the page cache holds its bytes. Larger chunks go to `sendfile` on blocking threads:
-/// sent from the reactor too, they cost a little less CPU but the p99 of fetches rose by a
-/// third (`bench/results-shuffle.md`). Encrypted connections seal on blocking threads.
+/// file: [`send::Sender::resolve_cached`], which leaves the file open in `sender` for the
+/// send). Its bytes are then read only if the page cache holds them (`RWF_NOWAIT`), or it is
+/// given back ([`Queue::give_back`]). Larger chunks go to `sendfile` on blocking threads: sent
+/// from the reactor too, they cost a little less CPU but the p99 of fetches rose from 45 to 62 ms
+/// (`bench/results-shuffle.md`). Encrypted connections seal on blocking threads.
 fn in_memory(sender: &mut send::Sender<'_>, out: &Out) -> bool {
     match out {
         Out::Frame(_) => true,
         Out::Cipher(_) => false,
         Out::Fetch(f) => sender
             .resolve_cached(&f.chunk)
-            .is_some_and(|seg| seg.len <= send::SMALL_CHUNK && sender.seg_in_page_cache(&seg)),
+            .is_some_and(|seg| seg.len <= send::SMALL_CHUNK),
     }
 }
 
@@ -1380,6 +1423,7 @@ fn send_gathered(
     let mut failed = 0;
     let mut then = None;
     let mut item = Some(first);
+    let on_reactor = queue.on_reactor;
     while let Some(f) = item.take() {
         let slow = |f| {
             Some(Next {
@@ -1387,7 +1431,20 @@ fn send_gathered(
                 slow: true,
             })
         };
-        let seg = match sender.resolve(&f.chunk) {
+        // On the reactor nothing may wait for the disk: a chunk that would is given back, to
+        // be sent next by a blocking thread (which also answers its failure, if it fails).
+        let resolved = if on_reactor {
+            match sender.resolve_cached(&f.chunk) {
+                Some(seg) if seg.len <= send::SMALL_CHUNK => Ok(seg),
+                _ => {
+                    queue.give_back(shared, f);
+                    break;
+                }
+            }
+        } else {
+            sender.resolve(&f.chunk)
+        };
+        let seg = match resolved {
             Ok(seg) if seg.len <= send::SMALL_CHUNK => seg,
             Ok(_) => {
                 then = slow(f);
@@ -1420,11 +1477,19 @@ fn send_gathered(
             break;
         }
         let Some(file) = sender.file() else {
-            then = slow(f);
+            if on_reactor {
+                queue.give_back(shared, f);
+            } else {
+                then = slow(f);
+            }
             break;
         };
-        match batch.push(header.as_ref(), file, sender.path(), &seg) {
+        match batch.push(header.as_ref(), file, sender.path(), &seg, on_reactor) {
             Ok(()) => {}
+            Err(_) if on_reactor => {
+                queue.give_back(shared, f);
+                break;
+            }
             // Not in the page cache: what is gathered goes out first; this chunk starts the
             // next batch (and is read then, waiting on the disk).
             Err(send::PushError::NotCached) => {
