@@ -21,6 +21,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::io::Interest;
@@ -120,17 +121,18 @@ impl Open {
     }
 }
 
-/// Resolves and sends the chunks of one blocking job. It holds at most one file of its own:
-/// consecutive chunks of the same map output skip even the shared table's lookup; shuffle data
-/// files are shared with [`crate::data_files`], an RDD block file is closed when the next
-/// chunk needs another file, or when the job ends (the sender is dropped). Executor
-/// lookups are reused across the chunks of one stream.
 /// What a [`Sender`] resolved, without its borrow of the shared state.
 pub struct Resolved {
     exec: Option<(Arc<str>, Arc<str>, Arc<Executor>)>,
     open: Option<Open>,
 }
 
+/// Resolves and sends the chunks of one burst (a blocking job, or a burst on the reactor,
+/// which resolves only from memory: [`Sender::resolve_cached`]). It holds at most one file of
+/// its own: consecutive chunks of the same map output skip even the shared table's lookup;
+/// shuffle data files are shared with [`crate::data_files`], an RDD block file is closed when
+/// the next chunk needs another file, or when the burst ends (the sender is dropped). Executor
+/// lookups are reused across the chunks of one stream.
 pub struct Sender<'a> {
     shared: &'a Shared,
     /// The last `(appId, execId)` looked up (the stream's own `Arc`s) and its registration.
@@ -421,7 +423,8 @@ impl Batch {
         self.fits(header_len, body_len)
     }
 
-    /// Appends `header` and the `seg` bytes of `file` (named `path` in errors). Blocking (disk).
+    /// Appends `header` and the `seg` bytes of `file` (named `path` in errors). Blocking (disk),
+    /// unless `never_wait`.
     /// On an error, a data file that ends before the segment's end included, the batch is left
     /// as it was: the chunk is to be sent some other way (which will report it).
     ///
@@ -503,10 +506,20 @@ impl Batch {
 /// `RWF_NOWAIT` (linux/fs.h): fail with `EAGAIN` instead of waiting for the disk.
 const RWF_NOWAIT: libc::c_int = 0x08;
 
+/// False once a `RWF_NOWAIT` read was refused as unsupported (a kernel before 4.14, or a file
+/// system without it): nothing is then sent from the reactor ([`nowait_reads`]).
+static NOWAIT_READS: AtomicBool = AtomicBool::new(true);
+
+/// Can data files be read without waiting for the disk (`RWF_NOWAIT`)? True until a read
+/// shows the kernel or file system cannot.
+pub fn nowait_reads() -> bool {
+    NOWAIT_READS.load(Ordering::Relaxed)
+}
+
 /// Fills `buf` from `offset` of `file` if the page cache holds all of it, without waiting for
-/// the disk; `false` when it does not (or the kernel or file system cannot tell: the caller
-/// then reads it the ordinary way, as the first chunk of a batch). Through the raw system call,
-/// so that no newer C library than the packages' is needed.
+/// the disk; `false` when it does not (or the kernel or file system cannot tell, which turns
+/// [`nowait_reads`] off: the caller then reads it the ordinary way, on a blocking thread).
+/// Through the raw system call, so that no newer C library than the packages' is needed.
 fn read_if_cached(file: &File, buf: &mut [u8], offset: u64) -> bool {
     let Ok(offset) = libc::c_long::try_from(offset) else {
         return false;
@@ -528,7 +541,14 @@ fn read_if_cached(file: &File, buf: &mut [u8], offset: u64) -> bool {
             RWF_NOWAIT,
         )
     };
-    n >= 0 && n as usize == buf.len()
+    if n < 0 {
+        let e = io::Error::last_os_error().raw_os_error();
+        if matches!(e, Some(libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL)) {
+            NOWAIT_READS.store(false, Ordering::Relaxed);
+        }
+        return false;
+    }
+    n as usize == buf.len()
 }
 
 /// Where the rest of an item's body is.
@@ -789,8 +809,10 @@ mod tests {
     #[test]
     fn a_batch_that_must_not_wait_takes_only_what_the_page_cache_holds() {
         use std::io::Write;
-        // In the checkout's file system, not a tmpfs /tmp (tmpfs pages cannot be evicted).
-        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        // Beside the test binary (the build's file system), not in a tmpfs /tmp, whose pages
+        // cannot be evicted.
+        let exe = std::env::current_exe().unwrap();
+        let dir = tempfile::tempdir_in(exe.parent().unwrap()).unwrap();
         let path = dir.path().join("data");
         let data: Vec<u8> = (0..64 << 10).map(|i| (i % 251) as u8).collect();
         let mut f = File::create(&path).unwrap();

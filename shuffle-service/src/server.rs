@@ -4,7 +4,9 @@
 //! chunk sends in request order) and a writer task. The writer writes lone frames itself; when a
 //! chunk is queued it hands the write half and the queue to one blocking-pool job, which
 //! resolves and `sendfile`s that chunk and every item queued behind it, in order, then hands
-//! them back. RPC handling never touches the disk on a reactor thread, and the reader keeps
+//! them back; a burst of small chunks that needs nothing from the disk (files open, index
+//! cached, data read with `RWF_NOWAIT`) it sends itself (`in_memory`, `Queue::give_back`).
+//! RPC handling never touches the disk on a reactor thread, and the reader keeps
 //! decoding and answering RPCs while the writer's job runs (an answer on the same connection is
 //! queued behind that connection's earlier chunks, in order; other connections are unaffected).
 //! Connections are never closed for being idle.
@@ -1244,9 +1246,12 @@ fn in_memory(sender: &mut send::Sender<'_>, out: &Out) -> bool {
     match out {
         Out::Frame(_) => true,
         Out::Cipher(_) => false,
-        Out::Fetch(f) => sender
-            .resolve_cached(&f.chunk)
-            .is_some_and(|seg| seg.len <= send::SMALL_CHUNK),
+        Out::Fetch(f) => {
+            send::nowait_reads()
+                && sender
+                    .resolve_cached(&f.chunk)
+                    .is_some_and(|seg| seg.len <= send::SMALL_CHUNK)
+        }
     }
 }
 
@@ -1326,7 +1331,8 @@ struct Done {
     _guard: InFlight,
 }
 
-/// Blocking: finishes `resume`, then sends `first` and whatever is already queued (up to
+/// Blocking (on the reactor, when `queue.on_reactor`, only what reads nothing from the disk):
+/// finishes `resume`, then sends `first` and whatever is already queued (up to
 /// [`MAX_ITEMS_PER_JOB`]), in order. Returns early with the item the socket did not take whole
 /// (never waiting for the socket). An error means the connection is unusable.
 fn send_queued(
@@ -1401,10 +1407,12 @@ struct Gathered {
     items: usize,
 }
 
-/// Blocking, plaintext connections only: gathers `first` and the small chunks queued right
-/// behind it (at most `budget` chunks, [`send::BATCH_BYTES`] bytes) into `batch`, each header
-/// followed by its body read from the data file, and sends the batch with one `send`. A chunk
-/// that cannot be resolved is answered in the batch with its failure frame. A chunk that is
+/// Plaintext connections only; blocking, except on the reactor (`queue.on_reactor`), where a
+/// chunk that would wait for the disk is given back instead. Gathers `first` and the small
+/// chunks queued right behind it (at most `budget` chunks, [`send::BATCH_BYTES`] bytes) into
+/// `batch`, each header followed by its body read from the data file, and sends the batch with
+/// one `send`. A chunk that cannot be resolved is answered in the batch with its failure frame
+/// (on the reactor it is given back, and answered by the blocking thread). A chunk that is
 /// not small, or whose data file cannot be read as indexed (it shrank), ends the batch and
 /// comes back in `then`, marked slow: [`send_chunk`] then sends it with `sendfile`, or closes
 /// the connection as it did before batching. A chunk that does not fit the batch (the

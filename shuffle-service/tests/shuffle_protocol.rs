@@ -899,7 +899,11 @@ async fn small_chunks_in_memory_go_from_the_reactor_the_rest_from_the_disk_in_or
     for m in 0..8 {
         let parts: Vec<Vec<u8>> = (0..4).map(|r| block(m, r)).collect();
         let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-        data_files.push(dirs.write_map_output(0, m, &refs).0);
+        let data = dirs.write_map_output(0, m, &refs).0;
+        // Written back now: evicting one later is then quick (the three fetches must fall
+        // within the 2 s the service reuses an open data file).
+        std::fs::File::open(&data).unwrap().sync_all().unwrap();
+        data_files.push(data);
     }
     let ids: Vec<String> = (0..8)
         .flat_map(|m| (0..4).map(move |r| format!("shuffle_0_{m}_{r}")))
