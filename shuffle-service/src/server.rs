@@ -1001,7 +1001,7 @@ async fn writer_loop(
         let (first, to_pool) = match partial {
             Some(_) => (None, false),
             None => match queue.recv().await {
-                Some(o) => o,
+                Some((o, to_pool)) => (Some(o), to_pool),
                 None => break,
             },
         };
@@ -1152,7 +1152,6 @@ async fn send_on_pool(
             &mut queue,
             &mut cipher,
         );
-        drop(sender);
         (wr, queue, cipher, r)
     };
     let mut job = tokio::task::spawn_blocking(job);
@@ -1192,10 +1191,10 @@ struct Queue {
 impl Queue {
     /// The next item, waiting for one, and whether the reactor turned it away already;
     /// `None` once the reader is gone.
-    async fn recv(&mut self) -> Option<(Option<Out>, bool)> {
+    async fn recv(&mut self) -> Option<(Out, bool)> {
         match self.front.take() {
-            Some(o) => Some((Some(o), true)),
-            None => self.rx.recv().await.map(|o| (Some(o), false)),
+            Some(o) => Some((o, true)),
+            None => self.rx.recv().await.map(|o| (o, false)),
         }
     }
 

@@ -930,9 +930,18 @@ async fn small_chunks_in_memory_go_from_the_reactor_the_rest_from_the_disk_in_or
         0.0,
         "all of it was in the page cache"
     );
-    // Map output 3's data leaves the page cache: its first chunk is given back.
-    evict(&data_files[3]);
-    check(c.fetch_blocks(APP, "0", &ids).await.unwrap());
+    // Map output 3's data leaves the page cache: its first chunk is given back. (A data file
+    // opened more than 2 s before sends its burst to a blocking thread, which takes the
+    // evicted chunk too without giving anything back: on a loaded machine the three fetches
+    // can span that, so the files are opened afresh and the eviction repeated, a few times.)
+    for _ in 0..5 {
+        evict(&data_files[3]);
+        check(c.fetch_blocks(APP, "0", &ids).await.unwrap());
+        if ess.metric(give_backs) >= 1.0 {
+            break;
+        }
+        check(c.fetch_blocks(APP, "0", &ids).await.unwrap());
+    }
     assert!(
         ess.metric(give_backs) >= 1.0,
         "map output 3 was evicted, yet nothing was given to a blocking thread"
