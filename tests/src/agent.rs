@@ -1003,6 +1003,14 @@ impl Agent {
         });
     }
 
+    /// Ends the recovery phase of a [`Agent::restart`] now, whatever its `down` time: a test
+    /// that must see the recovering agent refuse subscriptions restarts it with a long `down`
+    /// (so a loaded machine cannot end it early) and then ends it here.
+    pub fn finish_recovery(&self) {
+        self.shared.lock().recovering = false;
+        self.shared.bump();
+    }
+
     /// Serve this TLS configuration (another certificate, another CA) to every connection
     /// accepted from now on; with [`Agent::restart`], an agent restarted with a rotated
     /// certificate. Only for a stand-in started with [`AgentConfig::tls`].
