@@ -338,11 +338,13 @@ impl<'a> Sender<'a> {
 }
 
 /// Chunks of at most this many bytes are gathered into a [`Batch`] on a plaintext connection
-/// instead of a header `send` plus a `sendfile` each. Measured with `bench/shuffle-ab.sh`
-/// (64 connections, blocks/s against `sendfile` per chunk): gathering gains 2.1x at 4 KiB and
-/// 1.8x at 8 KiB, but loses at 16 KiB (0.98x) and 32 KiB (0.80x), where copying the bodies
-/// through user space costs more than the system calls it saves.
-pub const SMALL_CHUNK: u64 = 8 << 10;
+/// instead of a header `send` plus a `sendfile` each (and, when in memory, sent from the
+/// reactor: `server.rs`). Measured with `bench/shuffle-ab.sh` (blocks/s against `sendfile` per
+/// chunk): gathering gained 2.1x at 4 KiB and 1.8x at 8 KiB from blocking threads, where it lost
+/// at 16 KiB (0.98x); since bursts in memory go from the reactor, 16 KiB gains 1.32–1.48x at
+/// 16–256 connections (CPU per block −26–37%), while 32 KiB gains 5–9% for 2–8% more CPU per
+/// block and a p99 up 16–46%: copying the bodies through user space costs about what it saves.
+pub const SMALL_CHUNK: u64 = 16 << 10;
 
 /// The most bytes (headers and bodies) one [`Batch`] holds: its buffer's bound, per blocking
 /// job. A batch always takes one chunk, so one of [`SMALL_CHUNK`] bytes fits whatever this is.

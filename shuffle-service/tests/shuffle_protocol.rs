@@ -1162,8 +1162,8 @@ async fn pipelined_chunks_across_files_and_streams_arrive_in_order() {
 }
 
 /// Small chunks are gathered into one send per burst, larger ones go by `sendfile`: a client
-/// with a small receive buffer (32 KiB, for a 5.9 MB stream: more than the socket buffers take)
-/// pipelines a stream mixing 4 KiB, 8 KiB, just over 8 KiB, 20 KiB,
+/// with a small receive buffer (32 KiB, for an 8.2 MB stream: more than the socket buffers take)
+/// pipelines a stream mixing 4 KiB, 16 KiB (the largest gathered), just over 16 KiB, 20 KB,
 /// empty and missing-file chunks, and reads nothing for a while, so the socket takes batches in
 /// parts. Every answer must arrive once, in order, with the file's bytes or the failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1173,7 +1173,12 @@ async fn small_and_large_chunks_through_a_full_socket_arrive_whole_and_in_order(
     let ess = Ess::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
     let (_c, dirs) = registered(&ess, tmp.path(), APP, "0").await;
-    let sizes = [4096usize, 8192, 8193, 20_000, 0, 100];
+    let small = croupier_shuffle_service::send::SMALL_CHUNK as usize;
+    assert_eq!(
+        small, 16_384,
+        "the sizes below straddle the gathering limit"
+    );
+    let sizes = [4096usize, small, small + 1, 20_000, 0, 100];
     let block = |m: i64, r: usize| -> Vec<u8> {
         (0..sizes[r])
             .map(|i| (i as u8).wrapping_mul(31) ^ (m as u8) ^ ((r as u8) << 4))
