@@ -382,6 +382,12 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The restarted agent has recovered: it accepts a re-SUBSCRIBE again.
+    pub(crate) fn end_recovery(&self) {
+        self.lock().recovering = false;
+        self.bump();
+    }
+
     pub(crate) fn bump(&self) {
         self.changed.send_modify(|v| *v += 1);
     }
@@ -986,6 +992,18 @@ impl Agent {
     /// with `503 Agent has not finished recovery` for `down`, then accept a re-SUBSCRIBE.
     /// Acks withheld so far are forgotten (the executor must re-send those updates).
     pub fn restart(&self, down: Duration) {
+        self.restart_held();
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(down).await;
+            shared.end_recovery();
+        });
+    }
+
+    /// [`Agent::restart`] whose recovery lasts until [`Agent::finish_recovery`]: for a test that
+    /// must see the recovering agent refuse requests (a fixed `down` could end before they
+    /// arrive on a loaded machine).
+    pub fn restart_held(&self) {
         {
             let mut st = self.shared.lock();
             st.recovering = true;
@@ -995,20 +1013,11 @@ impl Agent {
         }
         self.shared.drop_connections.send_modify(|v| *v += 1);
         self.shared.bump();
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(down).await;
-            shared.lock().recovering = false;
-            shared.bump();
-        });
     }
 
-    /// Ends the recovery phase of a [`Agent::restart`] now, whatever its `down` time: a test
-    /// that must see the recovering agent refuse subscriptions restarts it with a long `down`
-    /// (so a loaded machine cannot end it early) and then ends it here.
+    /// Ends the recovery phase of a restart now.
     pub fn finish_recovery(&self) {
-        self.shared.lock().recovering = false;
-        self.shared.bump();
+        self.shared.end_recovery();
     }
 
     /// Serve this TLS configuration (another certificate, another CA) to every connection

@@ -467,7 +467,7 @@ async fn restart_answers_503_then_replays_unacknowledged_updates() {
 
     // Recovering until told otherwise (a fixed window could end before the subscription below
     // arrives on a loaded machine).
-    agent.restart(Duration::from_secs(600));
+    agent.restart_held();
     agent.set_withhold_acks(false);
     assert!(
         events.next().await.is_none(),
