@@ -287,6 +287,15 @@ impl<'a> Sender<'a> {
         (m, d.size)
     }
 
+    /// Would dropping this sender close its file? True when it holds the only reference left:
+    /// the data-file table let go of the file meanwhile (its blocks were deleted, or the
+    /// application's files), so the close may free a large file's blocks on this thread.
+    pub fn holds_last_file(&self) -> bool {
+        self.open
+            .as_ref()
+            .is_some_and(|o| Arc::strong_count(&o.file) == 1)
+    }
+
     /// The file last resolved, if it opened.
     pub fn file(&self) -> Option<&File> {
         self.open.as_ref().map(|o| &*o.file)
@@ -839,6 +848,37 @@ mod tests {
         want.extend_from_slice(b"i");
         want.extend_from_slice(&data[4096..8192]);
         assert!(b.buf == want);
+    }
+
+    #[test]
+    fn a_sender_knows_when_it_holds_the_last_reference_to_its_file() {
+        let shared = Shared::new(crate::config::Config::default(), None, None);
+        let (f, _) = data_file(10);
+        let file = Arc::new(f.reopen().unwrap());
+        let sender = Sender::resume(
+            &shared,
+            Resolved {
+                exec: None,
+                open: Some(Open {
+                    file: file.clone(),
+                    size: 10,
+                    what: OpenWhat::Rdd(f.path().to_owned()),
+                }),
+            },
+        );
+        assert!(
+            !sender.holds_last_file(),
+            "another holder (the table) keeps it"
+        );
+        drop(file);
+        assert!(
+            sender.holds_last_file(),
+            "dropping the sender would close it"
+        );
+        assert!(
+            !Sender::new(&shared).holds_last_file(),
+            "a sender with nothing open closes nothing"
+        );
     }
 
     #[test]

@@ -1023,6 +1023,10 @@ async fn writer_loop(
                     // The socket was full: wait on the reactor, never on a blocking thread.
                     if let Err(why) = writable_within(&shared, &wr, deadline).await {
                         close_writer(&shared, &wr, peer, &why);
+                        // The unsent rest of a `sendfile` holds its data file open.
+                        if let Some(r) = partial.take().filter(|r| !r.partial.is_bytes()) {
+                            drop_off_reactor(r);
+                        }
                         return;
                     }
                 }
@@ -1056,7 +1060,12 @@ async fn writer_loop(
                         &mut queue,
                         &mut cipher,
                     );
-                    drop(sender);
+                    if sender.holds_last_file() {
+                        // Its data file left the shared table during the burst (deleted).
+                        drop_off_reactor(sender.into_resolved());
+                    } else {
+                        drop(sender);
+                    }
                     // The other connections' writers on this thread go next: a burst is
                     // bounded (MAX_ITEMS_PER_JOB), and so is every connection's wait.
                     tokio::task::yield_now().await;
@@ -1252,6 +1261,14 @@ fn in_memory(sender: &mut send::Sender<'_>, out: &Out) -> bool {
                     .is_some_and(|seg| seg.len <= send::SMALL_CHUNK)
         }
     }
+}
+
+/// Drops `what` on a blocking thread. For what may hold the last reference to a data file:
+/// closing a file that was deleted frees its blocks on the closing thread (milliseconds to
+/// seconds for a large file on a busy disk), which must not be a reactor thread.
+fn drop_off_reactor<T: Send + 'static>(what: T) {
+    // Nothing waits for the drop.
+    drop(tokio::task::spawn_blocking(move || drop(what)));
 }
 
 /// Logs why the writer stops and shuts the socket down both ways, so the reader stops too
@@ -1764,6 +1781,27 @@ mod tests {
 
     /// What every open connection carries (bench/connections.sh measures the whole): its task's
     /// state, and once it has sent something, the writer's and a block of queue slots.
+    /// The closing of a deleted data file (its last reference dropped) happens on a blocking
+    /// thread, not on the reactor thread that let go of it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn what_may_close_a_deleted_file_is_dropped_off_the_reactor() {
+        struct Probe(std::sync::mpsc::Sender<std::thread::ThreadId>);
+        impl Drop for Probe {
+            fn drop(&mut self) {
+                let _ = self.0.send(std::thread::current().id());
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        drop_off_reactor(Probe(tx));
+        let dropped_on = tokio::task::spawn_blocking(move || {
+            rx.recv_timeout(Duration::from_secs(30))
+                .expect("the probe was never dropped")
+        })
+        .await
+        .unwrap();
+        assert_ne!(dropped_on, std::thread::current().id());
+    }
+
     #[test]
     fn per_connection_state_stays_small() {
         let out = std::mem::size_of::<Out>();

@@ -812,6 +812,57 @@ async fn data_file_changes_during_a_send() {
     );
 }
 
+/// Whether the service holds `name` open (its descriptor links, for a deleted file, end in
+/// " (deleted)").
+fn holds_open(pid: u32, name: &str) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .any(|t| t.to_string_lossy().contains(name))
+}
+
+/// A client that stops reading in the middle of a large chunk whose file is then deleted: at
+/// spark.shuffle.io.connectionTimeout the connection is closed and the deleted file's last
+/// descriptor released (its close frees the file's blocks, off the reactor), while the one
+/// server thread keeps serving others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_send_of_a_deleted_file_releases_it_at_the_timeout() {
+    let ess = Ess::start(&[
+        ("spark.shuffle.io.serverThreads", "1"),
+        ("spark.shuffle.io.connectionTimeout", "2s"),
+    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (c, dirs) = registered(&ess, tmp.path(), APP, "0").await;
+    dirs.write_map_output(0, 1, &[b"other client data"]);
+    let s = stalled_big_chunk(&ess, &dirs, 102, 48 << 20).await;
+    std::fs::remove_file(dirs.path("shuffle_9_102_0.data")).unwrap();
+    assert!(
+        holds_open(ess.pid(), "shuffle_9_102_0.data"),
+        "the stalled send holds the deleted file"
+    );
+    let line = ess.wait_log(
+        "spark.shuffle.io.connectionTimeout",
+        Duration::from_secs(20),
+    );
+    assert!(line.is_some(), "{:?}", ess.log());
+    // The data-file table lets go of it within its 2 s reuse limit, the send at the timeout.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while holds_open(ess.pid(), "shuffle_9_102_0.data") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deleted data file still open: {:?}",
+            ess.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = c.fetch_blocks(APP, "0", &["shuffle_0_1_0"]).await.unwrap();
+    assert_eq!(
+        got[0].1.as_ref().unwrap(),
+        &Bytes::from_static(b"other client data")
+    );
+    drop(s);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunks_in_flight_cap_closes_the_connection() {
     let ess = Ess::start(&[("spark.shuffle.maxChunksBeingTransferred", "1")]);
