@@ -169,8 +169,6 @@ fn remove_app(shared: &Arc<Shared>, app: &str, why: Delete) {
     let why = reason(why, app);
     shared.apps.remove(app);
     let executors = shared.registry.remove_app(app);
-    // No open data file outlives the deletion (the app's fetches already fail from here on).
-    shared.data_files.clear();
     shared.metrics.cleanups.fetch_add(1, Ordering::Relaxed);
     tracing::info!(app_id = %app, executors = executors.len(), "{why}. Removing shuffle files.");
     let queued: usize = executors.iter().map(|(_, dirs)| dirs.len()).sum();
@@ -181,6 +179,10 @@ fn remove_app(shared: &Arc<Shared>, app: &str, why: Delete) {
     let shared = shared.clone();
     let app = app.to_owned();
     tokio::task::spawn_blocking(move || {
+        // No open data file outlives the deletion (the app's fetches already fail from here
+        // on). Closed here, off the reactor: a file deleted by someone else meanwhile would
+        // have its blocks freed by this close.
+        shared.data_files.clear();
         if let Some(store) = &shared.store {
             if let Err(e) = store.remove_app(&app) {
                 shared
