@@ -1779,8 +1779,6 @@ mod tests {
         std::mem::size_of::<Fut>()
     }
 
-    /// What every open connection carries (bench/connections.sh measures the whole): its task's
-    /// state, and once it has sent something, the writer's and a block of queue slots.
     /// The closing of a deleted data file (its last reference dropped) happens on a blocking
     /// thread, not on the reactor thread that let go of it.
     #[tokio::test(flavor = "current_thread")]
@@ -1802,6 +1800,8 @@ mod tests {
         assert_ne!(dropped_on, std::thread::current().id());
     }
 
+    /// What every open connection carries (bench/connections.sh measures the whole): its task's
+    /// state, and once it has sent something, the writer's and a block of queue slots.
     #[test]
     fn per_connection_state_stays_small() {
         let out = std::mem::size_of::<Out>();
